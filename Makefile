@@ -34,3 +34,21 @@ bench: setup
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache
+
+# --- Lambda package: `sam build` runs `make build-ScannerFunction` (template.yaml, BuildMethod: makefile) ---
+# Paths come from this Makefile's own location, so the target works whether SAM runs make in the project
+# root (template's WorkingDirectory) or in a scratch copy of the source. The platform must match the
+# function's Architectures (arm64 -> manylinux2014_aarch64; x86_64 -> manylinux2014_x86_64).
+NETPOL_ROOT := $(patsubst %/,%,$(dir $(abspath $(firstword $(MAKEFILE_LIST)))))
+LAMBDA_PYTHON := $(or $(PYTHON),$(shell $(NETPOL_ROOT)/scripts/find-python))
+LAMBDA_PLATFORM := manylinux2014_aarch64
+
+.PHONY: build-ScannerFunction
+build-ScannerFunction:
+	@test -n "$(ARTIFACTS_DIR)" || { echo "ARTIFACTS_DIR is not set (run through sam build)" >&2; exit 1; }
+	$(LAMBDA_PYTHON) -m pip install --quiet --disable-pip-version-check --no-compile \
+		--platform $(LAMBDA_PLATFORM) --implementation cp --python-version 3.12 --only-binary=:all: \
+		--target "$(ARTIFACTS_DIR)" -r "$(NETPOL_ROOT)/requirements.lock"
+	rm -rf "$(ARTIFACTS_DIR)/handler"
+	$(LAMBDA_PYTHON) -c "import shutil, sys; shutil.copytree(sys.argv[1], sys.argv[2], ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))" \
+		"$(NETPOL_ROOT)/handler" "$(ARTIFACTS_DIR)/handler"

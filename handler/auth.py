@@ -19,18 +19,28 @@ CLUSTER_ID_HEADER = "x-k8s-aws-id"
 TOKEN_EXPIRES_SECONDS = 60
 
 
+class TokenSource:
+    """Makes tokens for the clusters of one account and Region, from that account's session and the Region's
+    STS endpoint. Build it in one thread; `token` may then be called from many."""
+
+    def __init__(self, session: boto3.Session, region: str) -> None:
+        self._sts = session.client("sts", region_name=region)
+        self._sts.meta.events.register("provide-client-params.sts.GetCallerIdentity", _take_cluster_id)
+        self._sts.meta.events.register("before-sign.sts.GetCallerIdentity", _sign_cluster_id)
+
+    def token(self, cluster_name: str) -> str:
+        url = self._sts.generate_presigned_url(
+            "get_caller_identity",
+            Params={CLUSTER_ID_HEADER: cluster_name},
+            ExpiresIn=TOKEN_EXPIRES_SECONDS,
+            HttpMethod="GET",
+        )
+        return TOKEN_PREFIX + base64.urlsafe_b64encode(url.encode()).decode().rstrip("=")
+
+
 def eks_token(session: boto3.Session, cluster_name: str, region: str) -> str:
     """A bearer token for `cluster_name`, signed with the session's credentials by the Region's STS endpoint."""
-    sts = session.client("sts", region_name=region)
-    sts.meta.events.register("provide-client-params.sts.GetCallerIdentity", _take_cluster_id)
-    sts.meta.events.register("before-sign.sts.GetCallerIdentity", _sign_cluster_id)
-    url = sts.generate_presigned_url(
-        "get_caller_identity",
-        Params={CLUSTER_ID_HEADER: cluster_name},
-        ExpiresIn=TOKEN_EXPIRES_SECONDS,
-        HttpMethod="GET",
-    )
-    return TOKEN_PREFIX + base64.urlsafe_b64encode(url.encode()).decode().rstrip("=")
+    return TokenSource(session, region).token(cluster_name)
 
 
 def _take_cluster_id(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:

@@ -1,0 +1,111 @@
+"""Pure ASFF building: control results in, BatchImportFindings-ready findings out.
+
+Ids are derived from the cluster ARN (account, Region, cluster), the control and the namespace, never from
+time or content, so the same namespace always updates the same finding and no two clusters collide.
+Every field is held to the limits of the Security Hub API model; empty fields are dropped.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from handler.controls.base import Control
+from handler.models import ClusterInfo, ClusterRef, ComplianceStatus, ControlResult, RecordState
+
+SCHEMA_VERSION = "2018-10-08"
+MAX_ID = 512
+MAX_TITLE = 256
+MAX_DESCRIPTION = 1024
+MAX_REMEDIATION_TEXT = 512
+MAX_PRODUCT_FIELD_VALUE = 2048
+MAX_OTHER_DETAIL_VALUE = 1024
+ELLIPSIS = "..."
+
+CLUSTER_FIELD = "kubernetes/cluster"
+NAMESPACE_FIELD = "kubernetes/namespace"
+CONTROL_FIELD = "eks-netpol-scanner/control"
+EVIDENCE_FIELD = "eks-netpol-scanner/evidence"
+
+
+def finding_id(cluster: ClusterRef, control_id: str, namespace: str | None) -> str:
+    if namespace is None:
+        return f"{cluster.arn}/{control_id}"
+    return f"{cluster.arn}/namespace/{namespace}/{control_id}"
+
+
+def product_arn(cluster: ClusterRef) -> str:
+    """The account's default product: imports must be made with the cluster account's own credentials."""
+    return (f"arn:{cluster.partition}:securityhub:{cluster.region}:{cluster.account_id}:"
+            f"product/{cluster.account_id}/default")
+
+
+def cluster_resource(info: ClusterInfo) -> dict[str, Any]:
+    """The AwsEksCluster resource of every finding of the cluster, with DescribeCluster's details."""
+    resource = _bare_cluster_resource(info.ref)
+    details = _drop_empty(dict(info.details))
+    if details:
+        resource["Details"] = {"AwsEksCluster": details}
+    return resource
+
+
+def _bare_cluster_resource(cluster: ClusterRef) -> dict[str, Any]:
+    return {"Type": "AwsEksCluster", "Id": cluster.arn, "Partition": cluster.partition, "Region": cluster.region}
+
+
+def build_finding(result: ControlResult, control: Control, cluster: ClusterRef,
+                  cluster_resource_: Mapping[str, Any] | None, *, created_at: str, updated_at: str,
+                  record_state: RecordState = RecordState.ACTIVE) -> dict[str, Any]:
+    """One ASFF finding. `cluster_resource_` falls back to a bare AwsEksCluster when DescribeCluster failed."""
+    severity = control.severity if result.status is ComplianceStatus.FAILED else "INFORMATIONAL"
+    types = list(control.finding_types)
+    resources = [dict(cluster_resource_ or _bare_cluster_resource(cluster))]
+    product_fields = {CLUSTER_FIELD: cluster.name, CONTROL_FIELD: control.id}
+    if result.namespace is not None:
+        product_fields[NAMESPACE_FIELD] = result.namespace
+        resources.append({
+            "Type": "Other", "Id": f"{cluster.arn}/namespace/{result.namespace}",
+            "Partition": cluster.partition, "Region": cluster.region,
+            "Details": {"Other": {"Cluster": _clip(cluster.name, MAX_OTHER_DETAIL_VALUE),
+                                  "Namespace": _clip(result.namespace, MAX_OTHER_DETAIL_VALUE)}},
+        })
+    if result.evidence:
+        product_fields[EVIDENCE_FIELD] = _clip(", ".join(result.evidence), MAX_PRODUCT_FIELD_VALUE)
+    finding = {
+        "SchemaVersion": SCHEMA_VERSION,
+        "Id": finding_id(cluster, control.id, result.namespace),
+        "ProductArn": product_arn(cluster),
+        "GeneratorId": control.generator_id,
+        "AwsAccountId": cluster.account_id,
+        "Types": types,
+        "CreatedAt": created_at,
+        "UpdatedAt": updated_at,
+        "Severity": {"Label": severity, "Original": severity},
+        "Title": _clip(result.title, MAX_TITLE),
+        "Description": _clip(result.description, MAX_DESCRIPTION),
+        "Remediation": {"Recommendation": {"Text": _clip(control.remediation_text, MAX_REMEDIATION_TEXT),
+                                           "Url": control.remediation_url}},
+        "ProductFields": product_fields,
+        "Resources": resources,
+        "Compliance": {"Status": result.status.value, "RelatedRequirements": list(control.requirements)},
+        "RecordState": record_state.value,
+        # Providers set Severity and Types here too: Security Hub keeps these even after a customer edits the
+        # top-level copies with BatchUpdateFindings.
+        "FindingProviderFields": {"Severity": {"Label": severity, "Original": severity}, "Types": types},
+    }
+    if len(finding["Id"]) > MAX_ID:
+        raise ValueError(f"finding Id longer than {MAX_ID} characters: {finding['Id'][:80]}...")
+    return _drop_empty(finding)
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - len(ELLIPSIS)] + ELLIPSIS
+
+
+def _drop_empty(value: Any) -> Any:
+    """Security Hub rejects empty strings, lists and maps in some fields; none of ours carry meaning."""
+    if isinstance(value, Mapping):
+        cleaned = {k: _drop_empty(v) for k, v in value.items()}
+        return {k: v for k, v in cleaned.items() if v not in ("", None, [], {})}
+    if isinstance(value, list):
+        return [_drop_empty(v) for v in value if v not in ("", None, [], {})]
+    return value

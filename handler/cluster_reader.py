@@ -1,0 +1,212 @@
+"""Reads one cluster's namespaces and NetworkPolicies into a ClusterSnapshot, completely or not at all.
+
+Lists go across all namespaces in pages of at most 500 (limit/continue), two list calls per 500 objects at
+most, never one request per namespace. Namespaces are asked as metadata-only lists, and responses are parsed
+as plain JSON: the kubernetes client's models cost 5x the time for data this scan does not need
+(REFERENCE.md). The client is configured in memory: endpoint, the CA from DescribeCluster, a bearer token;
+TLS verification is always on.
+
+Faults, as kube-apiserver reports them:
+- 410 Gone on a continue token (etcd compacted past it): the list starts again, a bounded number of times;
+- 429 Too Many Requests: wait for Retry-After (capped), then retry;
+- 5xx and timeouts: a few retries with backoff;
+- anything else, or retries exhausted: ClusterReadError, so the cluster is reported unreadable and its
+  earlier findings are left as they were.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import urllib3
+from kubernetes.client import ApiClient, Configuration
+
+from handler.errors import ClusterReadError
+from handler.models import ClusterInfo, ClusterSnapshot, Namespace, NetworkPolicy
+
+NAMESPACES_PATH = "/api/v1/namespaces"
+NETWORK_POLICIES_PATH = "/apis/networking.k8s.io/v1/networkpolicies"
+METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"
+JSON = "application/json"
+RETRYABLE_STATUS = frozenset({500, 502, 503, 504})
+MAX_LIST_RESTARTS = 3
+MAX_RETRY_AFTER_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class ReadLimits:
+    page_size: int = 500
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    attempts: int = 4  # per request, for 429, 5xx and timeouts
+
+
+class _ContinueExpired(Exception):
+    """410 Gone for a continue token: the list must start over."""
+
+
+class ClusterReader:
+    """Reads clusters through the kubernetes client's HTTP stack, one in-memory configuration per cluster."""
+
+    def __init__(self, limits: ReadLimits | None = None, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.limits = limits or ReadLimits()
+        self._sleep = sleep
+
+    def read(self, cluster: ClusterInfo, token: str) -> ClusterSnapshot:
+        with _Session(cluster, token, self.limits, self._sleep) as session:
+            namespace_items = session.list_all(NAMESPACES_PATH, METADATA_ONLY)
+            policy_items = session.list_all(NETWORK_POLICIES_PATH, JSON)
+            try:
+                namespaces = tuple(_namespace(item) for item in namespace_items)
+                policies = tuple(_policy(item) for item in policy_items)
+            except (KeyError, TypeError, AttributeError) as error:
+                raise ClusterReadError(f"malformed list item from {cluster.endpoint}: {error!r}") from error
+            return ClusterSnapshot(cluster, namespaces, policies, api_requests=session.requests)
+
+
+def api_client(cluster: ClusterInfo, token: str, limits: ReadLimits) -> ApiClient:
+    """A kubernetes ApiClient for an EKS cluster, built in memory: no kubeconfig, no files."""
+    config = Configuration(host=cluster.endpoint)
+    config.verify_ssl = True
+    config.ca_cert_data = _ca_pem(cluster)
+    config.api_key = {"BearerToken": token}
+    config.api_key_prefix = {"BearerToken": "Bearer"}
+    # Connection errors get two quick retries in urllib3; status-based retries are ours (Retry-After, 410).
+    config.retries = urllib3.Retry(total=2, connect=2, read=0, status=0, redirect=0, backoff_factor=0.2)
+    config.connection_pool_maxsize = 1
+    return ApiClient(config)
+
+
+def _ca_pem(cluster: ClusterInfo) -> str:
+    try:
+        pem = base64.b64decode(cluster.ca_data, validate=True).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError) as error:
+        raise ClusterReadError(f"certificateAuthority.data of {cluster.ref} is not base64 PEM") from error
+    if "-----BEGIN CERTIFICATE-----" not in pem:
+        raise ClusterReadError(f"certificateAuthority.data of {cluster.ref} holds no PEM certificate")
+    return pem
+
+
+class _Session:
+    """One cluster's reads: request counting, retries and paging over a single ApiClient."""
+
+    def __init__(self, cluster: ClusterInfo, token: str, limits: ReadLimits, sleep: Callable[[float], None]):
+        if not cluster.endpoint.startswith("https://"):
+            raise ClusterReadError(f"endpoint of {cluster.ref} is not https: {cluster.endpoint!r}")
+        self.cluster, self.limits, self._sleep = cluster, limits, sleep
+        self.api = api_client(cluster, token, limits)
+        self.requests = 0
+
+    def __enter__(self) -> _Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.api.close()
+
+    def list_all(self, path: str, accept: str) -> list[Mapping[str, Any]]:
+        """Every item of a list, page by page; restarts from the first page when a continue token expires."""
+        for _ in range(MAX_LIST_RESTARTS + 1):
+            try:
+                return self._pages(path, accept)
+            except _ContinueExpired:
+                continue
+        raise ClusterReadError(f"{path}: the list kept expiring (410 Gone) after {MAX_LIST_RESTARTS} restarts")
+
+    def _pages(self, path: str, accept: str) -> list[Mapping[str, Any]]:
+        items: list[Mapping[str, Any]] = []
+        token: str | None = None
+        while True:
+            query: list[tuple[str, Any]] = [("limit", self.limits.page_size)]
+            if token:
+                query.append(("continue", token))
+            page = self._get(path, query, accept)
+            items.extend(page.get("items") or ())
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return items
+
+    def _get(self, path: str, query: list[tuple[str, Any]], accept: str) -> Mapping[str, Any]:
+        for attempt in range(1, self.limits.attempts + 1):
+            status, headers, body = self._request(path, query, accept)
+            if status == 200:
+                return _decode(body, path)
+            if status == 410 and any(k == "continue" for k, _ in query):
+                raise _ContinueExpired()
+            if attempt < self.limits.attempts and status == 429:
+                self._sleep(_retry_after(headers))
+                continue
+            if attempt < self.limits.attempts and (status in RETRYABLE_STATUS or status == 0):
+                self._sleep(min(0.25 * 2 ** attempt, 4.0))
+                continue
+            raise ClusterReadError(_explain(status, path, body))
+        raise AssertionError("unreachable")  # the loop returns or raises on its last attempt
+
+    def _request(self, path: str, query: list[tuple[str, Any]], accept: str) -> tuple[int, Mapping[str, str], bytes]:
+        """One GET. Status 0 stands for a read timeout, which is retried like a 5xx."""
+        self.requests += 1
+        request = self.api.param_serialize("GET", path, query_params=query, header_params={"Accept": accept},
+                                           auth_settings=["BearerToken"])
+        try:
+            response = self.api.call_api(*request, _request_timeout=(self.limits.connect_timeout,
+                                                                     self.limits.read_timeout))
+            body = response.read()
+        except urllib3.exceptions.ReadTimeoutError:
+            return 0, {}, b""
+        except (urllib3.exceptions.HTTPError, OSError) as error:
+            raise ClusterReadError(f"cannot reach {self.cluster.endpoint}: {_reason(error)}") from error
+        return response.status, response.getheaders() or {}, body
+
+
+def _namespace(item: Mapping[str, Any]) -> Namespace:
+    meta = item.get("metadata") or {}
+    # Metadata-only lists carry no status: kube-apiserver sets deletionTimestamp when phase turns Terminating.
+    terminating = bool(meta.get("deletionTimestamp")) or (item.get("status") or {}).get("phase") == "Terminating"
+    return Namespace(name=meta["name"], labels=meta.get("labels") or {}, annotations=meta.get("annotations") or {},
+                     terminating=terminating)
+
+
+def _policy(item: Mapping[str, Any]) -> NetworkPolicy:
+    meta = item.get("metadata") or {}
+    return NetworkPolicy(namespace=meta["namespace"], name=meta["name"], spec=item.get("spec") or {})
+
+
+def _decode(body: bytes, path: str) -> Mapping[str, Any]:
+    try:
+        page = json.loads(body)
+    except ValueError as error:
+        raise ClusterReadError(f"{path}: the response is not JSON") from error
+    if not isinstance(page, Mapping):
+        raise ClusterReadError(f"{path}: the response is not a list object")
+    return page
+
+
+def _retry_after(headers: Mapping[str, str]) -> float:
+    raw = next((v for k, v in headers.items() if k.lower() == "retry-after"), "1")
+    try:
+        return min(max(float(raw), 0.0), MAX_RETRY_AFTER_SECONDS)
+    except ValueError:
+        return 1.0
+
+
+def _explain(status: int, path: str, body: bytes) -> str:
+    """A reason an operator can act on, from the Status object kube-apiserver returns."""
+    if status == 0:
+        return f"{path}: timed out reading the response"
+    try:
+        message = json.loads(body).get("message", "")
+    except (ValueError, AttributeError):
+        message = ""
+    hint = {401: "the token was refused: does the scan role have an EKS access entry (or aws-auth mapping)?",
+            403: "forbidden: the scan role needs list on namespaces and networking.k8s.io networkpolicies "
+                 "(AmazonEKSViewPolicy)"}.get(status, "")
+    return f"HTTP {status} on {path}" + (f": {message}" if message else "") + (f" ({hint})" if hint else "")
+
+
+def _reason(error: BaseException) -> str:
+    reason = getattr(error, "reason", None)
+    return str(reason or error)[:300]

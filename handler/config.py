@@ -1,0 +1,153 @@
+"""Settings from the environment and the scan request from the invocation event: the one place defaults live."""
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from handler.errors import ConfigError, EventError
+
+ORGANIZATION = "ORGANIZATION"
+ACCOUNT_ID = re.compile(r"^\d{12}$")
+REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
+# EKS cluster names: 1-100 characters, alphanumeric first, then alphanumerics, hyphens and underscores.
+CLUSTER_NAME = re.compile(r"^[0-9A-Za-z][A-Za-z0-9_-]{0,99}$")
+ROLE_NAME = re.compile(r"^[\w+=,.@-]{1,64}$")
+BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+DEFAULT_CLUSTER_CONCURRENCY = 8
+DEFAULT_PAGE_SIZE = 500  # kube-apiserver's recommended chunk; the issue caps a page at 500
+DEFAULT_CONNECT_TIMEOUT = 5.0
+DEFAULT_READ_TIMEOUT = 30.0
+DEFAULT_SERVICE_NAME = "eks-netpol-scanner"
+DEFAULT_METRICS_NAMESPACE = "NetpolScanner"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The function's configuration, read once per invocation from its environment."""
+
+    report_bucket: str
+    scan_role_name: str | None = None
+    scan_role_external_id: str | None = None
+    target_accounts: tuple[str, ...] = ()  # empty: the function's own account
+    use_organization: bool = False
+    target_regions: tuple[str, ...] = ()  # empty: the function's Region
+    default_region: str = "us-east-1"
+    cluster_concurrency: int = DEFAULT_CLUSTER_CONCURRENCY
+    page_size: int = DEFAULT_PAGE_SIZE
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    read_timeout: float = DEFAULT_READ_TIMEOUT
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        bucket = env.get("REPORT_BUCKET", "").strip()
+        if not BUCKET_NAME.match(bucket):
+            raise ConfigError(f"REPORT_BUCKET must name an S3 bucket, got {bucket!r}")
+        accounts = _split(env.get("TARGET_ACCOUNTS", ""))
+        use_organization = accounts == (ORGANIZATION,)
+        if not use_organization:
+            _require_all(accounts, ACCOUNT_ID, "TARGET_ACCOUNTS", ConfigError, "12-digit account ids or ORGANIZATION")
+        regions = _split(env.get("TARGET_REGIONS", ""))
+        _require_all(regions, REGION, "TARGET_REGIONS", ConfigError, "Region names")
+        role = env.get("SCAN_ROLE_NAME", "").strip() or None
+        if role and not ROLE_NAME.match(role):
+            raise ConfigError(f"SCAN_ROLE_NAME is not an IAM role name: {role!r}")
+        return cls(
+            report_bucket=bucket,
+            scan_role_name=role,
+            scan_role_external_id=env.get("SCAN_ROLE_EXTERNAL_ID", "").strip() or None,
+            target_accounts=() if use_organization else accounts,
+            use_organization=use_organization,
+            target_regions=regions,
+            default_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
+            cluster_concurrency=_positive_int(env, "CLUSTER_CONCURRENCY", DEFAULT_CLUSTER_CONCURRENCY, 64),
+            page_size=_positive_int(env, "K8S_PAGE_SIZE", DEFAULT_PAGE_SIZE, DEFAULT_PAGE_SIZE),
+        )
+
+
+@dataclass(frozen=True)
+class ScanRequest:
+    """What one invocation asks for. Empty tuples mean "everything the settings target"."""
+
+    accounts: tuple[str, ...] = ()
+    regions: tuple[str, ...] = ()
+    clusters: tuple[str, ...] = ()
+    dry_run: bool = False
+
+    @property
+    def names_clusters(self) -> bool:
+        """A scan limited to named clusters must never archive findings of clusters it did not look at."""
+        return bool(self.clusters)
+
+    @classmethod
+    def from_event(cls, event: Any) -> ScanRequest:
+        if event is None:
+            return cls()
+        if not isinstance(event, Mapping):
+            raise EventError(f"the event must be a JSON object, got {type(event).__name__}")
+        if event.get("detail-type") == "Scheduled Event":
+            return cls()  # an EventBridge rule's scheduled event: a full scan; its other keys are EventBridge's
+        unknown = sorted(set(event) - MANUAL_EVENT_FIELDS)
+        if unknown:
+            raise EventError(f"unknown event field(s): {', '.join(unknown)}; "
+                             f"allowed: {', '.join(sorted(MANUAL_EVENT_FIELDS))}")
+        problems = [p for p in (_list_field(event, "accounts", ACCOUNT_ID, "12-digit account ids"),
+                                _list_field(event, "regions", REGION, "Region names"),
+                                _list_field(event, "clusters", CLUSTER_NAME, "EKS cluster names"),
+                                _bool_field(event, "dry_run"), _str_field(event, "source")) if p]
+        if problems:
+            raise EventError("; ".join(problems))
+        return cls(accounts=tuple(event.get("accounts") or ()), regions=tuple(event.get("regions") or ()),
+                   clusters=tuple(event.get("clusters") or ()), dry_run=bool(event.get("dry_run", False)))
+
+
+# `source` is what the schedule sends (events/scheduled.json); the rest narrow or dry-run a manual scan.
+MANUAL_EVENT_FIELDS = frozenset({"accounts", "regions", "clusters", "dry_run", "source"})
+
+
+def _split(value: str) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
+
+
+def _require_all(values: tuple[str, ...], pattern: re.Pattern[str], name: str, error: type[Exception],
+                 what: str) -> None:
+    bad = [v for v in values if not pattern.match(v)]
+    if bad:
+        raise error(f"{name} must hold {what}; not: {', '.join(map(repr, bad))}")
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int, maximum: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+        raise ConfigError(f"{name} must be an integer from 1 to {maximum}, got {raw!r}")
+    return int(raw)
+
+
+def _list_field(event: Mapping[str, Any], name: str, pattern: re.Pattern[str], what: str) -> str | None:
+    if name not in event:
+        return None
+    value = event[name]
+    if not isinstance(value, list) or not value:
+        return f"field '{name}' must be a non-empty list of {what}, got {type(value).__name__} {value!r}"
+    bad = [v for v in value if not isinstance(v, str) or not pattern.match(v)]
+    if bad:
+        return f"field '{name}' must hold {what}; not: {', '.join(map(repr, bad))}"
+    return None
+
+
+def _bool_field(event: Mapping[str, Any], name: str) -> str | None:
+    if name in event and not isinstance(event[name], bool):
+        return f"field '{name}' must be true or false, got {type(event[name]).__name__} {event[name]!r}"
+    return None
+
+
+def _str_field(event: Mapping[str, Any], name: str) -> str | None:
+    if name in event and not isinstance(event[name], str):
+        return f"field '{name}' must be a string, got {type(event[name]).__name__}"
+    return None

@@ -1,0 +1,30 @@
+"""What a control is: its metadata and a pure evaluation over a cluster snapshot."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from handler.models import ClusterSnapshot, ControlResult
+
+
+@dataclass(frozen=True)
+class Control:
+    """A check's metadata beside its evaluation, so that adding a control touches nothing else.
+
+    `severity` is the ASFF Severity.Label of a FAILED result; passed and informational results are
+    INFORMATIONAL, as AWS's own controls report them.
+    """
+
+    id: str
+    title: str
+    severity: str
+    requirements: tuple[str, ...]  # ASFF Compliance.RelatedRequirements
+    finding_types: tuple[str, ...]  # ASFF Types
+    remediation_text: str
+    remediation_url: str
+    # None for findings the pipeline raises itself (a cluster's scan status) rather than evaluates.
+    evaluate: Callable[[ClusterSnapshot], list[ControlResult]] | None = None
+
+    @property
+    def generator_id(self) -> str:
+        return f"eks-netpol-scanner/{self.id}"

@@ -1,0 +1,35 @@
+"""The cluster's own finding when it could not be scanned: Compliance.Status NOT_AVAILABLE, with the reason.
+
+It is not a CIS control and is never evaluated over a snapshot; the pipeline raises it when a cluster read
+fails and archives it once the cluster scans again. While it is active, the cluster's earlier namespace
+findings stay exactly as they were: a cluster that could not be read never makes its namespaces look fixed.
+"""
+from __future__ import annotations
+
+from handler.controls.base import Control
+from handler.models import ClusterRef, ComplianceStatus, ControlResult
+
+CONTROL_ID = "cluster-scan"
+
+
+def not_available(cluster: ClusterRef, reason: str) -> ControlResult:
+    return ControlResult(
+        CONTROL_ID, None, ComplianceStatus.NOT_AVAILABLE,
+        title=f"EKS cluster {cluster.name} could not be scanned for network policies",
+        description=f"The scanner could not read EKS cluster '{cluster.name}' ({cluster}): {reason}. Its "
+                    "namespace findings keep their last known state until a scan succeeds, so namespaces "
+                    "created or changed since then are not assessed.")
+
+
+CONTROL = Control(
+    id=CONTROL_ID,
+    title="EKS cluster could be scanned",
+    severity="MEDIUM",
+    requirements=("CIS Kubernetes Benchmark v1.10.0/5.3.2", "CIS Amazon EKS Benchmark v1.7.0/4.3.2"),
+    finding_types=("Software and Configuration Checks/Industry and Regulatory Standards/"
+                   "CIS Host Hardening Benchmarks",),
+    remediation_text="Make the cluster readable by the scanner: its endpoint must be reachable from the "
+                     "function, and the scan role needs an EKS access entry with AmazonEKSViewPolicy (or an "
+                     "aws-auth mapping to the read-only ClusterRole in infra/kubernetes/rbac.yaml).",
+    remediation_url="https://docs.aws.amazon.com/eks/latest/userguide/access-entries.html",
+)

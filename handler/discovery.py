@@ -1,0 +1,144 @@
+"""Accounts -> Regions -> clusters: what one run scans, and with whose credentials.
+
+Every call for a target account (EKS, the token, Security Hub) is made with that account's session: the scan
+role assumed in it when SCAN_ROLE_NAME is set, else the function's own credentials for its own account.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+from handler.config import ScanRequest, Settings
+from handler.errors import DiscoveryError
+from handler.models import ClusterInfo, ClusterRef
+
+SESSION_NAME = "eks-netpol-scanner"
+AWS_CALLS = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=10, read_timeout=30)
+
+
+@dataclass(frozen=True)
+class Identity:
+    account_id: str
+    partition: str
+
+
+def own_identity(session: boto3.Session, region: str) -> Identity:
+    """The function's own account and partition, from its credentials."""
+    try:
+        arn = session.client("sts", region_name=region, config=AWS_CALLS).get_caller_identity()["Arn"]
+    except (ClientError, BotoCoreError) as error:
+        raise DiscoveryError(f"cannot identify the function's own account: {error}") from error
+    _, partition, _, _, account_id, _ = arn.split(":", 5)
+    return Identity(account_id, partition)
+
+
+def target_accounts(session: boto3.Session, settings: Settings, request: ScanRequest, own: Identity) -> list[str]:
+    """The event's accounts, else TARGET_ACCOUNTS, else the Organization's ACTIVE accounts, else our own."""
+    if request.accounts:
+        return list(request.accounts)
+    if settings.use_organization:
+        return organization_accounts(session, settings.default_region)
+    return list(settings.target_accounts) or [own.account_id]
+
+
+def target_regions(settings: Settings, request: ScanRequest) -> list[str]:
+    return list(request.regions or settings.target_regions or (settings.default_region,))
+
+
+def organization_accounts(session: boto3.Session, region: str) -> list[str]:
+    """ACTIVE accounts of the Organization, paging until NextToken is null (empty pages happen)."""
+    client = session.client("organizations", region_name=region, config=AWS_CALLS)
+    accounts: list[str] = []
+    token: str | None = None
+    try:
+        while True:
+            page = client.list_accounts(**({"NextToken": token} if token else {}))
+            accounts.extend(a["Id"] for a in page.get("Accounts", []) if _is_active(a))
+            token = page.get("NextToken")
+            if not token:
+                return sorted(set(accounts))
+    except (ClientError, BotoCoreError) as error:
+        raise DiscoveryError(f"cannot list the Organization's accounts: {error}") from error
+
+
+def _is_active(account: Mapping[str, Any]) -> bool:
+    # `State` replaces `Status`, which Organizations retires in September 2026.
+    return (account.get("State") or account.get("Status")) == "ACTIVE"
+
+
+def account_session(base: boto3.Session, settings: Settings, own: Identity, account_id: str) -> boto3.Session:
+    """The session that does all of one account's work."""
+    if not settings.scan_role_name:
+        if account_id != own.account_id:
+            raise DiscoveryError(f"account {account_id} is not the function's own account ({own.account_id}) "
+                                 "and SCAN_ROLE_NAME is not set, so there is no role to enter it with")
+        return base
+    role_arn = f"arn:{own.partition}:iam::{account_id}:role/{settings.scan_role_name}"
+    params: dict[str, Any] = {"RoleArn": role_arn, "RoleSessionName": SESSION_NAME, "DurationSeconds": 3600}
+    if settings.scan_role_external_id:
+        params["ExternalId"] = settings.scan_role_external_id
+    try:
+        creds = base.client("sts", region_name=settings.default_region, config=AWS_CALLS).assume_role(**params)
+    except (ClientError, BotoCoreError) as error:
+        raise DiscoveryError(f"cannot assume {role_arn}: {_error_text(error)}") from error
+    c = creds["Credentials"]
+    return boto3.Session(aws_access_key_id=c["AccessKeyId"], aws_secret_access_key=c["SecretAccessKey"],
+                         aws_session_token=c["SessionToken"], region_name=settings.default_region)
+
+
+def cluster_names(eks: Any, account_id: str, region: str) -> list[str]:
+    try:
+        names: list[str] = []
+        for page in eks.get_paginator("list_clusters").paginate():
+            names.extend(page.get("clusters", []))
+        return sorted(names)
+    except (ClientError, BotoCoreError) as error:
+        raise DiscoveryError(f"cannot list EKS clusters in {account_id}/{region}: {_error_text(error)}") from error
+
+
+def describe_cluster(eks: Any, ref: ClusterRef) -> ClusterInfo:
+    try:
+        cluster = eks.describe_cluster(name=ref.name)["cluster"]
+    except (ClientError, BotoCoreError) as error:
+        raise DiscoveryError(f"DescribeCluster failed: {_error_text(error)}") from error
+    return ClusterInfo(
+        ref=ref,
+        endpoint=cluster.get("endpoint") or "",
+        ca_data=(cluster.get("certificateAuthority") or {}).get("data") or "",
+        version=cluster.get("version") or "",
+        status=cluster.get("status") or "",
+        details=_asff_details(cluster),
+    )
+
+
+def _asff_details(cluster: Mapping[str, Any]) -> dict[str, Any]:
+    """DescribeCluster's answer in ASFF's AwsEksClusterDetails shape (the CA is left out: it is no finding)."""
+    vpc = cluster.get("resourcesVpcConfig") or {}
+    logging_setups = (cluster.get("logging") or {}).get("clusterLogging") or []
+    return {
+        "Arn": cluster.get("arn"),
+        "Name": cluster.get("name"),
+        "Version": cluster.get("version"),
+        "Endpoint": cluster.get("endpoint"),
+        "ClusterStatus": cluster.get("status"),
+        "RoleArn": cluster.get("roleArn"),
+        "ResourcesVpcConfig": {
+            "SecurityGroupIds": list(vpc.get("securityGroupIds") or []),
+            "SubnetIds": list(vpc.get("subnetIds") or []),
+            "EndpointPublicAccess": vpc.get("endpointPublicAccess"),
+        },
+        "Logging": {"ClusterLogging": [{"Enabled": bool(s.get("enabled")), "Types": list(s.get("types") or [])}
+                                       for s in logging_setups]},
+    }
+
+
+def _error_text(error: Exception) -> str:
+    if isinstance(error, ClientError):
+        err = error.response.get("Error", {})
+        return f"{err.get('Code', 'ClientError')}: {err.get('Message', '')}"
+    return str(error)

@@ -1,0 +1,101 @@
+"""The S3 side: per-cluster state, and each run's findings and report, laid out for Athena.
+
+    runs/date=YYYY-MM-DD/run=<run id>.json                                        run report (summary + keys)
+    findings/date=YYYY-MM-DD/account=<id>/region=<region>/cluster=<name>/run=<run id>.jsonl.gz
+                                                                                  ASFF findings, one per line
+    state/account=<id>/region=<region>/cluster=<name>.json.gz                     what was published before
+
+Partition keys use Hive's `key=value` form so that Athena (partition projection or MSCK REPAIR) can query by
+date, account, Region and cluster. The bucket lives in the scanner's account and is always written with the
+function's own credentials, never a member account's.
+"""
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from handler.errors import PublishError
+from handler.models import ClusterRef
+from handler.state import ClusterState
+
+STATE_PREFIX = "state/"
+
+
+def state_key(cluster: ClusterRef) -> str:
+    return f"{_account_region_prefix(cluster.account_id, cluster.region)}cluster={cluster.name}.json.gz"
+
+
+def findings_key(cluster: ClusterRef, date: str, run_id: str) -> str:
+    return (f"findings/date={date}/account={cluster.account_id}/region={cluster.region}/"
+            f"cluster={cluster.name}/run={run_id}.jsonl.gz")
+
+
+def report_key(date: str, run_id: str) -> str:
+    return f"runs/date={date}/run={run_id}.json"
+
+
+def _account_region_prefix(account_id: str, region: str) -> str:
+    return f"{STATE_PREFIX}account={account_id}/region={region}/"
+
+
+class ReportStore:
+    """Reads and writes the scanner's objects in its report bucket."""
+
+    def __init__(self, s3_client: Any, bucket: str) -> None:
+        self._s3 = s3_client
+        self.bucket = bucket
+
+    def load_state(self, cluster: ClusterRef) -> ClusterState | None:
+        try:
+            body = self._s3.get_object(Bucket=self.bucket, Key=state_key(cluster))["Body"].read()
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise PublishError(f"cannot read state of {cluster} from s3://{self.bucket}: {error}") from error
+        except BotoCoreError as error:
+            raise PublishError(f"cannot read state of {cluster} from s3://{self.bucket}: {error}") from error
+        return ClusterState.from_dict(json.loads(gzip.decompress(body)))
+
+    def known_clusters(self, account_id: str, region: str) -> list[str]:
+        """Names of the clusters of an account and Region that the scanner has published findings for."""
+        prefix = _account_region_prefix(account_id, region)
+        names = []
+        try:
+            for page in self._s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+                for obj in page.get("Contents", []):
+                    rest = obj["Key"][len(prefix):]
+                    if rest.startswith("cluster=") and rest.endswith(".json.gz"):
+                        names.append(rest[len("cluster="):-len(".json.gz")])
+        except (ClientError, BotoCoreError) as error:
+            raise PublishError(f"cannot list state in s3://{self.bucket}/{prefix}: {error}") from error
+        return names
+
+    def save_state(self, state: ClusterState) -> None:
+        self._put(state_key(state.cluster), gzip.compress(_json(state.to_dict())), "application/gzip")
+
+    def write_findings(self, cluster: ClusterRef, date: str, run_id: str, findings: Iterable[dict[str, Any]]) -> str:
+        key = findings_key(cluster, date, run_id)
+        lines = b"".join(_json(finding) + b"\n" for finding in findings)
+        self._put(key, gzip.compress(lines), "application/gzip")
+        return key
+
+    def write_report(self, date: str, run_id: str, report: dict[str, Any]) -> str:
+        key = report_key(date, run_id)
+        self._put(key, _json(report), "application/json")
+        return key
+
+    def _put(self, key: str, body: bytes, content_type: str) -> None:
+        # No Content-Encoding on the .gz objects: they are gzip files, to be read as such (Athena goes by the
+        # extension), not bodies for an HTTP client to inflate on the way.
+        try:
+            self._s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
+        except (ClientError, BotoCoreError) as error:
+            raise PublishError(f"cannot write s3://{self.bucket}/{key}: {error}") from error
+
+
+def _json(data: Any) -> bytes:
+    return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()

@@ -1,0 +1,481 @@
+"""Static checks of the deployment templates: cfn-lint, `sam validate --lint`, the SAM transform, and
+structural assertions on least privilege, the report bucket and the Kubernetes RBAC.
+
+`sam` must be on PATH (`make test` puts .venv-sam/bin there). Without it these tests fail, unless
+NETPOL_SKIP_SAM=1 is set, which skips only the tests that need SAM CLI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "template.yaml"
+INFRA = ROOT / "infra"
+CFN_TEMPLATES = [TEMPLATE, *sorted(INFRA.glob("*.yaml"))]
+RBAC = INFRA / "kubernetes" / "rbac.yaml"
+AWS_AUTH = INFRA / "kubernetes" / "aws-auth-snippet.yaml"
+
+SERVICE = "eks-netpol-scanner"
+
+
+# --- loading CloudFormation YAML (short tags such as !Ref, !Sub, !GetAtt) ---------------------------
+
+
+class CfnLoader(yaml.SafeLoader):
+    """SafeLoader that turns CloudFormation short tags into their long form ({"Fn::Sub": ...})."""
+
+
+def _construct_tag(loader: CfnLoader, tag_suffix: str, node: yaml.Node):
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    if tag_suffix == "Ref":
+        return {"Ref": value}
+    if tag_suffix == "GetAtt" and isinstance(value, str):
+        value = value.split(".", 1)
+    return {f"Fn::{tag_suffix}": value}
+
+
+CfnLoader.add_multi_constructor("!", _construct_tag)
+
+
+def load_cfn(path: Path) -> dict:
+    return yaml.load(path.read_text(), Loader=CfnLoader)  # noqa: S506 - SafeLoader subclass
+
+
+@pytest.fixture(scope="module")
+def template() -> dict:
+    return load_cfn(TEMPLATE)
+
+
+@pytest.fixture(scope="module")
+def member_role() -> dict:
+    return load_cfn(INFRA / "member-role.yaml")
+
+
+@pytest.fixture(scope="module")
+def access_entry() -> dict:
+    return load_cfn(INFRA / "eks-access-entry.yaml")
+
+
+def resources_of_type(tpl: dict, type_: str) -> dict:
+    return {k: v for k, v in tpl["Resources"].items() if v["Type"] == type_}
+
+
+def one_resource(tpl: dict, type_: str) -> tuple[str, dict]:
+    found = resources_of_type(tpl, type_)
+    assert len(found) == 1, f"expected one {type_}, found {sorted(found)}"
+    return next(iter(found.items()))
+
+
+def statements(policy_document: dict) -> list[tuple[str | None, dict]]:
+    """Statements with the condition guarding them (both branches of Fn::If, AWS::NoValue dropped)."""
+    out: list[tuple[str | None, dict]] = []
+    raw = policy_document["Statement"]
+    for item in raw if isinstance(raw, list) else [raw]:
+        if isinstance(item, dict) and "Fn::If" in item:
+            condition, when_true, when_false = item["Fn::If"]
+            for branch, cond in ((when_true, condition), (when_false, f"!{condition}")):
+                if branch != {"Ref": "AWS::NoValue"}:
+                    out.append((cond, branch))
+        else:
+            out.append((None, item))
+    return out
+
+
+def as_list(value) -> list:
+    return value if isinstance(value, list) else [value]
+
+
+def walk_strings(node):
+    if isinstance(node, str):
+        yield node
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            yield from walk_strings(key)
+            yield from walk_strings(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from walk_strings(value)
+
+
+# --- external validators ----------------------------------------------------------------------------
+
+
+def cfn_lint_command() -> list[str]:
+    script = Path(sys.executable).parent / "cfn-lint"
+    if script.exists():
+        return [str(script)]
+    # cfnlint has no __main__ module; call its console entry point directly.
+    return [sys.executable, "-c", "import sys; from cfnlint.runner import main; sys.exit(main())"]
+
+
+def sam_executable() -> str:
+    sam = shutil.which("sam")
+    if sam:
+        return sam
+    if os.environ.get("NETPOL_SKIP_SAM") == "1":
+        pytest.skip("sam not on PATH and NETPOL_SKIP_SAM=1")
+    pytest.fail(
+        "SAM CLI (`sam`) is not on PATH. Run `make test` (it installs .venv-sam and puts .venv-sam/bin on "
+        "PATH), or `make .venv-sam/.installed` and add .venv-sam/bin to PATH; set NETPOL_SKIP_SAM=1 to skip."
+    )
+
+
+def sam_env() -> dict:
+    return {**os.environ, "SAM_CLI_TELEMETRY": "0", "AWS_DEFAULT_REGION": os.environ.get("AWS_DEFAULT_REGION", "us-east-1")}
+
+
+@pytest.mark.parametrize("path", CFN_TEMPLATES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_cfn_lint(path: Path):
+    result = subprocess.run(
+        [*cfn_lint_command(), "--", str(path)], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, f"cfn-lint {path.name}:\n{result.stdout}\n{result.stderr}"
+
+
+def test_sam_validate_lint():
+    result = subprocess.run(
+        [sam_executable(), "validate", "--lint", "--template-file", str(TEMPLATE)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env=sam_env(),
+    )
+    assert result.returncode == 0, f"sam validate --lint:\n{result.stdout}\n{result.stderr}"
+
+
+_TRANSLATE = r"""
+import json, sys
+from samtranslator.translator.transform import transform
+from samtranslator.yaml_helper import yaml_parse
+
+class NoManagedPolicies:
+    def load(self):
+        raise AssertionError("template must not need managed-policy lookups")
+
+with open(sys.argv[1]) as f:
+    fragment = yaml_parse(f.read())
+# What `sam package` does before the transform: local code becomes an S3 object.
+for resource in fragment["Resources"].values():
+    if resource["Type"] == "AWS::Serverless::Function":
+        resource["Properties"]["CodeUri"] = "s3://artifacts/scanner.zip"
+params = {"AWS::Region": "us-east-1", "AWS::AccountId": "123456789012", "AWS::Partition": "aws",
+          "AWS::StackName": "netpol", "AWS::StackId": "x", "AWS::URLSuffix": "amazonaws.com",
+          "AWS::NotificationARNs": [], "AWS::NoValue": None}
+print(json.dumps(transform(fragment, params, NoManagedPolicies())))
+"""
+
+
+def sam_translator_python() -> str:
+    """An interpreter with samtranslator: this one, or the one running SAM CLI."""
+    try:
+        import samtranslator  # noqa: F401
+
+        return sys.executable
+    except ImportError:
+        pass
+    first_line = Path(sam_executable()).read_text(errors="replace").splitlines()[0]
+    assert first_line.startswith("#!"), f"cannot find SAM CLI's interpreter from {first_line!r}"
+    return first_line[2:].strip().split()[0]
+
+
+@pytest.fixture(scope="module")
+def translated() -> dict:
+    result = subprocess.run(
+        [sam_translator_python(), "-c", _TRANSLATE, str(TEMPLATE)],
+        cwd=ROOT, capture_output=True, text=True, timeout=300, env=sam_env(),
+    )
+    assert result.returncode == 0, f"SAM transform failed:\n{result.stderr}"
+    return json.loads(result.stdout)
+
+
+def test_schedule_becomes_scheduler_schedule_without_retries(translated):
+    _, schedule = one_resource(translated, "AWS::Scheduler::Schedule")
+    props = schedule["Properties"]
+    assert props["ScheduleExpression"] == {"Ref": "ScheduleExpression"}
+    assert props["State"] == {"Ref": "ScheduleState"}
+    assert "${AWS::StackName}" in props["Name"]["Fn::Sub"], "schedule names must not collide between stacks"
+    target = props["Target"]
+    assert target["Arn"] == {"Fn::GetAtt": ["ScannerFunction", "Arn"]}
+    assert json.loads(target["Input"]) == {"source": "eks-netpol-scanner.schedule"}
+    assert target["RetryPolicy"]["MaximumRetryAttempts"] == 0
+    # The scheduler invokes asynchronously; Lambda must not retry a failed 15-minute scan either.
+    _, invoke_config = one_resource(translated, "AWS::Lambda::EventInvokeConfig")
+    assert invoke_config["Properties"]["MaximumRetryAttempts"] == 0
+
+
+def test_translated_function(translated):
+    _, function = one_resource(translated, "AWS::Lambda::Function")
+    props = function["Properties"]
+    assert props["Runtime"] == "python3.12"
+    assert props["Handler"] == "handler.app.lambda_handler"
+    assert props["TracingConfig"] == {"Mode": "Active"}
+    assert props["Role"] == {"Fn::GetAtt": ["ScannerRole", "Arn"]}
+    assert "ReservedConcurrentExecutions" not in props
+    # The only generated role is the scheduler's, and it may only invoke the function.
+    for name, role in resources_of_type(translated, "AWS::IAM::Role").items():
+        if name == "ScannerRole":
+            continue
+        for policy in role["Properties"].get("Policies", []):
+            for _, stmt in statements(policy["PolicyDocument"]):
+                assert as_list(stmt["Action"]) == ["lambda:InvokeFunction"], (name, stmt)
+        assert not role["Properties"].get("ManagedPolicyArns"), name
+
+
+# --- the scanner stack ------------------------------------------------------------------------------
+
+
+def scanner_statements(template: dict) -> list[tuple[str | None, dict]]:
+    role = template["Resources"]["ScannerRole"]["Properties"]
+    assert not role.get("ManagedPolicyArns"), "no managed policies on the scanner role"
+    out = []
+    for policy in role["Policies"]:
+        out += statements(policy["PolicyDocument"])
+    function = template["Resources"]["ScannerFunction"]["Properties"]
+    assert "Policies" not in function, "permissions belong in ScannerRole only"
+    assert function["Role"] == {"Fn::GetAtt": ["ScannerRole", "Arn"]}
+    return out
+
+
+def test_function_properties(template):
+    function = template["Resources"]["ScannerFunction"]
+    props = function["Properties"]
+    assert function["Metadata"]["BuildMethod"] == "makefile"
+    assert props["Handler"] == "handler.app.lambda_handler"
+    assert props["Runtime"] == "python3.12"
+    assert props["Tracing"] == "Active"
+    assert "ReservedConcurrentExecutions" not in props
+    assert props["LoggingConfig"]["LogGroup"] == {"Ref": "ScannerLogGroup"}
+    assert "RetentionInDays" in template["Resources"]["ScannerLogGroup"]["Properties"]
+    env = props["Environment"]["Variables"]
+    assert env["REPORT_BUCKET"] == {"Ref": "ReportBucket"}
+    for name, param in [("SCAN_ROLE_NAME", "ScanRoleName"), ("SCAN_ROLE_EXTERNAL_ID", "ScanRoleExternalId"),
+                        ("TARGET_ACCOUNTS", "TargetAccounts"), ("TARGET_REGIONS", "TargetRegions"),
+                        ("POWERTOOLS_LOG_LEVEL", "LogLevel"), ("POWERTOOLS_METRICS_NAMESPACE", "MetricsNamespace")]:
+        assert env[name] == {"Ref": param}, name
+    assert env["POWERTOOLS_SERVICE_NAME"] == SERVICE
+    assert template["Parameters"]["ScanRoleExternalId"]["NoEcho"] is True
+
+
+def test_architecture_matches_makefile_platform(template):
+    (arch,) = template["Resources"]["ScannerFunction"]["Properties"]["Architectures"]
+    makefile = (ROOT / "Makefile").read_text()
+    match = re.search(r"^LAMBDA_PLATFORM\s*:?=\s*(\S+)", makefile, re.M)
+    assert match, "Makefile must define LAMBDA_PLATFORM for build-ScannerFunction"
+    assert match.group(1) == {"arm64": "manylinux2014_aarch64", "x86_64": "manylinux2014_x86_64"}[arch]
+    assert re.search(r"^build-ScannerFunction:", makefile, re.M)
+
+
+def test_scanner_policies_have_no_wildcard_actions(template):
+    for _, stmt in scanner_statements(template):
+        assert stmt["Effect"] == "Allow"
+        for action in as_list(stmt["Action"]):
+            assert "*" not in action, f"wildcard action {action!r} in {stmt.get('Sid')}"
+            assert action != "s3:*"
+
+
+def test_scanner_permissions_are_exactly_the_calls_made(template):
+    by_action: dict[str, list[tuple[str | None, dict]]] = {}
+    for cond, stmt in scanner_statements(template):
+        for action in as_list(stmt["Action"]):
+            by_action.setdefault(action, []).append((cond, stmt))
+    assert set(by_action) == {
+        "logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTraceSegments", "xray:PutTelemetryRecords",
+        "s3:GetObject", "s3:PutObject", "s3:ListBucket", "sts:AssumeRole", "organizations:ListAccounts",
+        "eks:ListClusters", "eks:DescribeCluster", "securityhub:BatchImportFindings",
+    }
+    ((cond, assume),) = by_action["sts:AssumeRole"]
+    assert cond == "HasScanRole"
+    assert assume["Resource"] == {"Fn::Sub": "arn:${AWS::Partition}:iam::*:role/${ScanRoleName}"}
+    ((cond, _),) = by_action["organizations:ListAccounts"]
+    assert cond == "ListOrganization"
+    for action in ("eks:ListClusters", "eks:DescribeCluster", "securityhub:BatchImportFindings"):
+        ((cond, _),) = by_action[action]
+        assert cond == "SingleAccountMode", action
+    conditions = template["Conditions"]
+    assert conditions["HasScanRole"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "ScanRoleName"}, ""]}]}
+    assert conditions["SingleAccountMode"] == {"Fn::Equals": [{"Ref": "ScanRoleName"}, ""]}
+    assert conditions["ListOrganization"] == {"Fn::Equals": [{"Ref": "TargetAccounts"}, "ORGANIZATION"]}
+    ((_, objects),) = [s for s in by_action["s3:GetObject"]]
+    assert objects["Resource"] == {"Fn::Sub": "${ReportBucket.Arn}/*"}
+    ((_, listing),) = by_action["s3:ListBucket"]
+    assert listing["Resource"] == {"Fn::GetAtt": ["ReportBucket", "Arn"]}
+    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["state/*"]}}
+    ((_, logs),) = {id(s): (c, s) for c, s in by_action["logs:PutLogEvents"]}.values()
+    assert logs["Resource"] == {"Fn::GetAtt": ["ScannerLogGroup", "Arn"]}
+
+
+def test_report_bucket_is_private_encrypted_and_tls_only(template):
+    name, bucket = one_resource(template, "AWS::S3::Bucket")
+    props = bucket["Properties"]
+    assert props["PublicAccessBlockConfiguration"] == {
+        "BlockPublicAcls": True, "BlockPublicPolicy": True, "IgnorePublicAcls": True, "RestrictPublicBuckets": True,
+    }
+    assert props["OwnershipControls"]["Rules"] == [{"ObjectOwnership": "BucketOwnerEnforced"}]
+    assert props["VersioningConfiguration"]["Status"] == "Enabled"
+    (encryption,) = props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert encryption["ServerSideEncryptionByDefault"]["SSEAlgorithm"] in ("aws:kms", "AES256")
+    assert encryption["BucketKeyEnabled"] is True
+    assert bucket["DeletionPolicy"] == "Retain"
+
+    _, bucket_policy = one_resource(template, "AWS::S3::BucketPolicy")
+    assert bucket_policy["Properties"]["Bucket"] == {"Ref": name}
+    tls = [
+        stmt for _, stmt in statements(bucket_policy["Properties"]["PolicyDocument"])
+        if stmt.get("Condition", {}).get("Bool", {}).get("aws:SecureTransport") in ("false", False)
+    ]
+    assert len(tls) == 1
+    (deny,) = tls
+    assert deny["Effect"] == "Deny" and deny["Principal"] == "*" and deny["Action"] == "s3:*"
+    assert {"Fn::GetAtt": [name, "Arn"]} in deny["Resource"]
+    assert {"Fn::Sub": "${" + name + ".Arn}/*"} in deny["Resource"]
+
+
+def test_lifecycle_never_expires_current_state_objects(template):
+    _, bucket = one_resource(template, "AWS::S3::Bucket")
+    rules = bucket["Properties"]["LifecycleConfiguration"]["Rules"]
+    by_prefix: dict[str, list[dict]] = {}
+    for rule in rules:
+        assert rule["Status"] == "Enabled"
+        assert "Filter" not in rule and "TagFilters" not in rule, "rules select objects by Prefix only"
+        prefix = rule.get("Prefix", "")
+        by_prefix.setdefault(prefix, []).append(rule)
+        covers_state = "state/".startswith(prefix) or prefix.startswith("state/")
+        if covers_state:
+            assert "ExpirationInDays" not in rule and "ExpirationDate" not in rule, rule["Id"]
+            assert "Transitions" not in rule, rule["Id"]
+    for prefix in ("runs/", "findings/"):
+        (rule,) = by_prefix[prefix]
+        assert rule["ExpirationInDays"] == {"Ref": "ReportRetentionDays"}
+    (everything,) = by_prefix[""]
+    assert everything["NoncurrentVersionExpiration"]["NoncurrentDays"] == 30
+    assert everything["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"] >= 1
+
+
+def test_alarms(template):
+    alarms = {a["Properties"]["MetricName"]: a["Properties"] for a in resources_of_type(template, "AWS::CloudWatch::Alarm").values()}
+    assert set(alarms) == {"Errors", "ClustersFailed", "AccountsFailed"}
+    errors = alarms["Errors"]
+    assert errors["Namespace"] == "AWS/Lambda"
+    assert errors["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": "ScannerFunction"}}]
+    assert (errors["Threshold"], errors["ComparisonOperator"], errors["EvaluationPeriods"]) == (
+        1, "GreaterThanOrEqualToThreshold", 1)
+    for metric in ("ClustersFailed", "AccountsFailed"):
+        alarm = alarms[metric]
+        assert alarm["Namespace"] == {"Ref": "MetricsNamespace"}
+        assert alarm["Dimensions"] == [{"Name": "service", "Value": SERVICE}]
+        assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (0, "GreaterThanThreshold")
+    for alarm in alarms.values():
+        assert alarm["TreatMissingData"] == "notBreaching"
+        assert alarm["AlarmActions"] == {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
+
+
+def test_outputs(template):
+    outputs = template["Outputs"]
+    assert outputs["ScannerRoleArn"]["Value"] == {"Fn::GetAtt": ["ScannerRole", "Arn"]}
+    assert outputs["ScannerFunctionArn"]["Value"] == {"Fn::GetAtt": ["ScannerFunction", "Arn"]}
+    assert outputs["ScannerFunctionName"]["Value"] == {"Ref": "ScannerFunction"}
+    assert outputs["ReportBucketName"]["Value"] == {"Ref": "ReportBucket"}
+
+
+@pytest.mark.parametrize("path", CFN_TEMPLATES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_no_hard_coded_partition(path: Path):
+    for text in walk_strings(load_cfn(path)["Resources"]):
+        assert "arn:aws:" not in text, f"use ${{AWS::Partition}}: {text!r}"
+
+
+# --- member account and cluster access --------------------------------------------------------------
+
+
+def test_member_role_trusts_only_the_scanner_role(member_role):
+    _, role = one_resource(member_role, "AWS::IAM::Role")
+    props = role["Properties"]
+    assert props["RoleName"] == {"Ref": "RoleName"}
+    assert member_role["Parameters"]["RoleName"]["Default"] == "NetpolScannerRole"
+    assert props["MaxSessionDuration"] == 3600
+    (trust,) = props["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Effect"] == "Allow"
+    assert trust["Principal"] == {"AWS": {"Ref": "ScannerRoleArn"}}
+    assert as_list(trust["Action"]) == ["sts:AssumeRole"]
+    assert trust["Condition"] == {
+        "Fn::If": ["HasExternalId", {"StringEquals": {"sts:ExternalId": {"Ref": "ExternalId"}}}, {"Ref": "AWS::NoValue"}]
+    }
+    pattern = member_role["Parameters"]["ScannerRoleArn"]["AllowedPattern"]
+    assert re.fullmatch(pattern, "arn:aws:iam::123456789012:role/netpol-ScannerRole-ABC")
+    assert not re.fullmatch(pattern, "*")
+    assert not re.fullmatch(pattern, "arn:aws:iam::123456789012:root")
+
+
+def test_member_role_permissions(member_role):
+    _, role = one_resource(member_role, "AWS::IAM::Role")
+    assert not role["Properties"].get("ManagedPolicyArns")
+    found = {}
+    for policy in role["Properties"]["Policies"]:
+        for cond, stmt in statements(policy["PolicyDocument"]):
+            assert cond is None and stmt["Effect"] == "Allow"
+            for action in as_list(stmt["Action"]):
+                found[action] = stmt["Resource"]
+    assert found == {
+        "eks:ListClusters": "*",
+        "eks:DescribeCluster": {"Fn::Sub": "arn:${AWS::Partition}:eks:*:${AWS::AccountId}:cluster/*"},
+        "securityhub:BatchImportFindings": {
+            "Fn::Sub": "arn:${AWS::Partition}:securityhub:*:${AWS::AccountId}:product/${AWS::AccountId}/default"
+        },
+    }
+
+
+def test_access_entry(access_entry):
+    _, entry = one_resource(access_entry, "AWS::EKS::AccessEntry")
+    props = entry["Properties"]
+    assert props["Type"] == "STANDARD"
+    assert props["PrincipalArn"] == {"Ref": "PrincipalArn"}
+    policies = props["AccessPolicies"]["Fn::If"][1]
+    assert policies == [{
+        "PolicyArn": {"Fn::Sub": "arn:${AWS::Partition}:eks::aws:cluster-access-policy/AmazonEKSViewPolicy"},
+        "AccessScope": {"Type": "cluster"},
+    }]
+    assert access_entry["Parameters"]["AccessMode"]["Default"] == "EKSViewPolicy"
+    pattern = access_entry["Parameters"]["PrincipalArn"]["AllowedPattern"]
+    assert re.fullmatch(pattern, "arn:aws:iam::123456789012:role/NetpolScannerRole")
+    assert re.fullmatch(pattern, "arn:aws-us-gov:iam::123456789012:role/path/NetpolScannerRole")
+    assert not re.fullmatch(pattern, "arn:aws:sts::123456789012:assumed-role/NetpolScannerRole/session")
+    assert not re.fullmatch(pattern, "arn:aws:iam::123456789012:user/alice")
+
+
+def test_cluster_role_reads_only_namespaces_and_networkpolicies():
+    docs = [d for d in yaml.safe_load_all(RBAC.read_text()) if d]
+    kinds = {d["kind"]: d for d in docs}
+    assert sorted(kinds) == ["ClusterRole", "ClusterRoleBinding"]
+    role = kinds["ClusterRole"]
+    assert role["metadata"]["name"] == "netpol-scanner-read"
+    granted = set()
+    for rule in role["rules"]:
+        assert set(rule) == {"apiGroups", "resources", "verbs"}, "no resourceNames/nonResourceURLs"
+        assert set(rule["verbs"]) <= {"get", "list", "watch"}
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                granted.add((group, resource))
+    assert granted == {("", "namespaces"), ("networking.k8s.io", "networkpolicies")}
+    binding = kinds["ClusterRoleBinding"]
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "netpol-scanner-read"}
+    assert binding["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "netpol-scanner:readers"}]
+
+
+def test_aws_auth_snippet_maps_role_to_reader_group():
+    config_map = yaml.safe_load(AWS_AUTH.read_text())
+    assert config_map["metadata"] == {"name": "aws-auth", "namespace": "kube-system"}
+    (entry,) = yaml.safe_load(config_map["data"]["mapRoles"])
+    assert re.fullmatch(r"arn:aws:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_-]+", entry["rolearn"])
+    assert entry["username"] == "netpol-scanner"
+    assert entry["groups"] == ["netpol-scanner:readers"]
