@@ -208,5 +208,6 @@ def _explain(status: int, path: str, body: bytes) -> str:
 
 
 def _reason(error: BaseException) -> str:
-    reason = getattr(error, "reason", None)
-    return str(reason or error)[:300]
+    reason = str(getattr(error, "reason", None) or error)
+    # urllib3 prefixes "HTTPSConnection(host=..., port=...): "; the endpoint is already in the message.
+    return reason.split("): ", 1)[-1][:300]

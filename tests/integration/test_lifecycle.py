@@ -1,0 +1,229 @@
+"""The finding lifecycle end to end: the real handler, a moto server over HTTP, Kubernetes API servers over TLS."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.integration.conftest import BUCKET, ROLE_NAME, by_namespace, s3_json, scan_status
+from tests.support.aws_world import DEFAULT_ACCOUNT, DEFAULT_REGION
+from tests.support.kube_api import Cluster
+
+OTHER_ACCOUNT = "222222222222"
+OTHER_REGION = "us-east-1"
+DENY_ALL = {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+
+
+def shop() -> Cluster:
+    return Cluster("shop", {"default": {}, "kube-system": {}, "payments": {"deny": DENY_ALL}, "cart": {}})
+
+
+def statuses(findings: dict[str, dict]) -> dict[str, tuple[str, str]]:
+    return {ns: (f["Compliance"]["Status"], f["RecordState"]) for ns, f in findings.items()}
+
+
+def test_first_scan_imports_one_finding_per_namespace_into_the_clusters_own_account(world, invoke, monkeypatch):
+    monkeypatch.setenv("TARGET_ACCOUNTS", f"{DEFAULT_ACCOUNT},{OTHER_ACCOUNT}")
+    monkeypatch.setenv("TARGET_REGIONS", f"{DEFAULT_REGION},{OTHER_REGION}")
+    alpha = Cluster("alpha", {"default": {}, "web": {"deny": DENY_ALL}})
+    world.add_cluster(DEFAULT_ACCOUNT, DEFAULT_REGION, alpha)
+    beta_arn = world.add_cluster(OTHER_ACCOUNT, OTHER_REGION, shop())
+    # The same cluster name in another account and Region must never collide with the first.
+    world.add_cluster(OTHER_ACCOUNT, DEFAULT_REGION, Cluster("alpha", {"default": {}}))
+
+    result = invoke({"source": "eks-netpol-scanner.schedule"})
+
+    assert result["clusters_scanned"] == 3 and result["clusters_failed"] == 0
+    assert result["namespaces"] == 2 + 4 + 1 and result["namespaces_failing"] == 1 + 3 + 1
+    assert result["findings_imported"] == 7
+    mine = world.findings(DEFAULT_ACCOUNT, DEFAULT_REGION)
+    theirs = world.findings(OTHER_ACCOUNT, OTHER_REGION)
+    assert statuses(by_namespace(mine, "alpha")) == {"default": ("FAILED", "ACTIVE"), "web": ("PASSED", "ACTIVE")}
+    assert statuses(by_namespace(theirs, "shop")) == {
+        "default": ("FAILED", "ACTIVE"), "kube-system": ("FAILED", "ACTIVE"),
+        "payments": ("PASSED", "ACTIVE"), "cart": ("FAILED", "ACTIVE")}
+    assert not by_namespace(mine, "shop"), "a member cluster's findings went to the scanner's account"
+    for account, region, findings in ((DEFAULT_ACCOUNT, DEFAULT_REGION, mine), (OTHER_ACCOUNT, OTHER_REGION, theirs)):
+        assert {f["ProductArn"] for f in findings} == {
+            f"arn:aws:securityhub:{region}:{account}:product/{account}/default"}
+        assert {f["AwsAccountId"] for f in findings} == {account}
+    assert all(f["Resources"][0] == {**f["Resources"][0], "Type": "AwsEksCluster", "Id": beta_arn}
+               for f in theirs)
+    ids = [f["Id"] for account, region in ((DEFAULT_ACCOUNT, DEFAULT_REGION), (OTHER_ACCOUNT, OTHER_REGION),
+                                           (OTHER_ACCOUNT, DEFAULT_REGION)) for f in world.findings(account, region)]
+    assert len(ids) == len(set(ids)) == 7
+    # Each cluster was read with the scan role of its own account.
+    identities = {r["identity"] for r in world.server(OTHER_ACCOUNT, OTHER_REGION, "shop").cluster.requests}
+    assert identities and all(f":{OTHER_ACCOUNT}:assumed-role/{ROLE_NAME}/" in i for i in identities)
+
+
+def test_run_report_names_the_findings_it_wrote_in_an_athena_layout(world, invoke):
+    world.add_cluster(DEFAULT_ACCOUNT, DEFAULT_REGION, shop())
+    result = invoke({})
+    report = s3_json(world, result["report"])
+    date = report["started_at"][:10]
+    assert result["report"] == f"runs/date={date}/run={result['run_id']}.json"
+    assert report["summary"]["namespaces_failing"] == 3
+    (cluster,) = report["clusters"]
+    assert cluster["findings_key"] == (f"findings/date={date}/account={DEFAULT_ACCOUNT}/region={DEFAULT_REGION}/"
+                                       f"cluster=shop/run={result['run_id']}.jsonl.gz")
+    written = s3_json(world, cluster["findings_key"])
+    hub = {f["Id"]: f for f in world.findings()}
+    assert {f["Id"] for f in written} == set(hub)
+    assert {f["ProductFields"]["kubernetes/namespace"]: f["Compliance"]["Status"] for f in written} == {
+        "default": "FAILED", "kube-system": "FAILED", "payments": "PASSED", "cart": "FAILED"}
+
+
+def test_fixed_deleted_and_recreated_namespaces_keep_their_finding(world, invoke):
+    cluster = shop()
+    world.add_cluster(DEFAULT_ACCOUNT, DEFAULT_REGION, cluster)
+    invoke({})
+    first = by_namespace(world.findings(), "shop")
+    time.sleep(0.01)
+
+    cluster.add_policy("cart", "deny", DENY_ALL)
+    cluster.delete_namespace("kube-system")
+    second_result = invoke({})
+    second = by_namespace(world.findings(), "shop")
+
+    assert second_result["findings_archived"] == 1
+    assert second["cart"]["Id"] == first["cart"]["Id"]
+    assert second["cart"]["Compliance"]["Status"] == "PASSED"
+    assert second["cart"]["UpdatedAt"] > first["cart"]["UpdatedAt"]
+    assert second["cart"]["CreatedAt"] == first["cart"]["CreatedAt"]
+    assert second["kube-system"]["Id"] == first["kube-system"]["Id"]
+    assert second["kube-system"]["RecordState"] == "ARCHIVED"
+    assert {ns for ns, f in second.items() if f["RecordState"] == "ACTIVE"} == {"default", "payments", "cart"}
+
+    third_result = invoke({})
+    assert third_result["findings_archived"] == 0, "an archived finding was archived again"
+    assert third_result["findings_imported"] == 3
+
+    cluster.add_namespace("kube-system")
+    invoke({})
+    back = by_namespace(world.findings(), "shop")["kube-system"]
+    assert (back["RecordState"], back["Compliance"]["Status"]) == ("ACTIVE", "FAILED")
+    assert back["CreatedAt"] == first["kube-system"]["CreatedAt"]
+
+
+def test_unreadable_cluster_keeps_its_findings_and_says_why(world, invoke):
+    cluster = shop()
+    arn = world.add_cluster(DEFAULT_ACCOUNT, DEFAULT_REGION, cluster)
+    invoke({})
+    before = {f["Id"]: f for f in world.findings()}
+
+    cluster.add_policy("cart", "deny", DENY_ALL)  # a change the failed scan must not see or report
+    cluster.delete_namespace("default")
+    cluster.inject("networkpolicies", 503, times=None)
+    result = invoke({})
+
+    assert (result["clusters_scanned"], result["clusters_failed"]) == (0, 1)
+    assert result["namespaces"] == 0 and result["findings_archived"] == 0
+    after = {f["Id"]: f for f in world.findings()}
+    assert {fid: after[fid] for fid in before} == before, "a failed scan changed earlier findings"
+    (status,) = scan_status(list(after.values()), arn)
+    assert (status["Compliance"]["Status"], status["RecordState"]) == ("NOT_AVAILABLE", "ACTIVE")
+    assert "503" in status["Description"]
+    assert [r["Id"] for r in status["Resources"]] == [arn]
+    assert result["failures"][0]["cluster"] == f"{DEFAULT_ACCOUNT}/{DEFAULT_REGION}/shop"
+
+    cluster.clear_faults()
+    recovered = invoke({})
+    assert recovered["clusters_failed"] == 0
+    final = world.findings()
+    (status,) = scan_status(final, arn)
+    assert status["RecordState"] == "ARCHIVED"
+    assert statuses(by_namespace(final, "shop")) == {
+        "default": ("FAILED", "ARCHIVED"), "kube-system": ("FAILED", "ACTIVE"),
+        "payments": ("PASSED", "ACTIVE"), "cart": ("PASSED", "ACTIVE")}
+
+
+def test_deleted_cluster_has_all_its_findings_archived(world, invoke):
+    world.add_cluster(DEFAULT_ACCOUNT, DEFAULT_REGION, shop())
+    keep = world.add_cluster(DEFAULT_ACCOUNT, DEFAULT_REGION, Cluster("keep", {"default": {}}))
+    invoke({})
+    world.delete_cluster(DEFAULT_ACCOUNT, DEFAULT_REGION, "shop")
+
+    result = invoke({})
+
+    assert result["clusters_deleted"] == 1 and result["findings_archived"] == 4
+    findings = world.findings()
+    assert {f["RecordState"] for f in by_namespace(findings, "shop").values()} == {"ARCHIVED"}
+    assert {f["RecordState"] for f in by_namespace(findings, "keep").values()} == {"ACTIVE"}
+    assert not scan_status(findings, keep)
+    assert invoke({})["findings_archived"] == 0
+
+
+def test_a_scan_naming_one_cluster_never_archives_others(world, invoke):
+    world.add_cluster(DEFAULT_ACCOUNT, DEFAULT_REGION, shop())
+    world.add_cluster(DEFAULT_ACCOUNT, DEFAULT_REGION, Cluster("keep", {"default": {}}))
+    invoke({})
+    world.delete_cluster(DEFAULT_ACCOUNT, DEFAULT_REGION, "shop")
+
+    result = invoke({"clusters": ["keep"]})
+
+    assert (result["clusters_scanned"], result["clusters_deleted"], result["findings_archived"]) == (1, 0, 0)
+    assert {f["RecordState"] for f in by_namespace(world.findings(), "shop").values()} == {"ACTIVE"}
+    assert invoke({"clusters": ["nosuch"]})["clusters_not_found"] == ["nosuch"]
+
+
+def test_dry_run_writes_nothing(world, invoke):
+    world.add_cluster(DEFAULT_ACCOUNT, DEFAULT_REGION, shop())
+    keys = world.s3_keys(BUCKET)
+
+    result = invoke({"dry_run": True})
+
+    assert result["dry_run"] is True and "report" not in result
+    assert (result["namespaces"], result["namespaces_failing"], result["findings_imported"]) == (4, 3, 0)
+    assert world.findings() == [] and world.s3_keys(BUCKET) == keys
+
+
+@pytest.mark.parametrize("event, field", [
+    ({"accounts": "123456789012"}, "accounts"),
+    ({"regions": ["mars-1"]}, "regions"),
+    ({"clusters": [""]}, "clusters"),
+    ({"dry_run": "yes"}, "dry_run"),
+    ({"cluster": ["shop"]}, "cluster"),
+    (["not", "an", "object"], "object"),
+])
+def test_bad_event_names_the_field_and_changes_nothing(world, invoke, event, field):
+    world.add_cluster(DEFAULT_ACCOUNT, DEFAULT_REGION, shop())
+    keys = world.s3_keys(BUCKET)
+    with pytest.raises(ValueError, match=field):
+        invoke(event)
+    assert world.findings() == [] and world.s3_keys(BUCKET) == keys
+
+
+def test_missing_report_bucket_is_a_clear_error(world, invoke, monkeypatch):
+    monkeypatch.delenv("REPORT_BUCKET")
+    with pytest.raises(ValueError, match="REPORT_BUCKET"):
+        invoke({})
+
+
+def test_single_account_mode_uses_the_functions_own_credentials(world, invoke, monkeypatch):
+    monkeypatch.delenv("SCAN_ROLE_NAME")
+    monkeypatch.setenv("TARGET_ACCOUNTS", f"{DEFAULT_ACCOUNT},{OTHER_ACCOUNT}")
+    cluster = shop()
+    world.add_cluster(DEFAULT_ACCOUNT, DEFAULT_REGION, cluster)
+
+    result = invoke({})
+
+    assert result["clusters_scanned"] == 1
+    assert result["accounts_failed"] == 1 and OTHER_ACCOUNT in result["failures"][0]["target"]
+    assert "SCAN_ROLE_NAME" in result["failures"][0]["error"]
+    assert {r["identity"] for r in cluster.requests} == {f"arn:aws:iam::{DEFAULT_ACCOUNT}:user/moto"}
+
+
+def test_organization_mode_scans_active_member_accounts(world, invoke, monkeypatch):
+    org = world.client("organizations")
+    org.create_organization(FeatureSet="ALL")
+    member = org.create_account(Email="member@example.com", AccountName="member")["CreateAccountStatus"]
+    member_id = member["AccountId"]
+    monkeypatch.setenv("TARGET_ACCOUNTS", "ORGANIZATION")
+    world.add_cluster(member_id, DEFAULT_REGION, Cluster("member-cluster", {"default": {}}))
+
+    result = invoke({})
+
+    assert result["clusters_scanned"] == 1 and result["accounts_failed"] == 0
+    assert by_namespace(world.findings(member_id, DEFAULT_REGION), "member-cluster")["default"]["AwsAccountId"] \
+        == member_id

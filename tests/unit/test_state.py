@@ -1,0 +1,195 @@
+"""handler.state: the finding lifecycle across scans, failures, deletions and rejected imports."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from handler.asff import finding_id
+from handler.controls import namespace_network_policy, scan_status
+from handler.models import ClusterRef, ComplianceStatus, ControlResult, RecordState
+from handler.state import ClusterState, Plan, plan_deleted, plan_scanned, plan_unreadable
+
+REF = ClusterRef("123456789012", "eu-west-1", "alpha")
+RESOURCE = {"Type": "AwsEksCluster", "Id": REF.arn, "Partition": "aws", "Region": "eu-west-1"}
+NETPOL = namespace_network_policy.CONTROL_ID
+SCAN_ID = finding_id(REF, scan_status.CONTROL_ID, None)
+DAY1, DAY2, DAY3 = "2025-01-01T00:00:00.000Z", "2025-01-02T00:00:00.000Z", "2025-01-03T00:00:00.000Z"
+DAY20, DAY31, DAY40 = "2025-01-20T00:00:00.000Z", "2025-01-31T00:00:00.000Z", "2025-02-09T00:00:00.000Z"
+
+
+def res(namespace: str, status: ComplianceStatus = ComplianceStatus.FAILED) -> ControlResult:
+    return ControlResult(NETPOL, namespace, status, f"title {namespace}", f"description {namespace}")
+
+
+def fid(namespace: str) -> str:
+    return finding_id(REF, NETPOL, namespace)
+
+
+def by_id(plan: Plan) -> dict[str, dict]:
+    return {f["Id"]: f for f in plan.findings}
+
+
+def scan(previous, now, *results) -> Plan:
+    return plan_scanned(previous, REF, RESOURCE, results, now)
+
+
+def test_first_scan_all_active_created_now():
+    plan = scan(None, DAY1, res("a"), res("b", ComplianceStatus.PASSED))
+    sent = by_id(plan)
+    assert set(sent) == {fid("a"), fid("b")}
+    for f in sent.values():
+        assert f["RecordState"] == "ACTIVE" and f["CreatedAt"] == f["UpdatedAt"] == DAY1
+    assert plan.archived == 0
+    assert plan.next_state.active_ids == {fid("a"), fid("b")}
+
+
+def test_second_scan_keeps_created_at_and_updates_updated_at():
+    first = scan(None, DAY1, res("a")).next_state
+    f = by_id(scan(first, DAY2, res("a")))[fid("a")]
+    assert (f["CreatedAt"], f["UpdatedAt"]) == (DAY1, DAY2)
+
+
+def test_fixed_namespace_keeps_its_id():
+    first = scan(None, DAY1, res("a", ComplianceStatus.FAILED))
+    second = scan(first.next_state, DAY2, res("a", ComplianceStatus.PASSED))
+    assert [f["Id"] for f in first.findings] == [f["Id"] for f in second.findings] == [fid("a")]
+    f = second.findings[0]
+    assert f["Compliance"]["Status"] == "PASSED" and f["RecordState"] == "ACTIVE" and f["CreatedAt"] == DAY1
+
+
+def test_gone_namespace_is_archived_with_same_id():
+    first = scan(None, DAY1, res("a"), res("b")).next_state
+    plan = scan(first, DAY2, res("a"))
+    sent = by_id(plan)
+    assert sent[fid("b")]["RecordState"] == "ARCHIVED"
+    assert sent[fid("b")]["UpdatedAt"] == DAY2 and sent[fid("b")]["CreatedAt"] == DAY1
+    assert sent[fid("a")]["RecordState"] == "ACTIVE"
+    assert plan.archived == 1
+    assert plan.next_state.findings[fid("b")].record_state is RecordState.ARCHIVED
+
+
+def test_archived_not_resent_and_dropped_after_30_days():
+    s1 = scan(None, DAY1, res("a"), res("b")).next_state
+    s2 = scan(s1, DAY2, res("a")).next_state  # b archived on DAY2
+    p3 = scan(s2, DAY20, res("a"))
+    assert set(by_id(p3)) == {fid("a")} and p3.archived == 0
+    assert fid("b") in p3.next_state.findings  # still remembered inside 30 days
+    p4 = scan(p3.next_state, DAY40, res("a"))  # 38 days after the archive
+    assert fid("b") not in p4.next_state.findings
+    assert set(by_id(p4)) == {fid("a")}
+
+
+def test_namespace_back_within_30_days_keeps_first_created_at():
+    s1 = scan(None, DAY1, res("a"), res("b")).next_state
+    s2 = scan(s1, DAY2, res("a")).next_state
+    f = by_id(scan(s2, DAY31, res("a"), res("b")))[fid("b")]
+    assert (f["RecordState"], f["CreatedAt"], f["UpdatedAt"]) == ("ACTIVE", DAY1, DAY31)
+
+
+def test_namespace_back_after_30_days_is_new():
+    s1 = scan(None, DAY1, res("a"), res("b")).next_state
+    s2 = scan(s1, DAY2, res("a")).next_state
+    s3 = scan(s2, DAY40, res("a")).next_state
+    assert by_id(scan(s3, DAY40, res("a"), res("b")))[fid("b")]["CreatedAt"] == DAY40
+
+
+def test_unreadable_leaves_earlier_findings_and_sends_one_not_available():
+    s1 = scan(None, DAY1, res("a"), res("b", ComplianceStatus.PASSED)).next_state
+    plan = plan_unreadable(s1, REF, None, "HTTP 401 on /api/v1/namespaces", DAY2)
+    assert len(plan.findings) == 1
+    f = plan.findings[0]
+    assert f["Id"] == SCAN_ID and f["Compliance"]["Status"] == "NOT_AVAILABLE" and f["RecordState"] == "ACTIVE"
+    assert REF.arn in [r["Id"] for r in f["Resources"]]
+    assert "HTTP 401" in f["Description"]
+    for key, old in s1.findings.items():
+        assert plan.next_state.findings[key] == old  # exactly as they were
+    assert plan.archived == 0
+    assert plan.next_state.cluster_resource == RESOURCE  # kept from the earlier state
+
+
+def test_unreadable_without_previous_state():
+    plan = plan_unreadable(None, REF, None, "timeout", DAY1)
+    assert [f["Id"] for f in plan.findings] == [SCAN_ID]
+    assert plan.findings[0]["Resources"][0]["Id"] == REF.arn
+    assert set(plan.next_state.findings) == {SCAN_ID}
+
+
+def test_repeated_failures_keep_not_available_created_at():
+    s1 = plan_unreadable(None, REF, RESOURCE, "one", DAY1).next_state
+    f = plan_unreadable(s1, REF, RESOURCE, "two", DAY2).findings[0]
+    assert (f["CreatedAt"], f["UpdatedAt"]) == (DAY1, DAY2)
+    assert "two" in f["Description"]
+
+
+def test_success_after_failure_archives_not_available():
+    s1 = scan(None, DAY1, res("a")).next_state
+    s2 = plan_unreadable(s1, REF, RESOURCE, "down", DAY2).next_state
+    plan = scan(s2, DAY3, res("a"))
+    sent = by_id(plan)
+    assert sent[SCAN_ID]["RecordState"] == "ARCHIVED"
+    assert sent[SCAN_ID]["Compliance"]["Status"] == "NOT_AVAILABLE"
+    assert sent[fid("a")]["RecordState"] == "ACTIVE" and sent[fid("a")]["CreatedAt"] == DAY1
+    assert SCAN_ID not in plan.next_state.active_ids
+
+
+def test_deleted_archives_every_active_finding():
+    s1 = scan(None, DAY1, res("a"), res("b"), res("c")).next_state
+    s2 = scan(s1, DAY2, res("a"), res("b")).next_state  # c archived already
+    plan = plan_deleted(s2, DAY3)
+    assert sorted(f["Id"] for f in plan.findings) == sorted([fid("a"), fid("b")])
+    assert all(f["RecordState"] == "ARCHIVED" and f["UpdatedAt"] == DAY3 for f in plan.findings)
+    assert plan.archived == 2
+    assert plan.next_state.active_ids == set()
+    assert plan_deleted(plan.next_state, DAY3).findings == []  # nothing left to archive
+
+
+def test_settle_without_rejections_is_next_state():
+    plan = scan(None, DAY1, res("a"))
+    assert plan.settle(None, []) is plan.next_state
+
+
+def test_settle_rejected_archive_is_retried_next_run():
+    s1 = scan(None, DAY1, res("a"), res("b")).next_state
+    plan = scan(s1, DAY2, res("a"))  # archives b
+    settled = plan.settle(s1, [fid("b")])
+    assert settled.findings[fid("b")] == s1.findings[fid("b")]  # still ACTIVE as before
+    retry = scan(settled, DAY3, res("a"))
+    assert by_id(retry)[fid("b")]["RecordState"] == "ARCHIVED" and retry.archived == 1
+
+
+def test_settle_rejected_update_keeps_previous_record():
+    s1 = scan(None, DAY1, res("a", ComplianceStatus.FAILED)).next_state
+    plan = scan(s1, DAY2, res("a", ComplianceStatus.PASSED))
+    settled = plan.settle(s1, [fid("a")])
+    assert settled.findings[fid("a")].result.status is ComplianceStatus.FAILED
+    assert settled.findings[fid("a")].updated_at == DAY1
+
+
+def test_settle_drops_new_rejected_records():
+    s1 = scan(None, DAY1, res("a")).next_state
+    plan = scan(s1, DAY2, res("a"), res("new"))
+    settled = plan.settle(s1, [fid("new")])
+    assert fid("new") not in settled.findings
+    assert settled.findings[fid("a")].updated_at == DAY2
+    assert fid("x") not in plan.settle(None, [fid("x")]).findings
+    first = scan(None, DAY1, res("a"))
+    assert first.settle(None, [fid("a")]).findings == {}
+
+
+def test_state_round_trip_is_json():
+    s1 = scan(None, DAY1, res("a", ComplianceStatus.PASSED), res("b")).next_state
+    s2 = plan_unreadable(scan(s1, DAY2, res("a")).next_state, REF, None, "x", DAY3).next_state
+    data = json.loads(json.dumps(s2.to_dict()))
+    back = ClusterState.from_dict(data)
+    assert back == s2
+    assert back.findings[fid("b")].record_state is RecordState.ARCHIVED
+    assert back.to_dict() == s2.to_dict()
+
+
+@pytest.mark.parametrize("version", [None, 0, 2, "1"])
+def test_wrong_state_version_raises(version):
+    data = scan(None, DAY1, res("a")).next_state.to_dict()
+    data["version"] = version
+    with pytest.raises(ValueError, match="version"):
+        ClusterState.from_dict(data)
