@@ -107,5 +107,6 @@ def _drop_empty(value: Any) -> Any:
         cleaned = {k: _drop_empty(v) for k, v in value.items()}
         return {k: v for k, v in cleaned.items() if v not in ("", None, [], {})}
     if isinstance(value, list):
-        return [_drop_empty(v) for v in value if v not in ("", None, [], {})]
+        cleaned_items = [_drop_empty(v) for v in value]
+        return [v for v in cleaned_items if v not in ("", None, [], {})]
     return value

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -77,7 +78,8 @@ def api_client(cluster: ClusterInfo, token: str, limits: ReadLimits) -> ApiClien
     config.api_key = {"BearerToken": token}
     config.api_key_prefix = {"BearerToken": "Bearer"}
     # Connection errors get two quick retries in urllib3; status-based retries are ours (Retry-After, 410).
-    config.retries = urllib3.Retry(total=2, connect=2, read=0, status=0, redirect=0, backoff_factor=0.2)
+    config.retries = urllib3.Retry(total=2, connect=2, read=0, status=0, redirect=0, backoff_factor=0.2,
+                                   respect_retry_after_header=False, raise_on_status=False)
     config.connection_pool_maxsize = 1
     return ApiClient(config)
 
@@ -188,9 +190,10 @@ def _decode(body: bytes, path: str) -> Mapping[str, Any]:
 def _retry_after(headers: Mapping[str, str]) -> float:
     raw = next((v for k, v in headers.items() if k.lower() == "retry-after"), "1")
     try:
-        return min(max(float(raw), 0.0), MAX_RETRY_AFTER_SECONDS)
+        seconds = float(raw)
     except ValueError:
-        return 1.0
+        return 1.0  # an HTTP date, or garbage: wait a little and try again
+    return 1.0 if math.isnan(seconds) else min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
 
 
 def _explain(status: int, path: str, body: bytes) -> str:

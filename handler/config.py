@@ -3,19 +3,20 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from handler.errors import ConfigError, EventError
 
 ORGANIZATION = "ORGANIZATION"
-ACCOUNT_ID = re.compile(r"^\d{12}$")
-REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d{1,2}$")
+ACCOUNT_ID = re.compile(r"[0-9]{12}")
+REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]{1,2}")
+# Patterns are used with fullmatch: `$` would also accept a trailing newline.
 # EKS cluster names: 1-100 characters, alphanumeric first, then alphanumerics, hyphens and underscores.
-CLUSTER_NAME = re.compile(r"^[0-9A-Za-z][A-Za-z0-9_-]{0,99}$")
-ROLE_NAME = re.compile(r"^[\w+=,.@-]{1,64}$")
-BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+CLUSTER_NAME = re.compile(r"[0-9A-Za-z][A-Za-z0-9_-]{0,99}")
+ROLE_NAME = re.compile(r"[A-Za-z0-9_+=,.@-]{1,64}")
+BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 DEFAULT_CLUSTER_CONCURRENCY = 8
 DEFAULT_PAGE_SIZE = 500  # kube-apiserver's recommended chunk; the issue caps a page at 500
@@ -45,7 +46,7 @@ class Settings:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
         bucket = env.get("REPORT_BUCKET", "").strip()
-        if not BUCKET_NAME.match(bucket):
+        if not BUCKET_NAME.fullmatch(bucket):
             raise ConfigError(f"REPORT_BUCKET must name an S3 bucket, got {bucket!r}")
         accounts = _split(env.get("TARGET_ACCOUNTS", ""))
         use_organization = accounts == (ORGANIZATION,)
@@ -54,7 +55,7 @@ class Settings:
         regions = _split(env.get("TARGET_REGIONS", ""))
         _require_all(regions, REGION, "TARGET_REGIONS", ConfigError, "Region names")
         role = env.get("SCAN_ROLE_NAME", "").strip() or None
-        if role and not ROLE_NAME.match(role):
+        if role and not ROLE_NAME.fullmatch(role):
             raise ConfigError(f"SCAN_ROLE_NAME is not an IAM role name: {role!r}")
         return cls(
             report_bucket=bucket,
@@ -91,18 +92,15 @@ class ScanRequest:
             raise EventError(f"the event must be a JSON object, got {type(event).__name__}")
         if event.get("detail-type") == "Scheduled Event":
             return cls()  # an EventBridge rule's scheduled event: a full scan; its other keys are EventBridge's
-        unknown = sorted(set(event) - MANUAL_EVENT_FIELDS)
-        if unknown:
-            raise EventError(f"unknown event field(s): {', '.join(unknown)}; "
-                             f"allowed: {', '.join(sorted(MANUAL_EVENT_FIELDS))}")
-        problems = [p for p in (_list_field(event, "accounts", ACCOUNT_ID, "12-digit account ids"),
+        unknown = sorted(map(str, set(event) - MANUAL_EVENT_FIELDS))
+        problems = [p for p in (_unknown_fields(unknown), _list_field(event, "accounts", ACCOUNT_ID, "12-digit account ids"),
                                 _list_field(event, "regions", REGION, "Region names"),
                                 _list_field(event, "clusters", CLUSTER_NAME, "EKS cluster names"),
                                 _bool_field(event, "dry_run"), _str_field(event, "source")) if p]
         if problems:
             raise EventError("; ".join(problems))
-        return cls(accounts=tuple(event.get("accounts") or ()), regions=tuple(event.get("regions") or ()),
-                   clusters=tuple(event.get("clusters") or ()), dry_run=bool(event.get("dry_run", False)))
+        return cls(accounts=_unique(event.get("accounts")), regions=_unique(event.get("regions")),
+                   clusters=_unique(event.get("clusters")), dry_run=bool(event.get("dry_run", False)))
 
 
 # `source` is what the schedule sends (events/scheduled.json); the rest narrow or dry-run a manual scan.
@@ -110,12 +108,23 @@ MANUAL_EVENT_FIELDS = frozenset({"accounts", "regions", "clusters", "dry_run", "
 
 
 def _split(value: str) -> tuple[str, ...]:
-    return tuple(dict.fromkeys(part.strip() for part in value.split(",") if part.strip()))
+    return _unique(part.strip() for part in value.split(",") if part.strip())
+
+
+def _unique(values: Iterable[str] | None) -> tuple[str, ...]:
+    """In order, without repeats: naming a target twice must not scan it twice."""
+    return tuple(dict.fromkeys(values or ()))
+
+
+def _unknown_fields(unknown: list[str]) -> str | None:
+    if not unknown:
+        return None
+    return f"unknown event field(s): {', '.join(unknown)}; allowed: {', '.join(sorted(MANUAL_EVENT_FIELDS))}"
 
 
 def _require_all(values: tuple[str, ...], pattern: re.Pattern[str], name: str, error: type[Exception],
                  what: str) -> None:
-    bad = [v for v in values if not pattern.match(v)]
+    bad = [v for v in values if not pattern.fullmatch(v)]
     if bad:
         raise error(f"{name} must hold {what}; not: {', '.join(map(repr, bad))}")
 
@@ -124,7 +133,7 @@ def _positive_int(env: Mapping[str, str], name: str, default: int, maximum: int)
     raw = env.get(name, "").strip()
     if not raw:
         return default
-    if not raw.isdigit() or not 1 <= int(raw) <= maximum:
+    if not re.fullmatch(r"[0-9]{1,6}", raw) or not 1 <= int(raw) <= maximum:
         raise ConfigError(f"{name} must be an integer from 1 to {maximum}, got {raw!r}")
     return int(raw)
 
@@ -135,7 +144,7 @@ def _list_field(event: Mapping[str, Any], name: str, pattern: re.Pattern[str], w
     value = event[name]
     if not isinstance(value, list) or not value:
         return f"field '{name}' must be a non-empty list of {what}, got {type(value).__name__} {value!r}"
-    bad = [v for v in value if not isinstance(v, str) or not pattern.match(v)]
+    bad = [v for v in value if not isinstance(v, str) or not pattern.fullmatch(v)]
     if bad:
         return f"field '{name}' must hold {what}; not: {', '.join(map(repr, bad))}"
     return None

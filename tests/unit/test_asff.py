@@ -249,8 +249,6 @@ def test_cluster_resource_without_details_is_bare():
     assert "Details" not in cluster_resource(info(details=_asff_details({})))
 
 
-@pytest.mark.xfail(strict=True, reason="asff._drop_empty filters list items before cleaning them, so a list item "
-                                       "that becomes empty after cleaning stays as {} (e.g. ClusterLogging [{}])")
 def test_drop_empty_removes_items_emptied_by_cleaning():
     resource = cluster_resource(info(details={"Name": "alpha", "Logging": {"ClusterLogging": [{"Types": []}]}}))
     assert empties(resource) == []

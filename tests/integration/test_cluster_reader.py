@@ -1,0 +1,164 @@
+"""ClusterReader against the Kubernetes API test server over TLS, with real EKS tokens: paging and every fault."""
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from handler.auth import eks_token
+from handler.cluster_reader import MAX_LIST_RESTARTS, ClusterReader, ReadLimits
+from handler.errors import ClusterReadError
+from handler.models import ClusterInfo, ClusterRef
+from tests.support.aws_world import DEFAULT_ACCOUNT, DEFAULT_REGION, World
+from tests.support.kube_api import Cluster, KubeApiServer, generate_tls
+
+DENY_ALL = {"podSelector": {}, "policyTypes": ["Ingress"]}
+
+
+class Target:
+    def __init__(self, world: World, cluster: Cluster, server: KubeApiServer) -> None:
+        self.world, self.cluster, self.server = world, cluster, server
+        self.info = ClusterInfo(ClusterRef(DEFAULT_ACCOUNT, DEFAULT_REGION, cluster.name), server.endpoint,
+                                server.ca_data)
+        self.sleeps: list[float] = []
+
+    def token(self, cluster_name: str | None = None) -> str:
+        return eks_token(self.world.session(), cluster_name or self.cluster.name, DEFAULT_REGION)
+
+    def read(self, **limits: float):
+        reader = ClusterReader(ReadLimits(**limits), sleep=self.sleeps.append)
+        return reader.read(self.info, self.token())
+
+
+@pytest.fixture
+def target() -> Iterator[Target]:
+    cluster = Cluster("reader", {"default": {}, "web": {"deny": DENY_ALL}})
+    with World() as world, KubeApiServer(cluster, world.verifier) as server:
+        yield Target(world, cluster, server)
+
+
+def list_requests(cluster: Cluster, path: str) -> list[dict]:
+    return [r for r in cluster.requests if r["path"] == path]
+
+
+def test_pages_over_thousands_of_namespaces_with_few_requests(target: Target) -> None:
+    namespaces = 1_234
+    for i in range(namespaces):
+        target.cluster.add_namespace(f"team-{i:04d}", terminating=i == 7)
+        if i % 2:
+            target.cluster.add_policy(f"team-{i:04d}", "deny", DENY_ALL)
+
+    snapshot = target.read()
+
+    assert len(snapshot.namespaces) == namespaces + 2
+    assert len(snapshot.policies) == namespaces // 2 + 1
+    assert [ns.name for ns in snapshot.namespaces if ns.terminating] == ["team-0007"]
+    ns_requests = list_requests(target.cluster, "/api/v1/namespaces")
+    policy_requests = list_requests(target.cluster, "/apis/networking.k8s.io/v1/networkpolicies")
+    assert len(ns_requests) <= 2 + math.ceil((namespaces + 2) / 500)
+    assert len(policy_requests) <= 2 + math.ceil(len(snapshot.policies) / 500)
+    assert len(target.cluster.requests) == len(ns_requests) + len(policy_requests) == snapshot.api_requests
+    assert all(int(r["query"]["limit"]) <= 500 for r in ns_requests + policy_requests)
+    assert all("as=PartialObjectMetadataList" in r["accept"] for r in ns_requests)
+    assert sum("continue" in r["query"] for r in ns_requests) == len(ns_requests) - 1
+
+
+def test_token_for_another_cluster_is_refused_with_an_access_hint(target: Target) -> None:
+    reader = ClusterReader(sleep=target.sleeps.append)
+    with pytest.raises(ClusterReadError, match="HTTP 401.*access entry"):
+        reader.read(target.info, target.token("another-cluster"))
+
+
+def test_forbidden_names_the_missing_permission(target: Target) -> None:
+    target.cluster.forbid("networkpolicies")
+    with pytest.raises(ClusterReadError, match=r"HTTP 403.*networkpolicies.*AmazonEKSViewPolicy"):
+        target.read()
+
+
+def test_not_found_is_a_read_error(target: Target) -> None:
+    target.cluster.inject(r"^/apis/networking\.k8s\.io/v1/networkpolicies$", 404)
+    with pytest.raises(ClusterReadError, match="HTTP 404"):
+        target.read()
+
+
+def test_too_many_requests_waits_for_retry_after(target: Target) -> None:
+    target.cluster.inject(r"^/api/v1/namespaces$", 429, times=2, headers={"Retry-After": "3"})
+    snapshot = target.read()
+    assert {ns.name for ns in snapshot.namespaces} == {"default", "web"}
+    assert target.sleeps == [3.0, 3.0]
+
+
+def test_retry_after_is_capped(target: Target) -> None:
+    target.cluster.inject(r"^/api/v1/namespaces$", 429, times=1, headers={"Retry-After": "86400"})
+    target.read()
+    assert target.sleeps == [30.0]
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+def test_transient_server_errors_are_retried(target: Target, status: int) -> None:
+    target.cluster.inject(r"networkpolicies$", status, times=2)
+    assert len(target.read().policies) == 1
+    assert len(target.sleeps) == 2
+
+
+def test_persistent_server_errors_fail_after_bounded_attempts(target: Target) -> None:
+    target.cluster.inject(r"^/api/v1/namespaces$", 500, times=None)
+    with pytest.raises(ClusterReadError, match="HTTP 500"):
+        target.read(attempts=3)
+    assert len(list_requests(target.cluster, "/api/v1/namespaces")) == 3
+
+
+def test_read_timeout_is_bounded(target: Target) -> None:
+    target.cluster.inject(r"^/api/v1/namespaces$", None, times=None, delay_seconds=1.0)
+    with pytest.raises(ClusterReadError, match="timed out"):
+        target.read(read_timeout=0.2, attempts=2)
+    assert len(target.sleeps) == 1, "want one backoff between the two attempts, then the error"
+
+
+def test_expired_continue_token_restarts_the_list(target: Target) -> None:
+    for i in range(1_100):
+        target.cluster.add_namespace(f"ns-{i:04d}")
+    # The first page is answered at once; the second is held for a second, during which etcd "compacts".
+    target.cluster.inject(r"^/api/v1/namespaces$", None, times=1, delay_seconds=0.01)
+    target.cluster.inject(r"^/api/v1/namespaces$", None, times=1, delay_seconds=1.0)
+    timer = threading.Timer(0.5, target.cluster.expire_continue_tokens)
+    timer.start()
+    try:
+        snapshot = target.read()
+    finally:
+        timer.cancel()
+    assert len(snapshot.namespaces) == 1_102
+    statuses = [r["status"] for r in list_requests(target.cluster, "/api/v1/namespaces")]
+    assert statuses[:2] == [200, 410] and statuses[2:] == [200, 200, 200]
+
+
+def test_a_list_that_keeps_expiring_fails(target: Target) -> None:
+    for i in range(600):
+        target.cluster.add_namespace(f"ns-{i:04d}")
+    target.cluster.continue_token_lifetime_pages = 1
+    with pytest.raises(ClusterReadError, match="410"):
+        target.read()
+    assert len(list_requests(target.cluster, "/api/v1/namespaces")) == 2 * (MAX_LIST_RESTARTS + 1)
+
+
+def test_tls_is_verified_against_the_clusters_ca(target: Target) -> None:
+    import base64
+
+    other_ca = base64.b64encode(generate_tls().ca_pem).decode()
+    info = ClusterInfo(target.info.ref, target.info.endpoint, other_ca)
+    with pytest.raises(ClusterReadError, match="cannot reach.*(CERTIFICATE_VERIFY_FAILED|certificate verify)"):
+        ClusterReader(sleep=target.sleeps.append).read(info, target.token())
+    assert target.cluster.requests == [], "a request was sent over a connection whose certificate failed"
+
+
+@pytest.mark.parametrize("endpoint, ca, error", [
+    ("http://127.0.0.1:1", None, "not https"),
+    (None, "bm90IGEgY2VydGlmaWNhdGU=", "no PEM certificate"),
+    (None, "%%%", "not base64"),
+])
+def test_bad_cluster_coordinates_are_read_errors(target: Target, endpoint, ca, error) -> None:
+    info = ClusterInfo(target.info.ref, endpoint or target.info.endpoint, ca or target.info.ca_data)
+    with pytest.raises(ClusterReadError, match=error):
+        ClusterReader().read(info, target.token())
