@@ -157,9 +157,12 @@ class _Session:
             response = self.api.call_api(*request, _request_timeout=(self.limits.connect_timeout,
                                                                      self.limits.read_timeout))
             body = response.read()
-        except urllib3.exceptions.ReadTimeoutError:
-            return 0, {}, b""
-        except (urllib3.exceptions.HTTPError, OSError) as error:
+        except urllib3.exceptions.HTTPError as error:
+            # urllib3 wraps a read timeout in MaxRetryError once its own (zero) read retries are used up.
+            if isinstance(getattr(error, "reason", error), urllib3.exceptions.ReadTimeoutError):
+                return 0, {}, b""
+            raise ClusterReadError(f"cannot reach {self.cluster.endpoint}: {_reason(error)}") from error
+        except OSError as error:
             raise ClusterReadError(f"cannot reach {self.cluster.endpoint}: {_reason(error)}") from error
         return response.status, response.getheaders() or {}, body
 

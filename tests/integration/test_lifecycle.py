@@ -227,3 +227,21 @@ def test_organization_mode_scans_active_member_accounts(world, invoke, monkeypat
     assert result["clusters_scanned"] == 1 and result["accounts_failed"] == 0
     assert by_namespace(world.findings(member_id, DEFAULT_REGION), "member-cluster")["default"]["AwsAccountId"] \
         == member_id
+
+
+def test_tokens_and_credentials_never_reach_the_logs(world, invoke, monkeypatch, capfd):
+    monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "DEBUG")
+    cluster = shop()
+    world.add_cluster(DEFAULT_ACCOUNT, DEFAULT_REGION, cluster)
+    broken = Cluster("broken", {"default": {}})
+    world.add_cluster(DEFAULT_ACCOUNT, DEFAULT_REGION, broken)
+    broken.inject("namespaces", 401, times=None)
+
+    result = invoke({})
+
+    assert (result["clusters_scanned"], result["clusters_failed"]) == (1, 1)
+    logs = "".join(capfd.readouterr())
+    assert "cluster not scanned" in logs and "shop" in logs, "the logs were not captured"
+    for secret in ("k8s-aws-v1.", "X-Amz-Signature", "X-Amz-Credential", "Bearer ", "aws_secret_access_key",
+                   "SecretAccessKey", "SessionToken"):
+        assert secret not in logs

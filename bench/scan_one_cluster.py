@@ -1,0 +1,446 @@
+"""Benchmark: scan one cluster of 10,000 namespaces and 5,000 NetworkPolicies from the project's test API server.
+
+    .venv/bin/python -m bench.scan_one_cluster [--namespaces 10000] [--policies 5000] [--rounds 5]
+
+The cluster is served by tests.support.kube_api.KubeApiServer (TLS, EKS token verification on) in a process of
+its own, so the server's CPU and memory do not count against the client. Each measured run is a fresh child
+process that imports everything first and then times only the work:
+
+- baseline: the kubernetes client's ApiClient built by handler.cluster_reader.api_client, fetching the same pages
+  (same paths, Accept headers, limit and continue) and only json.loads-ing each page to find the continue token;
+- scanner: ClusterReader().read() (timed alone as "scanner read"), then handler.pipeline.evaluate() and
+  handler.state.plan_scanned() building the ASFF findings ("scanner read+evaluate+build").
+
+Rounds alternate the order (baseline first, then scanner first) and medians are reported; the headline is the
+ratio scanner / baseline. Peak RSS is the child's ru_maxrss (imports included); one extra run per variant under
+tracemalloc gives the Python heap peak of the timed work alone (its times are not used). The command exits 1 when
+a floor is broken: more than 2 + ceil(n/500) list requests per kind, scanner time over 2x the baseline, or a peak
+RSS of 150 MB or more. Numbers and method: docs/benchmarks.md.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import multiprocessing as mp
+import os
+import platform
+import statistics
+import sys
+import traceback
+from typing import Any
+
+REGION = "eu-west-1"
+STS_HOST = f"sts.{REGION}.amazonaws.com"
+ACCESS_KEY = "AKIDBENCHMARK0000000"
+SECRET_KEY = "bench-secret"
+IDENTITY = "arn:aws:iam::123456789012:role/bench"
+ACCOUNT_ID = "123456789012"
+CLUSTER_NAME = "bench-cluster"
+PAGE_SIZE = 500
+MAX_RATIO = 2.0
+MAX_RSS_MB = 150.0
+CHILD_TIMEOUT_SECONDS = 600
+
+BASELINE, SCANNER = "baseline", "scanner"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Environment
+# ---------------------------------------------------------------------------------------------------------------
+
+def clean_aws_environment() -> None:
+    """No endpoint overrides, profiles or config files: the token must name the regional STS host, offline."""
+    for name in list(os.environ):
+        if name.startswith("AWS_"):
+            del os.environ[name]
+    os.environ["AWS_CONFIG_FILE"] = os.devnull
+    os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
+    os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+
+
+def _pin(cpu_index: int) -> None:
+    """Server on the last CPU, clients on the first, when there are two or more (2 cores here)."""
+    try:
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) >= 2:
+            os.sched_setaffinity(0, {cpus[cpu_index]})
+    except (AttributeError, OSError):
+        pass
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The cluster and its server (server process)
+# ---------------------------------------------------------------------------------------------------------------
+
+TEAMS = ("payments", "checkout", "search", "catalog", "identity", "ledger", "ml", "data", "web", "mobile",
+         "platform", "observability", "risk", "growth", "support", "billing")
+ENVIRONMENTS = ("dev", "staging", "prod")
+SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+
+
+def namespace_names(count: int) -> list[str]:
+    names = list(SYSTEM_NAMESPACES[:count])
+    names += [f"{TEAMS[i % len(TEAMS)]}-svc{i:05d}-{ENVIRONMENTS[i % 3]}" for i in range(count - len(names))]
+    return names
+
+
+def _managed_fields(manager: str, fields: dict[str, Any], timestamp: str) -> list[dict[str, Any]]:
+    # kube-apiserver returns managedFields unless the client asks otherwise; they are a large part of real pages.
+    return [{"manager": manager, "operation": "Update", "apiVersion": "v1", "time": timestamp,
+             "fieldsType": "FieldsV1", "fieldsV1": fields}]
+
+
+def policy_spec(index: int) -> tuple[str, dict[str, Any]]:
+    """A few shapes real clusters hold: default deny, allow from the ingress controller, allow DNS egress."""
+    shape = index % 3
+    if shape == 0:
+        return "default-deny-all", {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+    if shape == 1:
+        return "allow-from-ingress-nginx", {
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": f"svc{index:05d}"}},
+            "ingress": [{"from": [{"namespaceSelector": {"matchLabels": {
+                "kubernetes.io/metadata.name": "ingress-nginx"}}}],
+                "ports": [{"protocol": "TCP", "port": 8080}]}],
+            "policyTypes": ["Ingress"]}
+    return "allow-dns-egress", {
+        "podSelector": {},
+        "egress": [{"to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+                    "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}],
+        "policyTypes": ["Egress"]}
+
+
+def build_cluster(namespaces: int, policies: int) -> Any:
+    """`namespaces` namespaces (4 system ones, 1 in 200 Terminating) and exactly `policies` policies, one or two
+    per namespace over evenly spaced namespaces: with 10,000 and 5,000, a third of the namespaces have policies
+    (half of those two) and two thirds have none."""
+    import json
+
+    from tests.support.kube_api import Cluster
+
+    cluster = Cluster(CLUSTER_NAME)
+    timestamp = "2026-01-01T00:00:00Z"
+    names = namespace_names(namespaces)
+    for i, name in enumerate(names):
+        team = TEAMS[i % len(TEAMS)]
+        labels = {"kubernetes.io/metadata.name": name, "team": team, "environment": ENVIRONMENTS[i % 3]}
+        meta: dict[str, Any] = {"name": name, "labels": labels}
+        if i % 2:
+            labels["app.kubernetes.io/managed-by"] = "Helm"
+            meta["annotations"] = {"meta.helm.sh/release-name": f"{team}-{i:05d}",
+                                   "meta.helm.sh/release-namespace": name}
+        meta["managedFields"] = _managed_fields("helm" if i % 2 else "kubectl-create", {"f:metadata": {
+            "f:labels": {".": {}, **{f"f:{key}": {} for key in labels}}}}, timestamp)
+        terminating = i >= len(SYSTEM_NAMESPACES) and i % 200 == 0
+        if terminating:
+            meta["deletionTimestamp"] = timestamp
+        cluster.add_object("v1", "namespaces", {"metadata": meta, "spec": {"finalizers": ["kubernetes"]},
+                                                "status": {"phase": "Terminating" if terminating else "Active"}})
+    user = names[len(SYSTEM_NAMESPACES):] or names
+    with_policies = min(len(user), max(1, math.ceil(policies / 1.5))) if policies else 0
+    chosen = [user[(k * len(user)) // with_policies] for k in range(with_policies)] if with_policies else []
+    for j in range(policies):
+        namespace = chosen[j % with_policies]
+        base, spec = policy_spec(j)
+        name = base if j < with_policies else f"{base}-{j // with_policies}"
+        meta = {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/part-of": "netpol-baseline"}}
+        if j % 2 == 0:  # applied with kubectl apply: the whole object again in an annotation
+            meta["annotations"] = {"kubectl.kubernetes.io/last-applied-configuration": json.dumps(
+                {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                 "metadata": {"name": name, "namespace": namespace}, "spec": spec}, separators=(",", ":"))}
+        meta["managedFields"] = _managed_fields("kubectl-client-side-apply", {"f:spec": {
+            f"f:{key}": {} for key in spec}}, timestamp)
+        cluster.add_object("networking.k8s.io/v1", "networkpolicies", {"metadata": meta, "spec": spec})
+    return cluster
+
+
+def _secret_for(access_key: str) -> tuple[str, str | None, str] | None:
+    return (SECRET_KEY, None, IDENTITY) if access_key == ACCESS_KEY else None
+
+
+def serve(conn: Any, namespaces: int, policies: int, pin: bool) -> None:
+    """Server process: builds the cluster, serves it, answers commands on `conn` until "stop"."""
+    try:
+        if pin:
+            _pin(-1)
+        from tests.support.kube_api import EksTokenVerifier, KubeApiServer
+
+        cluster = build_cluster(namespaces, policies)
+        server = KubeApiServer(cluster, EksTokenVerifier({STS_HOST}, _secret_for)).start()
+    except BaseException:
+        conn.send(("error", traceback.format_exc()))
+        raise
+    conn.send(("ready", server.endpoint, server.ca_data))
+    try:
+        while True:
+            command = conn.recv()
+            if command == "stop":
+                break
+            if command == "take-log":
+                with cluster.lock:
+                    log, cluster.requests = cluster.requests, []
+                conn.send([{"path": r["path"], "status": r["status"], "identity": r["identity"],
+                            "accept": r["accept"], "query": r["query"]} for r in log])
+    finally:
+        server.stop()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# One measured run (client process)
+# ---------------------------------------------------------------------------------------------------------------
+
+def measure(conn: Any, variant: str, endpoint: str, ca_data: str, trace: bool, pin: bool) -> None:
+    try:
+        conn.send(("ok", _measure(variant, endpoint, ca_data, trace, pin)))
+    except BaseException:
+        conn.send(("error", traceback.format_exc()))
+
+
+def _measure(variant: str, endpoint: str, ca_data: str, trace: bool, pin: bool) -> dict[str, Any]:
+    if pin:
+        _pin(0)
+    # Every import first: import time is not part of what is measured.
+    import datetime as dt
+    import gc
+    import json
+    import resource
+    import time
+    import tracemalloc
+
+    import boto3
+
+    from handler.asff import cluster_resource
+    from handler.auth import eks_token
+    from handler.cluster_reader import (JSON, METADATA_ONLY, NAMESPACES_PATH, NETWORK_POLICIES_PATH, ClusterReader,
+                                        ReadLimits, api_client)
+    from handler.models import ClusterInfo, ClusterRef, ComplianceStatus
+    from handler.pipeline import evaluate
+    from handler.state import plan_scanned
+
+    ref = ClusterRef(ACCOUNT_ID, REGION, CLUSTER_NAME)
+    details = {"Arn": ref.arn, "Name": CLUSTER_NAME, "Version": "1.31", "Endpoint": endpoint,
+               "ClusterStatus": "ACTIVE", "RoleArn": f"arn:aws:iam::{ACCOUNT_ID}:role/eks-cluster",
+               "ResourcesVpcConfig": {"SecurityGroupIds": ["sg-0123456789abcdef0"],
+                                      "SubnetIds": ["subnet-0123456789abcdef0", "subnet-0fedcba9876543210"],
+                                      "EndpointPublicAccess": False}}
+    info = ClusterInfo(ref, endpoint, ca_data, version="1.31", status="ACTIVE", details=details)
+    session = boto3.Session(aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY, region_name=REGION)
+    token = eks_token(session, CLUSTER_NAME, REGION)
+    limits = ReadLimits(page_size=PAGE_SIZE)
+    now = dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    gc.collect()
+    rss_after_imports = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
+    out: dict[str, Any] = {"variant": variant, "rss_after_imports_mb": rss_after_imports}
+    if trace:
+        tracemalloc.start()
+
+    if variant == BASELINE:
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        api = api_client(info, token, limits)
+        items, body_bytes, requests = {}, {}, 0
+        try:
+            for path, accept in ((NAMESPACES_PATH, METADATA_ONLY), (NETWORK_POLICIES_PATH, JSON)):
+                items[path], body_bytes[path], cont = 0, 0, None
+                while True:
+                    query: list[tuple[str, Any]] = [("limit", limits.page_size)]
+                    if cont:
+                        query.append(("continue", cont))
+                    request = api.param_serialize("GET", path, query_params=query, header_params={"Accept": accept},
+                                                  auth_settings=["BearerToken"])
+                    response = api.call_api(*request, _request_timeout=(limits.connect_timeout,
+                                                                         limits.read_timeout))
+                    body = response.read()
+                    requests += 1
+                    if response.status != 200:
+                        raise RuntimeError(f"HTTP {response.status} on {path}: {body[:300]!r}")
+                    page = json.loads(body)
+                    items[path] += len(page.get("items") or ())
+                    body_bytes[path] += len(body)
+                    cont = (page.get("metadata") or {}).get("continue")
+                    if not cont:
+                        break
+        finally:
+            api.close()
+        wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+        out.update(wall=wall, cpu=cpu, requests=requests, namespaces=items[NAMESPACES_PATH],
+                   policies=items[NETWORK_POLICIES_PATH], namespace_bytes=body_bytes[NAMESPACES_PATH],
+                   policy_bytes=body_bytes[NETWORK_POLICIES_PATH])
+    else:
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        snapshot = ClusterReader(limits).read(info, token)
+        read_wall, read_cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+        results = evaluate(snapshot)
+        plan = plan_scanned(None, ref, cluster_resource(info), results, now)
+        wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+        statuses = {status.value: sum(r.status is status for r in results) for status in ComplianceStatus}
+        out.update(wall=wall, cpu=cpu, read_wall=read_wall, read_cpu=read_cpu, requests=snapshot.api_requests,
+                   namespaces=len(snapshot.namespaces), policies=len(snapshot.policies),
+                   findings=len(plan.findings), statuses=statuses,
+                   findings_json_bytes=len(json.dumps(plan.findings, separators=(",", ":"))))
+    if trace:
+        out["traced_peak_mb"] = tracemalloc.get_traced_memory()[1] / 1e6
+        tracemalloc.stop()
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Driver (main process)
+# ---------------------------------------------------------------------------------------------------------------
+
+def _run_child(ctx: Any, variant: str, endpoint: str, ca_data: str, trace: bool, pin: bool) -> dict[str, Any]:
+    parent, child = ctx.Pipe()
+    process = ctx.Process(target=measure, args=(child, variant, endpoint, ca_data, trace, pin), daemon=True)
+    process.start()
+    child.close()
+    try:
+        if not parent.poll(CHILD_TIMEOUT_SECONDS):
+            raise RuntimeError(f"{variant} run gave no answer in {CHILD_TIMEOUT_SECONDS} s")
+        status, payload = parent.recv()
+    finally:
+        process.join(30)
+        if process.is_alive():
+            process.kill()
+    if status != "ok":
+        raise RuntimeError(f"{variant} run failed:\n{payload}")
+    return payload
+
+
+def _take_log(server_conn: Any) -> list[dict[str, Any]]:
+    server_conn.send("take-log")
+    return server_conn.recv()
+
+
+def list_requests(log: list[dict[str, Any]], path: str) -> int:
+    return sum(1 for r in log if r["path"] == path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--namespaces", type=int, default=10_000)
+    parser.add_argument("--policies", type=int, default=5_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--no-tracemalloc", action="store_true", help="skip the extra tracemalloc run per variant")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin server and client to separate CPUs")
+    args = parser.parse_args(argv)
+    if args.namespaces < 1 or args.policies < 0 or args.rounds < 1:
+        parser.error("--namespaces >= 1, --policies >= 0, --rounds >= 1")
+    clean_aws_environment()
+    pin = not args.no_pin
+    ctx = mp.get_context("spawn")
+
+    from handler.cluster_reader import NAMESPACES_PATH, NETWORK_POLICIES_PATH  # light: no client work happens here
+
+    server_conn, server_end = ctx.Pipe()
+    server = ctx.Process(target=serve, args=(server_end, args.namespaces, args.policies, pin), daemon=True)
+    server.start()
+    server_end.close()
+    try:
+        if not server_conn.poll(300):
+            raise RuntimeError("the API server did not start in 300 s")
+        message = server_conn.recv()
+        if message[0] != "ready":
+            raise RuntimeError(f"the API server failed:\n{message[1]}")
+        _, endpoint, ca_data = message
+        runs: dict[str, list[dict[str, Any]]] = {BASELINE: [], SCANNER: []}
+        for round_number in range(args.rounds):
+            order = (BASELINE, SCANNER) if round_number % 2 == 0 else (SCANNER, BASELINE)
+            for variant in order:
+                result = _run_child(ctx, variant, endpoint, ca_data, False, pin)
+                log = _take_log(server_conn)
+                result["log"] = {
+                    "namespaces": list_requests(log, NAMESPACES_PATH),
+                    "networkpolicies": list_requests(log, NETWORK_POLICIES_PATH),
+                    "other": sum(1 for r in log if r["path"] not in (NAMESPACES_PATH, NETWORK_POLICIES_PATH)),
+                    "not_200": sum(1 for r in log if r["status"] != 200),
+                    "identities": sorted({str(r["identity"]) for r in log}),
+                }
+                runs[variant].append(result)
+                print(f"round {round_number + 1}/{args.rounds} {variant:8s} wall {result['wall']:.3f} s  "
+                      f"peak RSS {result['peak_rss_mb']:.1f} MB", file=sys.stderr, flush=True)
+        traced: dict[str, dict[str, Any]] = {}
+        if not args.no_tracemalloc:
+            for variant in (BASELINE, SCANNER):
+                traced[variant] = _run_child(ctx, variant, endpoint, ca_data, True, pin)
+                _take_log(server_conn)
+    finally:
+        try:
+            server_conn.send("stop")
+        except OSError:
+            pass
+        server.join(30)
+        if server.is_alive():
+            server.kill()
+    return report(args, runs, traced)
+
+
+def report(args: argparse.Namespace, runs: dict[str, list[dict[str, Any]]],
+           traced: dict[str, dict[str, Any]]) -> int:
+    n, p = args.namespaces, args.policies
+    floors = {"namespaces": 2 + math.ceil(n / PAGE_SIZE), "networkpolicies": 2 + math.ceil(p / PAGE_SIZE)}
+    med = lambda variant, key: statistics.median(r[key] for r in runs[variant])  # noqa: E731
+    base_wall, base_cpu = med(BASELINE, "wall"), med(BASELINE, "cpu")
+    rows = [
+        ("baseline: fetch pages + json.loads", BASELINE, "wall", "cpu"),
+        ("scanner: ClusterReader.read", SCANNER, "read_wall", "read_cpu"),
+        ("scanner: read + evaluate + build ASFF", SCANNER, "wall", "cpu"),
+    ]
+    violations: list[str] = []
+    for variant in (BASELINE, SCANNER):
+        for r in runs[variant]:
+            if r["namespaces"] != n or r["policies"] != p:
+                violations.append(f"{variant} read {r['namespaces']} namespaces and {r['policies']} policies, "
+                                  f"not {n} and {p}")
+            if r["log"]["not_200"] or r["log"]["other"]:
+                violations.append(f"{variant}: {r['log']['not_200']} non-200 answers, {r['log']['other']} requests "
+                                  "to other paths")
+            if r["log"]["identities"] != [IDENTITY]:
+                violations.append(f"{variant}: server saw identities {r['log']['identities']}")
+            for kind, floor in floors.items():
+                if r["log"][kind] > floor:
+                    violations.append(f"{variant}: {r['log'][kind]} {kind} list requests > floor {floor}")
+    s = runs[SCANNER][0]
+    b = runs[BASELINE][0]
+    print()
+    print(f"One cluster: {n} namespaces, {p} NetworkPolicies; {args.rounds} rounds, medians; "
+          f"Python {platform.python_version()}, {os.cpu_count()} CPUs, page size {PAGE_SIZE}")
+    print(f"Pages: namespaces {b['namespace_bytes'] / 1e6:.1f} MB (metadata-only), networkpolicies "
+          f"{b['policy_bytes'] / 1e6:.1f} MB; findings built: {s['findings']} "
+          f"({s['findings_json_bytes'] / 1e6:.1f} MB of JSON), statuses {s['statuses']}")
+    print()
+    print("| variant | ns list requests | netpol list requests | floor (ns / netpol) | wall s (median) | "
+          "wall ratio | client CPU s (median) | CPU ratio | peak RSS MB (max) | RSS after imports MB | "
+          "traced peak MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for label, variant, wall_key, cpu_key in rows:
+        wall, cpu = med(variant, wall_key), med(variant, cpu_key)
+        ns_requests = max(r["log"]["namespaces"] for r in runs[variant])
+        np_requests = max(r["log"]["networkpolicies"] for r in runs[variant])
+        peak = max(r["peak_rss_mb"] for r in runs[variant])
+        imports = statistics.median(r["rss_after_imports_mb"] for r in runs[variant])
+        trace = traced.get(variant, {}).get("traced_peak_mb")
+        print(f"| {label} | {ns_requests} | {np_requests} | {floors['namespaces']} / {floors['networkpolicies']} | "
+              f"{wall:.3f} | {wall / base_wall:.2f}x | {cpu:.3f} | {cpu / base_cpu:.2f}x | {peak:.1f} | "
+              f"{imports:.1f} | {'-' if trace is None else f'{trace:.1f}'} |")
+    ratio = med(SCANNER, "wall") / base_wall
+    peak_scanner = max(r["peak_rss_mb"] for r in runs[SCANNER])
+    if ratio > MAX_RATIO:
+        violations.append(f"scanner read+evaluate+build takes {ratio:.2f}x the baseline (floor {MAX_RATIO}x)")
+    if peak_scanner >= MAX_RSS_MB:
+        violations.append(f"scanner peak RSS {peak_scanner:.1f} MB >= {MAX_RSS_MB} MB")
+    print()
+    print("per-round wall s: baseline " + " ".join(f"{r['wall']:.3f}" for r in runs[BASELINE])
+          + " | scanner " + " ".join(f"{r['wall']:.3f}" for r in runs[SCANNER]))
+    print(f"headline: scanner / baseline = {ratio:.2f}x wall (floor {MAX_RATIO}x), peak RSS {peak_scanner:.1f} MB "
+          f"(floor < {MAX_RSS_MB:.0f} MB)")
+    if violations:
+        print("FLOORS VIOLATED:")
+        for violation in dict.fromkeys(violations):
+            print(f"  - {violation}")
+        return 1
+    print("all floors met")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
