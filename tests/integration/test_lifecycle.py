@@ -1,7 +1,12 @@
 """The finding lifecycle end to end: the real handler, a moto server over HTTP, Kubernetes API servers over TLS."""
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +17,7 @@ from tests.support.kube_api import Cluster
 OTHER_ACCOUNT = "222222222222"
 OTHER_REGION = "us-east-1"
 DENY_ALL = {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def shop() -> Cluster:
@@ -229,19 +235,24 @@ def test_organization_mode_scans_active_member_accounts(world, invoke, monkeypat
         == member_id
 
 
-def test_tokens_and_credentials_never_reach_the_logs(world, invoke, monkeypatch, capfd):
-    monkeypatch.setenv("POWERTOOLS_LOG_LEVEL", "DEBUG")
-    cluster = shop()
-    world.add_cluster(DEFAULT_ACCOUNT, DEFAULT_REGION, cluster)
+def test_tokens_and_credentials_never_reach_the_logs(world, scanner_env):
+    """The handler runs in its own process, as in Lambda, at DEBUG; everything it prints is searched."""
+    world.add_cluster(DEFAULT_ACCOUNT, DEFAULT_REGION, shop())
     broken = Cluster("broken", {"default": {}})
     world.add_cluster(DEFAULT_ACCOUNT, DEFAULT_REGION, broken)
     broken.inject("namespaces", 401, times=None)
+    script = ("import json; from handler.app import lambda_handler; "
+              "from tests.support.lambda_context import LambdaContext; "
+              "print(json.dumps(lambda_handler({}, LambdaContext())))")
 
-    result = invoke({})
+    done = subprocess.run([sys.executable, "-c", script], env={**os.environ, "POWERTOOLS_LOG_LEVEL": "DEBUG"},
+                          cwd=ROOT, capture_output=True, text=True, timeout=120, check=True)
 
+    result = json.loads(done.stdout.strip().splitlines()[-1])
     assert (result["clusters_scanned"], result["clusters_failed"]) == (1, 1)
-    logs = "".join(capfd.readouterr())
-    assert "cluster not scanned" in logs and "shop" in logs, "the logs were not captured"
-    for secret in ("k8s-aws-v1.", "X-Amz-Signature", "X-Amz-Credential", "Bearer ", "aws_secret_access_key",
-                   "SecretAccessKey", "SessionToken"):
+    logs = done.stdout + done.stderr
+    assert '"cluster not scanned"' in logs and '"cluster":"shop"' in logs, "the logs were not captured"
+    assert world.credentials(DEFAULT_ACCOUNT).secret_key == "testing"
+    for secret in ("k8s-aws-v1.", "X-Amz-Signature", "X-Amz-Credential", "Bearer ", "SecretAccessKey",
+                   "SessionToken", '"testing"'):
         assert secret not in logs
