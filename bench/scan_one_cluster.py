@@ -110,10 +110,16 @@ def policy_spec(index: int) -> tuple[str, dict[str, Any]]:
         "policyTypes": ["Egress"]}
 
 
-def build_cluster(namespaces: int, policies: int) -> Any:
+def build_cluster(namespaces: int, policies: int, payload: str = "plain") -> Any:
     """`namespaces` namespaces (4 system ones, 1 in 200 Terminating) and exactly `policies` policies, one or two
     per namespace over evenly spaced namespaces: with 10,000 and 5,000, a third of the namespaces have policies
-    (half of those two) and two thirds have none."""
+    (half of those two) and two thirds have none.
+
+    payload "plain": objects as the test server's Cluster.add_namespace / add_policy make them (labels, some
+    Helm annotations). "apiserver": also what a real kube-apiserver returns in lists and the test server leaves
+    out: metadata.managedFields on every object and kubectl's last-applied-configuration annotation on every
+    other policy (pages about 2x larger)."""
+    full = payload == "apiserver"
     import json
 
     from tests.support.kube_api import Cluster
@@ -129,8 +135,9 @@ def build_cluster(namespaces: int, policies: int) -> Any:
             labels["app.kubernetes.io/managed-by"] = "Helm"
             meta["annotations"] = {"meta.helm.sh/release-name": f"{team}-{i:05d}",
                                    "meta.helm.sh/release-namespace": name}
-        meta["managedFields"] = _managed_fields("helm" if i % 2 else "kubectl-create", {"f:metadata": {
-            "f:labels": {".": {}, **{f"f:{key}": {} for key in labels}}}}, timestamp)
+        if full:
+            meta["managedFields"] = _managed_fields("helm" if i % 2 else "kubectl-create", {"f:metadata": {
+                "f:labels": {".": {}, **{f"f:{key}": {} for key in labels}}}}, timestamp)
         terminating = i >= len(SYSTEM_NAMESPACES) and i % 200 == 0
         if terminating:
             meta["deletionTimestamp"] = timestamp
@@ -144,12 +151,13 @@ def build_cluster(namespaces: int, policies: int) -> Any:
         base, spec = policy_spec(j)
         name = base if j < with_policies else f"{base}-{j // with_policies}"
         meta = {"name": name, "namespace": namespace, "labels": {"app.kubernetes.io/part-of": "netpol-baseline"}}
-        if j % 2 == 0:  # applied with kubectl apply: the whole object again in an annotation
+        if full and j % 2 == 0:  # applied with kubectl apply: the whole object again in an annotation
             meta["annotations"] = {"kubectl.kubernetes.io/last-applied-configuration": json.dumps(
                 {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
                  "metadata": {"name": name, "namespace": namespace}, "spec": spec}, separators=(",", ":"))}
-        meta["managedFields"] = _managed_fields("kubectl-client-side-apply", {"f:spec": {
-            f"f:{key}": {} for key in spec}}, timestamp)
+        if full:
+            meta["managedFields"] = _managed_fields("kubectl-client-side-apply", {"f:spec": {
+                f"f:{key}": {} for key in spec}}, timestamp)
         cluster.add_object("networking.k8s.io/v1", "networkpolicies", {"metadata": meta, "spec": spec})
     return cluster
 
@@ -158,14 +166,14 @@ def _secret_for(access_key: str) -> tuple[str, str | None, str] | None:
     return (SECRET_KEY, None, IDENTITY) if access_key == ACCESS_KEY else None
 
 
-def serve(conn: Any, namespaces: int, policies: int, pin: bool) -> None:
+def serve(conn: Any, namespaces: int, policies: int, payload: str, pin: bool) -> None:
     """Server process: builds the cluster, serves it, answers commands on `conn` until "stop"."""
     try:
         if pin:
             _pin(-1)
         from tests.support.kube_api import EksTokenVerifier, KubeApiServer
 
-        cluster = build_cluster(namespaces, policies)
+        cluster = build_cluster(namespaces, policies, payload)
         server = KubeApiServer(cluster, EksTokenVerifier({STS_HOST}, _secret_for)).start()
     except BaseException:
         conn.send(("error", traceback.format_exc()))
@@ -269,9 +277,14 @@ def _measure(variant: str, endpoint: str, ca_data: str, trace: bool, pin: bool) 
         wall0, cpu0 = time.perf_counter(), time.process_time()
         snapshot = ClusterReader(limits).read(info, token)
         read_wall, read_cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+        if trace:  # where the heap peak is: during the read, or while the findings are built
+            out["traced_read_peak_mb"], out["traced_snapshot_mb"] = (
+                tracemalloc.get_traced_memory()[1] / 1e6, tracemalloc.get_traced_memory()[0] / 1e6)
         results = evaluate(snapshot)
         plan = plan_scanned(None, ref, cluster_resource(info), results, now)
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+        if trace:
+            out["traced_findings_mb"] = tracemalloc.get_traced_memory()[0] / 1e6 - out["traced_snapshot_mb"]
         statuses = {status.value: sum(r.status is status for r in results) for status in ComplianceStatus}
         out.update(wall=wall, cpu=cpu, read_wall=read_wall, read_cpu=read_cpu, requests=snapshot.api_requests,
                    namespaces=len(snapshot.namespaces), policies=len(snapshot.policies),
@@ -320,6 +333,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--namespaces", type=int, default=10_000)
     parser.add_argument("--policies", type=int, default=5_000)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--payload", choices=("plain", "apiserver"), default="plain",
+                        help="plain: objects as the test server makes them (default); apiserver: plus the "
+                             "managedFields and last-applied annotations a real kube-apiserver returns")
     parser.add_argument("--no-tracemalloc", action="store_true", help="skip the extra tracemalloc run per variant")
     parser.add_argument("--no-pin", action="store_true", help="do not pin server and client to separate CPUs")
     args = parser.parse_args(argv)
@@ -332,7 +348,7 @@ def main(argv: list[str] | None = None) -> int:
     from handler.cluster_reader import NAMESPACES_PATH, NETWORK_POLICIES_PATH  # light: no client work happens here
 
     server_conn, server_end = ctx.Pipe()
-    server = ctx.Process(target=serve, args=(server_end, args.namespaces, args.policies, pin), daemon=True)
+    server = ctx.Process(target=serve, args=(server_end, args.namespaces, args.policies, args.payload, pin), daemon=True)
     server.start()
     server_end.close()
     try:
@@ -402,7 +418,7 @@ def report(args: argparse.Namespace, runs: dict[str, list[dict[str, Any]]],
     s = runs[SCANNER][0]
     b = runs[BASELINE][0]
     print()
-    print(f"One cluster: {n} namespaces, {p} NetworkPolicies; {args.rounds} rounds, medians; "
+    print(f"One cluster: {n} namespaces, {p} NetworkPolicies, payload {args.payload}; {args.rounds} rounds, medians; "
           f"Python {platform.python_version()}, {os.cpu_count()} CPUs, page size {PAGE_SIZE}")
     print(f"Pages: namespaces {b['namespace_bytes'] / 1e6:.1f} MB (metadata-only), networkpolicies "
           f"{b['policy_bytes'] / 1e6:.1f} MB; findings built: {s['findings']} "
@@ -428,6 +444,12 @@ def report(args: argparse.Namespace, runs: dict[str, list[dict[str, Any]]],
         violations.append(f"scanner read+evaluate+build takes {ratio:.2f}x the baseline (floor {MAX_RATIO}x)")
     if peak_scanner >= MAX_RSS_MB:
         violations.append(f"scanner peak RSS {peak_scanner:.1f} MB >= {MAX_RSS_MB} MB")
+    t = traced.get(SCANNER)
+    if t:
+        print()
+        print(f"scanner heap (tracemalloc run): peak during the read {t['traced_read_peak_mb']:.1f} MB, snapshot held "
+              f"after it {t['traced_snapshot_mb']:.1f} MB, findings built {t['traced_findings_mb']:.1f} MB, "
+              f"overall peak {t['traced_peak_mb']:.1f} MB")
     print()
     print("per-round wall s: baseline " + " ".join(f"{r['wall']:.3f}" for r in runs[BASELINE])
           + " | scanner " + " ".join(f"{r['wall']:.3f}" for r in runs[SCANNER]))
