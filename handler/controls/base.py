@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from handler.models import ClusterSnapshot, ControlResult
 
 
+CIS_HARDENING_TYPE = "Software and Configuration Checks/Industry and Regulatory Standards/CIS Host Hardening Benchmarks"
+
+
 @dataclass(frozen=True)
 class Control:
     """A check's metadata beside its evaluation, so that adding a control touches nothing else.
@@ -19,11 +22,11 @@ class Control:
     title: str
     severity: str
     requirements: tuple[str, ...]  # ASFF Compliance.RelatedRequirements
-    finding_types: tuple[str, ...]  # ASFF Types
     remediation_text: str
     remediation_url: str
     # None for findings the pipeline raises itself (a cluster's scan status) rather than evaluates.
     evaluate: Callable[[ClusterSnapshot], list[ControlResult]] | None = None
+    finding_types: tuple[str, ...] = (CIS_HARDENING_TYPE,)  # ASFF Types
 
     @property
     def generator_id(self) -> str:

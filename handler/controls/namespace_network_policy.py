@@ -54,8 +54,6 @@ CONTROL = Control(
     title="All namespaces have network policies defined",
     severity="MEDIUM",
     requirements=("CIS Kubernetes Benchmark v1.10.0/5.3.2", "CIS Amazon EKS Benchmark v1.7.0/4.3.2"),
-    finding_types=("Software and Configuration Checks/Industry and Regulatory Standards/"
-                   "CIS Host Hardening Benchmarks",),
     remediation_text="Create a NetworkPolicy in the namespace, starting with a default-deny policy "
                      "(podSelector {} with policyTypes Ingress and Egress) and then policies that allow the "
                      "traffic its workloads need. On EKS, enable network policy enforcement (VPC CNI "

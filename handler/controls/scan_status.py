@@ -6,6 +6,7 @@ findings stay exactly as they were: a cluster that could not be read never makes
 """
 from __future__ import annotations
 
+from handler.controls import namespace_network_policy
 from handler.controls.base import Control
 from handler.models import ClusterRef, ComplianceStatus, ControlResult
 
@@ -25,9 +26,8 @@ CONTROL = Control(
     id=CONTROL_ID,
     title="EKS cluster could be scanned",
     severity="MEDIUM",
-    requirements=("CIS Kubernetes Benchmark v1.10.0/5.3.2", "CIS Amazon EKS Benchmark v1.7.0/4.3.2"),
-    finding_types=("Software and Configuration Checks/Industry and Regulatory Standards/"
-                   "CIS Host Hardening Benchmarks",),
+    # The requirements it keeps from being assessed.
+    requirements=namespace_network_policy.CONTROL.requirements,
     remediation_text="Make the cluster readable by the scanner: its endpoint must be reachable from the "
                      "function, and the scan role needs an EKS access entry with AmazonEKSViewPolicy (or an "
                      "aws-auth mapping to the read-only ClusterRole in infra/kubernetes/rbac.yaml).",
