@@ -21,7 +21,7 @@ $(SAM_VENV)/.installed:
 	touch $@
 
 demo: setup
-	$(BIN)/python -m tests.support.sandbox
+	$(BIN)/python -m netpol_scan.sandbox.demo
 
 test: setup $(SAM_VENV)/.installed
 	PATH="$(CURDIR)/$(SAM_VENV)/bin:$$PATH" $(BIN)/python -m pytest -n 2 -q

@@ -2,7 +2,7 @@
 
     .venv/bin/python -m bench.scan_one_cluster [--namespaces 10000] [--policies 5000] [--rounds 5]
 
-The cluster is served by tests.support.kube_api.KubeApiServer (TLS, EKS token verification on) in a process of
+The cluster is served by netpol_scan.sandbox.kube_api.KubeApiServer (TLS, EKS token verification on) in a process of
 its own, so the server's CPU and memory do not count against the client. Each measured run is a fresh child
 process that imports everything first and then times only the work:
 
@@ -122,7 +122,7 @@ def build_cluster(namespaces: int, policies: int, payload: str = "plain") -> Any
     full = payload == "apiserver"
     import json
 
-    from tests.support.kube_api import Cluster
+    from netpol_scan.sandbox.kube_api import Cluster
 
     cluster = Cluster(CLUSTER_NAME)
     timestamp = "2026-01-01T00:00:00Z"
@@ -171,7 +171,7 @@ def serve(conn: Any, namespaces: int, policies: int, payload: str, pin: bool) ->
     try:
         if pin:
             _pin(-1)
-        from tests.support.kube_api import EksTokenVerifier, KubeApiServer
+        from netpol_scan.sandbox.kube_api import EksTokenVerifier, KubeApiServer
 
         cluster = build_cluster(namespaces, policies, payload)
         server = KubeApiServer(cluster, EksTokenVerifier({STS_HOST}, _secret_for)).start()

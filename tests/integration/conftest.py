@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from tests.support.aws_world import World
-from tests.support.lambda_context import LambdaContext
+from netpol_scan.sandbox.aws_world import World
+from netpol_scan.sandbox.lambda_context import LambdaContext
 
 BUCKET = "netpol-reports-test"
 ROLE_NAME = "NetpolScannerRole"

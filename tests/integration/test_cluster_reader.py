@@ -11,8 +11,8 @@ from handler.auth import eks_token
 from handler.cluster_reader import MAX_LIST_RESTARTS, ClusterReader, ReadLimits
 from handler.errors import ClusterReadError
 from handler.models import ClusterInfo, ClusterRef
-from tests.support.aws_world import DEFAULT_ACCOUNT, DEFAULT_REGION, World
-from tests.support.kube_api import Cluster, KubeApiServer, generate_tls
+from netpol_scan.sandbox.aws_world import DEFAULT_ACCOUNT, DEFAULT_REGION, World
+from netpol_scan.sandbox.kube_api import Cluster, KubeApiServer, generate_tls
 
 DENY_ALL = {"podSelector": {}, "policyTypes": ["Ingress"]}
 

@@ -24,8 +24,8 @@ import pytest
 from botocore.credentials import Credentials
 
 from handler.auth import eks_token
-from tests.support.aws_world import DEFAULT_ACCOUNT, DEFAULT_IDENTITY, DEFAULT_REGION, World
-from tests.support.kube_api import (
+from netpol_scan.sandbox.aws_world import DEFAULT_ACCOUNT, DEFAULT_IDENTITY, DEFAULT_REGION, World
+from netpol_scan.sandbox.kube_api import (
     EXPIRED_CONTINUE_MESSAGE, Cluster, EksTokenVerifier, KubeApiServer, generate_tls, presigned_token,
 )
 

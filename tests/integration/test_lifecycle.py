@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import BUCKET, ROLE_NAME, by_namespace, s3_json, scan_status
-from tests.support.aws_world import DEFAULT_ACCOUNT, DEFAULT_REGION
-from tests.support.kube_api import Cluster
+from netpol_scan.sandbox.aws_world import DEFAULT_ACCOUNT, DEFAULT_REGION
+from netpol_scan.sandbox.kube_api import Cluster
 
 OTHER_ACCOUNT = "222222222222"
 OTHER_REGION = "us-east-1"
@@ -242,7 +242,7 @@ def test_tokens_and_credentials_never_reach_the_logs(world, scanner_env):
     world.add_cluster(DEFAULT_ACCOUNT, DEFAULT_REGION, broken)
     broken.inject("namespaces", 401, times=None)
     script = ("import json; from handler.app import lambda_handler; "
-              "from tests.support.lambda_context import LambdaContext; "
+              "from netpol_scan.sandbox.lambda_context import LambdaContext; "
               "print(json.dumps(lambda_handler({}, LambdaContext())))")
 
     done = subprocess.run([sys.executable, "-c", script], env={**os.environ, "POWERTOOLS_LOG_LEVEL": "DEBUG"},

@@ -6,9 +6,9 @@ from collections.abc import Iterator
 import pytest
 
 from tests.integration.conftest import by_namespace, s3_json
-from tests.support.aws_world import DEFAULT_ACCOUNT, DEFAULT_REGION
-from tests.support.kube_api import Cluster
-from tests.support.securityhub_proxy import SecurityHubProxy
+from netpol_scan.sandbox.aws_world import DEFAULT_ACCOUNT, DEFAULT_REGION
+from netpol_scan.sandbox.kube_api import Cluster
+from netpol_scan.sandbox.securityhub_proxy import SecurityHubProxy
 
 NAMESPACES = 250
 

@@ -1,7 +1,7 @@
 """The local sandbox: a moto server standing in for AWS, Kubernetes API test servers for a few EKS clusters in
 two accounts, and one real run of the Lambda handler with events/scheduled.json.
 
-    make demo                      (or: .venv/bin/python -m tests.support.sandbox)
+    make demo                      (or: .venv/bin/python -m netpol_scan.sandbox.demo)
 
 It prints what the scan found and where it wrote it. Nothing leaves this machine.
 """
@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.support.aws_world import DEFAULT_ACCOUNT, DEFAULT_REGION, World
-from tests.support.kube_api import Cluster
-from tests.support.lambda_context import LambdaContext
+from netpol_scan.sandbox.aws_world import DEFAULT_ACCOUNT, DEFAULT_REGION, World
+from netpol_scan.sandbox.kube_api import Cluster
+from netpol_scan.sandbox.lambda_context import LambdaContext
 
 MEMBER_ACCOUNT = "210987654321"
 MEMBER_REGION = "us-east-1"

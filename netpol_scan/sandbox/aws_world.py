@@ -22,7 +22,7 @@ from moto.iam.models import iam_backends
 from moto.server import ThreadedMotoServer
 from moto.sts.models import sts_backends
 
-from tests.support.kube_api import Cluster, EksTokenVerifier, KubeApiServer, generate_tls
+from netpol_scan.sandbox.kube_api import Cluster, EksTokenVerifier, KubeApiServer, generate_tls
 
 DEFAULT_ACCOUNT = "123456789012"  # moto's account for its default "testing" credentials
 DEFAULT_REGION = "eu-west-1"

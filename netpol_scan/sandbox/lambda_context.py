@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 import uuid
 
-from tests.support.aws_world import DEFAULT_ACCOUNT, DEFAULT_REGION
+from netpol_scan.sandbox.aws_world import DEFAULT_ACCOUNT, DEFAULT_REGION
 
 
 class LambdaContext:
