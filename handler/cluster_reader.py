@@ -59,7 +59,15 @@ class ClusterReader:
         self._sleep = sleep
 
     def read(self, cluster: ClusterInfo, token: str) -> ClusterSnapshot:
-        with _Session(cluster, token, self.limits, self._sleep) as session:
+        """An EKS cluster, trusted through the CA from DescribeCluster and entered with an EKS token."""
+        if not cluster.endpoint.startswith("https://"):
+            raise ClusterReadError(f"endpoint of {cluster.ref} is not https: {cluster.endpoint!r}")
+        return self.read_with(cluster, api_client(cluster, token, self.limits))
+
+    def read_with(self, cluster: ClusterInfo, api: ApiClient) -> ClusterSnapshot:
+        """Any cluster, through a client configured elsewhere (a kubeconfig context, for `netpol-scan cluster`):
+        the same lists, paging and fault handling. Closes the client."""
+        with _Session(cluster, api, self.limits, self._sleep) as session:
             namespace_items = session.list_all(NAMESPACES_PATH, METADATA_ONLY)
             policy_items = session.list_all(NETWORK_POLICIES_PATH, JSON)
             try:
@@ -77,11 +85,16 @@ def api_client(cluster: ClusterInfo, token: str, limits: ReadLimits) -> ApiClien
     config.ca_cert_data = _ca_pem(cluster)
     config.api_key = {"BearerToken": token}
     config.api_key_prefix = {"BearerToken": "Bearer"}
+    return ApiClient(tune_transport(config))
+
+
+def tune_transport(config: Configuration) -> Configuration:
+    """The reader's transport settings, for a configuration built here or loaded from a kubeconfig."""
     # Connection errors get two quick retries in urllib3; status-based retries are ours (Retry-After, 410).
     config.retries = urllib3.Retry(total=2, connect=2, read=0, status=0, redirect=0, backoff_factor=0.2,
                                    respect_retry_after_header=False, raise_on_status=False)
     config.connection_pool_maxsize = 1
-    return ApiClient(config)
+    return config
 
 
 def _ca_pem(cluster: ClusterInfo) -> str:
@@ -97,11 +110,8 @@ def _ca_pem(cluster: ClusterInfo) -> str:
 class _Session:
     """One cluster's reads: request counting, retries and paging over a single ApiClient."""
 
-    def __init__(self, cluster: ClusterInfo, token: str, limits: ReadLimits, sleep: Callable[[float], None]):
-        if not cluster.endpoint.startswith("https://"):
-            raise ClusterReadError(f"endpoint of {cluster.ref} is not https: {cluster.endpoint!r}")
-        self.cluster, self.limits, self._sleep = cluster, limits, sleep
-        self.api = api_client(cluster, token, limits)
+    def __init__(self, cluster: ClusterInfo, api: ApiClient, limits: ReadLimits, sleep: Callable[[float], None]):
+        self.cluster, self.api, self.limits, self._sleep = cluster, api, limits, sleep
         self.requests = 0
 
     def __enter__(self) -> _Session:
