@@ -17,7 +17,7 @@ from typing import Any
 
 from netpol_scan.sandbox.aws_world import DEFAULT_ACCOUNT, DEFAULT_REGION, World
 from netpol_scan.sandbox.kube_api import Cluster
-from netpol_scan.sandbox.lambda_context import LambdaContext
+from netpol_scan.lambda_context import LambdaContext
 
 MEMBER_ACCOUNT = "210987654321"
 MEMBER_REGION = "us-east-1"

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from netpol_scan.sandbox.aws_world import World
-from netpol_scan.sandbox.lambda_context import LambdaContext
+from netpol_scan.lambda_context import LambdaContext
 
 BUCKET = "netpol-reports-test"
 ROLE_NAME = "NetpolScannerRole"

@@ -242,7 +242,7 @@ def test_tokens_and_credentials_never_reach_the_logs(world, scanner_env):
     world.add_cluster(DEFAULT_ACCOUNT, DEFAULT_REGION, broken)
     broken.inject("namespaces", 401, times=None)
     script = ("import json; from handler.app import lambda_handler; "
-              "from netpol_scan.sandbox.lambda_context import LambdaContext; "
+              "from netpol_scan.lambda_context import LambdaContext; "
               "print(json.dumps(lambda_handler({}, LambdaContext())))")
 
     done = subprocess.run([sys.executable, "-c", script], env={**os.environ, "POWERTOOLS_LOG_LEVEL": "DEBUG"},
