@@ -24,7 +24,7 @@ from handler.config import ScanRequest, Settings
 from handler.controls import CONTROLS
 from handler.errors import ClusterReadError, DiscoveryError, PublishError
 from handler.models import ClusterRef, ClusterSnapshot, ComplianceStatus, ControlResult
-from handler.publish.s3 import ReportStore
+from handler.publish.s3 import GzipJsonLines, ReportStore
 from handler.publish.securityhub import RateLimiter, Rejection, SecurityHubPublisher, client_config
 from handler.state import ClusterState, Plan, plan_deleted, plan_scanned, plan_unreadable
 
@@ -212,13 +212,18 @@ class Scanner:
 
     def _publish(self, run: Run, dry_run: bool, target: RegionTarget, previous: ClusterState | None, plan: Plan,
                  outcome: ClusterOutcome) -> ClusterOutcome:
-        outcome.findings, outcome.findings_archived = len(plan.findings), plan.archived
-        if dry_run or not plan.findings:
+        outcome.findings_archived = plan.archived
+        if dry_run:
+            outcome.findings = sum(1 for _ in plan.findings())  # built, so a dry run proves they can be
             return outcome
-        imported = target.publisher.import_findings(plan.findings)
+        outcome.findings = len(plan.send_ids)
+        if not plan.send_ids:
+            return outcome
+        written = GzipJsonLines()
+        imported = target.publisher.import_findings(written.tee(plan.findings()))
         outcome.findings_imported, outcome.rejected = imported.imported, imported.rejected
         self.store.save_state(plan.settle(previous, [r.finding_id for r in imported.rejected]))
-        outcome.findings_key = self.store.write_findings(outcome.cluster, run.date, run.run_id, plan.findings)
+        outcome.findings_key = self.store.write_findings(outcome.cluster, run.date, run.run_id, written)
         return outcome
 
     def _log(self, outcome: ClusterOutcome) -> None:

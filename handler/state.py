@@ -12,7 +12,7 @@ back within that time revives its finding with its first-seen time.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -70,9 +70,19 @@ class ClusterState:
 class Plan:
     """The findings to import now, and the state to keep once they are all accepted."""
 
-    findings: list[dict[str, Any]]
+    send_ids: tuple[str, ...]
     next_state: ClusterState
     archived: int = 0
+
+    def findings(self) -> Iterator[dict[str, Any]]:
+        """The ASFF findings to import, built one at a time: a cluster's 10,000 findings never sit in memory
+        together, only the batch being sent."""
+        for fid in self.send_ids:
+            published = self.next_state.findings[fid]
+            control = CONTROLS_BY_ID[published.result.control_id]
+            yield build_finding(published.result, control, self.next_state.cluster,
+                                self.next_state.cluster_resource, created_at=published.created_at,
+                                updated_at=published.updated_at, record_state=published.record_state)
 
     def settle(self, previous: ClusterState | None, rejected_ids: Iterable[str]) -> ClusterState:
         """The state to keep when Security Hub rejected some findings for good: for those, what was there
@@ -111,7 +121,7 @@ def plan_scanned(previous: ClusterState | None, cluster: ClusterRef, resource: M
         elif _age(old.updated_at, now) < ARCHIVED_RETENTION:
             findings[fid] = old
     state = ClusterState(cluster, resource, findings)
-    return Plan(_build(state, to_send), state, archived)
+    return Plan(tuple(to_send), state, archived)
 
 
 def plan_unreadable(previous: ClusterState | None, cluster: ClusterRef, resource: Mapping[str, Any] | None,
@@ -124,7 +134,7 @@ def plan_unreadable(previous: ClusterState | None, cluster: ClusterRef, resource
     first_seen = old.created_at if old and old.record_state is RecordState.ACTIVE else now
     before[fid] = PublishedFinding(result, first_seen, now, RecordState.ACTIVE)
     state = ClusterState(cluster, resource or (previous.cluster_resource if previous else None), before)
-    return Plan(_build(state, [fid]), state)
+    return Plan((fid,), state)
 
 
 def plan_deleted(previous: ClusterState, now: str) -> Plan:
@@ -134,18 +144,7 @@ def plan_deleted(previous: ClusterState, now: str) -> Plan:
     for fid in to_archive:
         findings[fid] = replace(findings[fid], updated_at=now, record_state=RecordState.ARCHIVED)
     state = replace(previous, findings=findings)
-    return Plan(_build(state, to_archive), state, len(to_archive))
-
-
-def _build(state: ClusterState, ids: Iterable[str]) -> list[dict[str, Any]]:
-    out = []
-    for fid in ids:
-        published = state.findings[fid]
-        control = CONTROLS_BY_ID[published.result.control_id]
-        out.append(build_finding(published.result, control, state.cluster, state.cluster_resource,
-                                 created_at=published.created_at, updated_at=published.updated_at,
-                                 record_state=published.record_state))
-    return out
+    return Plan(tuple(to_archive), state, len(to_archive))
 
 
 def _age(then: str, now: str) -> dt.timedelta:

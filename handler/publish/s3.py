@@ -12,8 +12,9 @@ function's own credentials, never a member account's.
 from __future__ import annotations
 
 import gzip
+import io
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -77,10 +78,9 @@ class ReportStore:
     def save_state(self, state: ClusterState) -> None:
         self._put(state_key(state.cluster), gzip.compress(_json(state.to_dict())), "application/gzip")
 
-    def write_findings(self, cluster: ClusterRef, date: str, run_id: str, findings: Iterable[dict[str, Any]]) -> str:
+    def write_findings(self, cluster: ClusterRef, date: str, run_id: str, lines: GzipJsonLines) -> str:
         key = findings_key(cluster, date, run_id)
-        lines = b"".join(_json(finding) + b"\n" for finding in findings)
-        self._put(key, gzip.compress(lines), "application/gzip")
+        self._put(key, lines.close(), "application/gzip")
         return key
 
     def write_report(self, date: str, run_id: str, report: dict[str, Any]) -> str:
@@ -95,6 +95,23 @@ class ReportStore:
             self._s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
         except (ClientError, BotoCoreError) as error:
             raise PublishError(f"cannot write s3://{self.bucket}/{key}: {error}") from error
+
+
+class GzipJsonLines:
+    """Records compressed into JSON Lines as they stream past: only the compressed bytes are held."""
+
+    def __init__(self) -> None:
+        self._buffer = io.BytesIO()
+        self._gzip = gzip.GzipFile(fileobj=self._buffer, mode="wb")
+
+    def tee(self, records: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        for record in records:
+            self._gzip.write(_json(record) + b"\n")
+            yield record
+
+    def close(self) -> bytes:
+        self._gzip.close()
+        return self._buffer.getvalue()
 
 
 def _json(data: Any) -> bytes:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,18 +73,18 @@ class SecurityHubPublisher:
         self._limiter = limiter or RateLimiter()
         self._sleep = sleep
 
-    def import_findings(self, findings: Sequence[dict[str, Any]]) -> ImportOutcome:
+    def import_findings(self, findings: Iterable[dict[str, Any]]) -> ImportOutcome:
+        """Imports findings as they come, a batch at a time; each batch's transient failures are retried
+        before the next batch is built, so memory holds one batch, not the cluster's findings."""
         outcome = ImportOutcome()
-        pending = list(_within_size(findings, outcome))
-        for attempt in range(FINDING_ATTEMPTS):
-            if not pending:
-                break
-            if attempt:
-                self._sleep(min(2.0 ** attempt * 0.5, 8.0))
-            retry: list[dict[str, Any]] = []
-            for batch in batches(pending):
-                retry.extend(self._send(batch, outcome, last_attempt=attempt == FINDING_ATTEMPTS - 1))
-            pending = retry
+        for batch in _batches(_sized(findings, outcome)):
+            pending = batch
+            for attempt in range(FINDING_ATTEMPTS):
+                if attempt:
+                    self._sleep(min(2.0 ** attempt * 0.5, 8.0))
+                pending = self._send(pending, outcome, last_attempt=attempt == FINDING_ATTEMPTS - 1)
+                if not pending:
+                    break
         return outcome
 
     def _send(self, batch: list[dict[str, Any]], outcome: ImportOutcome, last_attempt: bool) -> list[dict[str, Any]]:
@@ -113,27 +113,32 @@ class SecurityHubPublisher:
         return retry
 
 
-def batches(findings: Sequence[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
+def batches(findings: Iterable[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
     """Consecutive batches of at most 100 findings and about 6 MB."""
+    return _batches((finding, _size(finding)) for finding in findings)
+
+
+def _batches(sized: Iterable[tuple[dict[str, Any], int]]) -> Iterator[list[dict[str, Any]]]:
     batch: list[dict[str, Any]] = []
-    size = 0
-    for finding in findings:
-        finding_size = _size(finding)
-        if batch and (len(batch) == MAX_BATCH_FINDINGS or size + finding_size > MAX_BATCH_BYTES):
+    total = 0
+    for finding, size in sized:
+        if batch and (len(batch) == MAX_BATCH_FINDINGS or total + size > MAX_BATCH_BYTES):
             yield batch
-            batch, size = [], 0
+            batch, total = [], 0
         batch.append(finding)
-        size += finding_size
+        total += size
     if batch:
         yield batch
 
 
-def _within_size(findings: Sequence[dict[str, Any]], outcome: ImportOutcome) -> Iterator[dict[str, Any]]:
+def _sized(findings: Iterable[dict[str, Any]], outcome: ImportOutcome) -> Iterator[tuple[dict[str, Any], int]]:
+    """Each finding with its encoded size; one over Security Hub's 240 KB is rejected here, never sent."""
     for finding in findings:
-        if _size(finding) > MAX_FINDING_BYTES:
+        size = _size(finding)
+        if size > MAX_FINDING_BYTES:
             outcome.rejected.append(Rejection(finding["Id"], "TooLarge", f"over {MAX_FINDING_BYTES} bytes"))
         else:
-            yield finding
+            yield finding, size
 
 
 def _size(finding: dict[str, Any]) -> int:

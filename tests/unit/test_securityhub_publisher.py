@@ -95,12 +95,13 @@ def test_transient_failures_are_retried_then_succeed():
     client = FakeSecurityHub(script)
     pub, sleeps, _ = publisher(client)
     out = pub.import_findings([make(i) for i in range(120)])
-    # call 1: 100 (5 fail), call 2: 20 (5 fail), call 3: the 10 failed, all accepted
-    assert [len(c) for c in client.calls] == [100, 20, 10]
-    assert set(client.calls[2]) == {make(i)["Id"] for i in (*range(5), *range(100, 105))}
+    # Each batch is settled before the next is built: call 1: 100 (5 fail), call 2: those 5 (fail again),
+    # call 3: those 5, accepted; call 4: the remaining 20.
+    assert [len(c) for c in client.calls] == [100, 5, 5, 20]
+    assert set(client.calls[1]) == set(client.calls[2]) == {make(i)["Id"] for i in range(5)}
     assert out.imported == 120 and out.rejected == []
     assert out.imported + len(out.rejected) == 120
-    assert len(sleeps) == 1 and sleeps[0] > 0
+    assert len(sleeps) == 2 and 0 < sleeps[0] < sleeps[1]
 
 
 def test_permanent_failures_reported_without_retry():
