@@ -21,7 +21,7 @@ $(SAM_VENV)/.installed:
 	touch $@
 
 demo: setup
-	$(BIN)/python -m netpol_scan.sandbox.demo
+	$(BIN)/netpol-scan sandbox
 
 test: setup $(SAM_VENV)/.installed
 	PATH="$(CURDIR)/$(SAM_VENV)/bin:$$PATH" $(BIN)/python -m pytest -n 2 -q

@@ -1,7 +1,7 @@
 """The local sandbox: a moto server standing in for AWS, Kubernetes API test servers for a few EKS clusters in
 two accounts, and one real run of the Lambda handler with events/scheduled.json.
 
-    make demo                      (or: .venv/bin/python -m netpol_scan.sandbox.demo)
+    make demo                      (or: netpol-scan sandbox)
 
 It prints what the scan found and where it wrote it. Nothing leaves this machine.
 """
@@ -10,7 +10,6 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -94,7 +93,6 @@ def print_summary(world: World, summary: dict[str, Any], seconds: float) -> None
             body = world.client("s3").get_object(Bucket=BUCKET, Key=cluster["findings_key"])["Body"].read()
             count = len(gzip.decompress(body).splitlines())
             print(f"  {cluster['findings_key']}  ({count} ASFF findings)")
+    print("\nNext: `netpol-scan cluster` scans your kubeconfig's current context (nothing is written to AWS); "
+          "docs/deploy.md deploys the scanner.")
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,295 @@
+"""`netpol-scan cluster` against Kubernetes API test servers over TLS, through a real kubeconfig file whose user
+gets its token from an exec plugin, as EKS kubeconfigs do: the plugin signs an EKS token with handler.auth
+against the moto server, and the API server verifies it like the EKS authenticator."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from netpol_scan.cli import main
+from netpol_scan.sandbox.aws_world import World, closed_port
+from netpol_scan.sandbox.kube_api import Cluster, KubeApiServer, generate_tls
+from tests.unit.asff_model import limit_errors, model_errors
+
+PAYMENTS_ARN = "arn:aws:eks:eu-west-1:123456789012:cluster/payments"
+DENY_ALL = {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+EXEC_PLUGIN = """
+import json, sys
+import boto3
+from handler.auth import eks_token
+token = eks_token(boto3.Session(), sys.argv[1], "eu-west-1")
+print(json.dumps({"apiVersion": "client.authentication.k8s.io/v1beta1", "kind": "ExecCredential",
+                  "status": {"token": token}}))
+"""
+
+
+class Fleet:
+    """API servers and the kubeconfig that names them, one context per server."""
+
+    def __init__(self, world: World, directory: Path) -> None:
+        self.world, self.directory = world, directory
+        self.plugin = directory / "eks-token.py"
+        self.plugin.write_text(EXEC_PLUGIN)
+        self.kubeconfig = directory / "kubeconfig"
+        self.servers: list[KubeApiServer] = []
+        self.entries: list[tuple[str, str, str, list[str]]] = []  # (context, endpoint, CA base64, plugin args)
+
+    def serve(self, context: str, cluster: Cluster, signed_for: str | None = None) -> Cluster:
+        """`signed_for`: the cluster name the token is signed for (another name makes the server answer 401)."""
+        server = KubeApiServer(cluster, self.world.verifier).start()
+        self.servers.append(server)
+        self.entries.append((context, server.endpoint, server.ca_data, [signed_for or cluster.name]))
+        return cluster
+
+    def unreachable(self, context: str) -> None:
+        import base64
+
+        ca = base64.b64encode(generate_tls().ca_pem).decode()
+        self.entries.append((context, f"https://127.0.0.1:{closed_port()}", ca, ["down"]))
+
+    def write(self, current: str | None = None, plugin_args: dict[str, list[str]] | None = None) -> Path:
+        env = [{"name": k, "value": v} for k, v in self.world.env().items()]
+        config: dict[str, Any] = {"apiVersion": "v1", "kind": "Config", "preferences": {},
+                                  "current-context": current or self.entries[0][0],
+                                  "clusters": [], "users": [], "contexts": []}
+        for context, endpoint, ca, args in self.entries:
+            args = (plugin_args or {}).get(context, args)
+            config["clusters"].append({"name": context, "cluster": {"server": endpoint,
+                                                                    "certificate-authority-data": ca}})
+            config["users"].append({"name": context, "user": {"exec": {
+                "apiVersion": "client.authentication.k8s.io/v1beta1", "command": sys.executable,
+                "args": [str(self.plugin), *args], "env": env, "interactiveMode": "Never"}}})
+            config["contexts"].append({"name": context, "context": {"cluster": context, "user": context}})
+        self.kubeconfig.write_text(yaml.safe_dump(config))
+        return self.kubeconfig
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.stop()
+
+
+@pytest.fixture
+def fleet(world: World, tmp_path: Path) -> Iterator[Fleet]:
+    fleet = Fleet(world, tmp_path)
+    yield fleet
+    fleet.stop()
+
+
+def payments() -> Cluster:
+    cluster = Cluster("payments", {"default": {}, "kube-system": {}, "ledger": {"deny": DENY_ALL, "allow": DENY_ALL},
+                                   "batch": {}})
+    cluster.add_namespace("old-team", terminating=True)
+    return cluster
+
+
+def compliant() -> Cluster:
+    return Cluster("tidy", {"default": {"deny": DENY_ALL}, "apps": {"deny": DENY_ALL}})
+
+
+def run(fleet: Fleet, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(["cluster", "--kubeconfig", str(fleet.kubeconfig), *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_table_shows_each_namespace_with_its_verdicts_and_policies_and_fails(fleet, capsys):
+    fleet.serve(PAYMENTS_ARN, payments())
+    fleet.write()
+
+    code, out, _ = run(fleet, capsys)
+
+    assert code == 1
+    rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.startswith("  ")}
+    assert rows["NAMESPACE"] == ["cis-k8s-5.3.2", "POLICIES"]
+    assert rows["ledger"] == ["PASSED", "2"]
+    assert rows["batch"] == ["FAILED", "0"] and rows["default"] == ["FAILED", "0"]
+    assert rows["old-team"] == ["WARNING", "0"]
+    assert "1 context(s): 1 scanned, 0 not assessed; 5 namespaces, 3 failing result(s) at LOW" in out
+
+
+@pytest.mark.parametrize(("fail_on", "expected"), [("medium", 1), ("HIGH", 0), ("none", 0)])
+def test_fail_on_compares_the_control_severity(fleet, capsys, fail_on, expected):
+    fleet.serve(PAYMENTS_ARN, payments())
+    fleet.write()
+
+    assert run(fleet, capsys, "--fail-on", fail_on)[0] == expected
+
+
+def test_a_compliant_cluster_exits_zero(fleet, capsys):
+    fleet.serve("tidy", compliant())
+    fleet.write()
+
+    code, out, _ = run(fleet, capsys)
+
+    assert code == 0
+    assert "2 namespaces, 0 failing" in out
+
+
+def test_json_output(fleet, capsys):
+    fleet.serve(PAYMENTS_ARN, payments())
+    fleet.serve("tidy", compliant())
+    fleet.write()
+
+    code, out, _ = run(fleet, capsys, "--all-contexts", "--output", "json")
+
+    assert code == 1
+    document = json.loads(out)
+    first, second = document["contexts"]
+    assert (first["context"], first["account_id"], first["region"], first["cluster"]) == (
+        PAYMENTS_ARN, "123456789012", "eu-west-1", "payments")
+    assert first["endpoint"].startswith("https://127.0.0.1:")
+    assert first["policies"] == {"default": 0, "kube-system": 0, "ledger": 2, "batch": 0, "old-team": 0}
+    assert {r["namespace"]: r["status"] for r in first["results"]}["ledger"] == "PASSED"
+    assert first["failing"] == 3 and second["failing"] == 0 and second["account_id"] is None
+    assert document["summary"] == {"contexts": 2, "scanned": 2, "not_assessed": 0, "namespaces": 7,
+                                   "failing": 3, "fail_on": "LOW"}
+
+
+def test_asff_output_is_what_the_lambda_imports(fleet, capsys):
+    fleet.serve(PAYMENTS_ARN, payments())
+    fleet.write()
+
+    code, out, _ = run(fleet, capsys, "-o", "asff")
+
+    assert code == 1
+    findings = json.loads(out)
+    assert len(findings) == 5
+    for finding in findings:
+        assert model_errors(finding) == [] and limit_errors(finding) == []
+        assert finding["AwsAccountId"] == "123456789012"
+        assert finding["ProductArn"] == ("arn:aws:securityhub:eu-west-1:123456789012:product/123456789012/default")
+    ids = {f["Id"]: f["Compliance"]["Status"] for f in findings}
+    assert ids[f"{PAYMENTS_ARN}/namespace/batch/cis-k8s-5.3.2"] == "FAILED"
+
+
+def test_asff_of_a_cluster_without_an_eks_arn_needs_account_and_region(fleet, capsys):
+    fleet.serve("kind-dev", compliant())
+    fleet.write()
+
+    code, out, err = run(fleet, capsys, "-o", "asff")
+    assert code == 2 and out == ""
+    assert "kind-dev" in err and "--account-id" in err
+
+    code, out, _ = run(fleet, capsys, "-o", "asff", "--account-id", "111122223333", "--region", "eu-central-1")
+    assert code == 0
+    assert {f["Id"].split("/namespace/")[0] for f in json.loads(out)} == {
+        "arn:aws:eks:eu-central-1:111122223333:cluster/kind-dev"}
+
+
+def test_unreachable_context_is_not_assessed_and_exits_3(fleet, capsys):
+    fleet.serve(PAYMENTS_ARN, payments())
+    fleet.unreachable("down")
+    fleet.write()
+
+    code, out, _ = run(fleet, capsys, "--all-contexts")
+
+    assert code == 3  # a cluster not assessed outranks failing namespaces
+    (down,) = [block for block in out.split("\n\n") if block.startswith("context down ")]
+    assert "\n  NOT ASSESSED: cannot reach https://127.0.0.1:" in down and "Connection refused" in down
+    assert "2 context(s): 1 scanned, 1 not assessed" in out
+
+
+def test_asff_of_an_unreadable_cluster_is_its_not_available_finding(fleet, capsys):
+    fleet.unreachable("arn:aws:eks:eu-west-1:123456789012:cluster/down")
+    fleet.write()
+
+    code, out, _ = run(fleet, capsys, "-o", "asff")
+
+    assert code == 3
+    (finding,) = json.loads(out)
+    assert finding["Id"] == "arn:aws:eks:eu-west-1:123456789012:cluster/down/cluster-scan"
+    assert finding["Compliance"]["Status"] == "NOT_AVAILABLE" and "cannot reach" in finding["Description"]
+
+
+def test_401_names_access_entries(fleet, capsys):
+    fleet.serve("stranger", payments(), signed_for="some-other-cluster")
+    fleet.write()
+
+    code, out, _ = run(fleet, capsys)
+
+    assert code == 3
+    assert "HTTP 401" in out and "access entry" in out
+
+
+def test_403_names_the_missing_permission(fleet, capsys):
+    fleet.serve("readonly", payments()).forbid("networkpolicies")
+    fleet.write()
+
+    code, out, _ = run(fleet, capsys)
+
+    assert code == 3
+    assert "HTTP 403" in out
+    assert 'cannot list resource "networkpolicies" in API group "networking.k8s.io"' in out
+
+
+def test_a_failing_credential_plugin_is_named(fleet, capsys):
+    fleet.serve("broken-plugin", payments())
+    fleet.write(plugin_args={"broken-plugin": ["payments", "unexpected-argument"]})
+    fleet.plugin.write_text("import sys\nsys.exit('aws: error: the security token is expired')\n")
+
+    code, out, _ = run(fleet, capsys)
+
+    assert code == 3
+    assert "credential plugin failed" in out
+
+
+def test_no_kubeconfig(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("KUBECONFIG", raising=False)
+    missing = tmp_path / "nothing-here"
+
+    code = main(["cluster", "--kubeconfig", str(missing)])
+
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert f"no kubeconfig: {missing} does not exist" in err and "aws eks update-kubeconfig" in err
+
+
+def test_unknown_context_lists_the_known_ones(fleet, capsys):
+    fleet.serve("tidy", compliant())
+    fleet.write()
+
+    code, _, err = run(fleet, capsys, "--context", "prod")
+
+    assert code == 2
+    assert "no context 'prod' in the kubeconfig; it has: tidy" in err
+
+
+def test_context_flags_exclude_each_other(fleet, capsys):
+    fleet.serve("tidy", compliant())
+    fleet.write()
+
+    assert run(fleet, capsys, "--context", "tidy", "--all-contexts")[0] == 2
+
+
+def test_progress_bar_counts_contexts(fleet, capsys):
+    fleet.serve(PAYMENTS_ARN, payments())
+    fleet.serve("tidy", compliant())
+    fleet.unreachable("down")
+    fleet.write()
+
+    code, _, err = run(fleet, capsys, "--all-contexts", "--progress", "--concurrency", "2")
+
+    assert code == 3
+    assert err.count("\r[") == 3
+    assert f"[{'#' * 30}] 3/3" in err and "NOT ASSESSED" in err
+
+
+def test_console_script_uses_kubeconfig_from_the_environment(fleet):
+    fleet.serve("tidy", compliant())
+    fleet.write()
+    script = Path(sys.executable).parent / "netpol-scan"
+
+    done = subprocess.run([str(script), "cluster", "-o", "json"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "KUBECONFIG": f"{fleet.directory / 'absent'}{os.pathsep}"
+                                                            f"{fleet.kubeconfig}"})
+
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["summary"]["namespaces"] == 2
