@@ -479,3 +479,53 @@ def test_aws_auth_snippet_maps_role_to_reader_group():
     assert re.fullmatch(r"arn:aws:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_-]+", entry["rolearn"])
     assert entry["username"] == "netpol-scanner"
     assert entry["groups"] == ["netpol-scanner:readers"]
+
+
+# --- the operator's dashboard and the Athena table ------------------------------------------------------------
+
+
+def test_dashboard_body_is_json_of_the_metrics_the_function_emits(template):
+    body, names = template["Resources"]["ScannerDashboard"]["Properties"]["DashboardBody"]["Fn::Sub"], set()
+    for name in re.findall(r"\$\{([A-Za-z0-9:.]+)\}", body):
+        names.add(name)
+        assert name.split(".")[0] in {*template["Parameters"], *template["Resources"], "AWS::Region"}, name
+    values = {"AWS::Region": "eu-west-1", "MetricsNamespace": "NetpolScanner", "AlarmPeriodSeconds": "86400"}
+    dashboard = json.loads(re.sub(r"\$\{([A-Za-z0-9:.]+)\}", lambda m: values.get(m.group(1), "x"), body))
+    titles = [w["properties"]["title"] for w in dashboard["widgets"]]
+    assert titles[:4] == ["Failing namespaces by account", "Clusters scanned and failed",
+                          "Findings imported and rejected", "Scan duration (seconds)"]
+    emitted = "".join(p.read_text() for p in (ROOT / "handler").rglob("*.py"))
+    custom = [m[1] for w in dashboard["widgets"] for m in w["properties"].get("metrics", [])
+              if m[0] == values["MetricsNamespace"]]
+    assert set(custom) >= {"NamespacesFailing", "ClustersScanned", "ClustersFailed", "FindingsImported",
+                           "FindingsRejected", "ScanDuration"}
+    for metric in custom:
+        assert f'"{metric}"' in emitted, f"the dashboard shows {metric}, which the function never emits"
+    search = dashboard["widgets"][0]["properties"]["metrics"][0][0]["expression"]
+    assert search.startswith("SEARCH('{NetpolScanner,account,service} MetricName=\"NamespacesFailing\"'")
+    alarms = dashboard["widgets"][-1]["properties"]["alarms"]
+    assert len(alarms) == len(resources_of_type(template, "AWS::CloudWatch::Alarm"))
+
+
+def test_athena_table_projects_the_findings_layout(template):
+    database = template["Resources"]["AthenaDatabaseResource"]
+    table = template["Resources"]["FindingsTable"]
+    assert database["Condition"] == table["Condition"] == "CreateAthenaTable"
+    assert template["Parameters"]["AthenaTable"]["AllowedValues"] == ["Enabled", "Disabled"]
+    table_input = table["Properties"]["TableInput"]
+    assert [k["Name"] for k in table_input["PartitionKeys"]] == ["date", "account", "region"]
+    params = table_input["Parameters"]
+    assert params["projection.enabled"] == "true"
+    assert (params["projection.date.type"], params["projection.date.format"]) == ("date", "yyyy-MM-dd")
+    assert params["storage.location.template"] == {
+        "Fn::Sub": "s3://${ReportBucket}/findings/date=${!date}/account=${!account}/region=${!region}/"}
+    from handler.publish.s3 import findings_key
+    from handler.models import ClusterRef
+
+    key = findings_key(ClusterRef("123456789012", "eu-west-1", "c"), "2026-01-02", "r")
+    assert key.startswith("findings/date=2026-01-02/account=123456789012/region=eu-west-1/")
+    storage = table_input["StorageDescriptor"]
+    assert storage["Location"] == {"Fn::Sub": "s3://${ReportBucket}/findings/"}
+    assert storage["SerdeInfo"]["SerializationLibrary"] == "org.openx.data.jsonserde.JsonSerDe"
+    assert all(c["Name"] == c["Name"].lower() for c in storage["Columns"])
+    assert params["projection.account.type"] == {"Fn::If": ["AthenaAccountsInjected", "injected", "enum"]}
