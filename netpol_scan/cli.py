@@ -12,6 +12,7 @@ event, settings); 3 something could not be assessed (a context or cluster unread
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -151,12 +152,16 @@ def _invoke(args: argparse.Namespace) -> int:
     event = _load_event(args.event)
     if args.dry_run:
         event["dry_run"] = True
-    from handler.app import lambda_handler
     from handler.errors import ConfigError, EventError
     from netpol_scan.lambda_context import LambdaContext
 
     try:
-        summary = lambda_handler(event, LambdaContext(function_name="eks-netpol-scanner-local"))
+        # The function's logs and EMF metrics go to stdout in Lambda; here to stderr, so that stdout is the
+        # summary alone. Powertools binds its log stream when handler.app is first imported.
+        with contextlib.redirect_stdout(sys.stderr):
+            from handler.app import lambda_handler
+
+            summary = lambda_handler(event, LambdaContext(function_name="eks-netpol-scanner-local"))
     except (ConfigError, EventError) as error:
         raise UsageError(str(error)) from error
     except Exception as error:  # what Lambda would report as the invocation's error

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from handler.controls import CONTROLS
 from netpol_scan.cli import main
 from netpol_scan.sandbox.aws_world import World, closed_port
 from netpol_scan.sandbox.kube_api import Cluster, KubeApiServer, generate_tls
@@ -91,7 +92,18 @@ def payments() -> Cluster:
 
 
 def compliant() -> Cluster:
-    return Cluster("tidy", {"default": {"deny": DENY_ALL}, "apps": {"deny": DENY_ALL}})
+    """Every namespace isolated both ways, and a running Cilium agent enforcing the policies."""
+    cluster = Cluster("tidy", {"default": {"deny": DENY_ALL}, "apps": {"deny": DENY_ALL}})
+    cluster.add_resource_kind("cilium.io", "v2", "ciliumnetworkpolicies", "CiliumNetworkPolicy", True)
+    cluster.add_resource_kind("apps", "v1", "daemonsets", "DaemonSet", True)
+    cluster.add_object("apps/v1", "daemonsets", {"metadata": {"name": "cilium", "namespace": "kube-system"},
+                                                 "status": {"desiredNumberScheduled": 2, "numberReady": 2}})
+    return cluster
+
+
+def json_scan(fleet: Fleet, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, dict[str, Any]]:
+    code, out, _ = run(fleet, capsys, "--output", "json", *args)
+    return code, json.loads(out)
 
 
 def run(fleet: Fleet, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
@@ -108,19 +120,35 @@ def test_table_shows_each_namespace_with_its_verdicts_and_policies_and_fails(fle
 
     assert code == 1
     rows = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.startswith("  ")}
-    assert rows["NAMESPACE"] == ["cis-k8s-5.3.2", "POLICIES"]
-    assert rows["ledger"] == ["PASSED", "2"]
-    assert rows["batch"] == ["FAILED", "0"] and rows["default"] == ["FAILED", "0"]
-    assert rows["old-team"] == ["WARNING", "0"]
-    assert "1 context(s): 1 scanned, 0 not assessed; 5 namespaces, 3 failing result(s) at LOW" in out
+    columns = [c.id for c in CONTROLS]
+    assert rows["NAMESPACE"] == [*columns, "POLICIES"]
+    netpol = columns.index("cis-k8s-5.3.2")
+    assert (rows["ledger"][netpol], rows["ledger"][-1]) == ("PASSED", "2")
+    assert (rows["batch"][netpol], rows["batch"][-1]) == ("FAILED", "0")
+    assert rows["default"][netpol] == "FAILED" and rows["old-team"][netpol] == "WARNING"
+    _, document = json_scan(fleet, capsys)
+    for result in document["contexts"][0]["results"]:  # every verdict of every control is in the table
+        assert rows[result["namespace"] or "(cluster)"][columns.index(result["control_id"])] == result["status"]
+    failing = document["summary"]["failing"]
+    assert failing >= 2
+    assert f"1 context(s): 1 scanned, 0 not assessed; 5 namespaces, {failing} failing result(s) at LOW" in out
 
 
-@pytest.mark.parametrize(("fail_on", "expected"), [("medium", 1), ("HIGH", 0), ("none", 0)])
-def test_fail_on_compares_the_control_severity(fleet, capsys, fail_on, expected):
+@pytest.mark.parametrize("fail_on", ["low", "MEDIUM", "high", "critical", "none"])
+def test_fail_on_compares_the_failing_controls_severity(fleet, capsys, fail_on):
     fleet.serve(PAYMENTS_ARN, payments())
     fleet.write()
+    _, document = json_scan(fleet, capsys, "--fail-on", "NONE")
+    severities = {c.id: c.severity for c in CONTROLS}
+    failing = {severities[r["control_id"]] for r in document["contexts"][0]["results"] if r["status"] == "FAILED"}
+    assert "MEDIUM" in failing  # CIS 5.3.2 on namespace batch
+    order = ["INFORMATIONAL", "LOW", "MEDIUM", "HIGH", "CRITICAL"]
+    expected = int(fail_on.upper() != "NONE" and any(order.index(s) >= order.index(fail_on.upper())
+                                                     for s in failing))
 
     assert run(fleet, capsys, "--fail-on", fail_on)[0] == expected
+    if fail_on in ("MEDIUM", "none"):
+        assert expected == {"MEDIUM": 1, "none": 0}[fail_on]
 
 
 def test_a_compliant_cluster_exits_zero(fleet, capsys):
@@ -129,7 +157,7 @@ def test_a_compliant_cluster_exits_zero(fleet, capsys):
 
     code, out, _ = run(fleet, capsys)
 
-    assert code == 0
+    assert code == 0, out
     assert "2 namespaces, 0 failing" in out
 
 
@@ -138,30 +166,34 @@ def test_json_output(fleet, capsys):
     fleet.serve("tidy", compliant())
     fleet.write()
 
-    code, out, _ = run(fleet, capsys, "--all-contexts", "--output", "json")
+    code, document = json_scan(fleet, capsys, "--all-contexts")
 
     assert code == 1
-    document = json.loads(out)
     first, second = document["contexts"]
     assert (first["context"], first["account_id"], first["region"], first["cluster"]) == (
         PAYMENTS_ARN, "123456789012", "eu-west-1", "payments")
-    assert first["endpoint"].startswith("https://127.0.0.1:")
+    assert first["endpoint"].startswith("https://127.0.0.1:") and first["error"] is None
     assert first["policies"] == {"default": 0, "kube-system": 0, "ledger": 2, "batch": 0, "old-team": 0}
-    assert {r["namespace"]: r["status"] for r in first["results"]}["ledger"] == "PASSED"
-    assert first["failing"] == 3 and second["failing"] == 0 and second["account_id"] is None
+    netpol = {r["namespace"]: r["status"] for r in first["results"] if r["control_id"] == "cis-k8s-5.3.2"}
+    assert netpol == {"default": "FAILED", "kube-system": "FAILED", "ledger": "PASSED", "batch": "FAILED",
+                      "old-team": "WARNING"}
+    assert {r["control_id"] for r in first["results"]} == {c.id for c in CONTROLS}
+    assert first["failing"] == sum(r["status"] == "FAILED" for r in first["results"])
+    assert second["failing"] == 0 and second["account_id"] is None
     assert document["summary"] == {"contexts": 2, "scanned": 2, "not_assessed": 0, "namespaces": 7,
-                                   "failing": 3, "fail_on": "LOW"}
+                                   "failing": first["failing"], "fail_on": "LOW"}
 
 
 def test_asff_output_is_what_the_lambda_imports(fleet, capsys):
     fleet.serve(PAYMENTS_ARN, payments())
     fleet.write()
+    _, document = json_scan(fleet, capsys)
 
     code, out, _ = run(fleet, capsys, "-o", "asff")
 
     assert code == 1
     findings = json.loads(out)
-    assert len(findings) == 5
+    assert len(findings) == len(document["contexts"][0]["results"])
     for finding in findings:
         assert model_errors(finding) == [] and limit_errors(finding) == []
         assert finding["AwsAccountId"] == "123456789012"
@@ -180,8 +212,9 @@ def test_asff_of_a_cluster_without_an_eks_arn_needs_account_and_region(fleet, ca
 
     code, out, _ = run(fleet, capsys, "-o", "asff", "--account-id", "111122223333", "--region", "eu-central-1")
     assert code == 0
-    assert {f["Id"].split("/namespace/")[0] for f in json.loads(out)} == {
-        "arn:aws:eks:eu-central-1:111122223333:cluster/kind-dev"}
+    findings = json.loads(out)
+    assert findings and all(f["Id"].startswith("arn:aws:eks:eu-central-1:111122223333:cluster/kind-dev/")
+                            and f["AwsAccountId"] == "111122223333" for f in findings)
 
 
 def test_unreachable_context_is_not_assessed_and_exits_3(fleet, capsys):
