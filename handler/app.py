@@ -1,26 +1,18 @@
-"""Lambda entry point: Powertools observability, event parsing and wiring; the work is in pipeline.py."""
+"""Lambda entry point of the scheduled (and manual) scan: event parsing and wiring; the work is in pipeline.py,
+and in fleet.py when the run fans out to workers."""
 from __future__ import annotations
 
-import gc
-import os
 from typing import Any
 
 import boto3
-from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
+from handler import fleet, worker
 from handler.cluster_reader import ClusterReader, ReadLimits
-from handler.config import DEFAULT_METRICS_NAMESPACE, DEFAULT_SERVICE_NAME, ScanRequest, Settings
-from handler.pipeline import Run, Scanner
-
-# What was imported lives as long as the execution environment: take it out of the collector's sight, so that
-# collecting a scan's short-lived objects does not walk all of botocore and kubernetes each time.
-gc.freeze()
-
-logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME") or DEFAULT_SERVICE_NAME)
-metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or DEFAULT_METRICS_NAMESPACE)
-tracer = Tracer()
+from handler.config import ScanRequest, Settings
+from handler.discovery import AWS_CALLS
+from handler.observability import logger, metrics, record_metrics, tracer
+from handler.pipeline import Run, Scanner, Targets
 
 
 @logger.inject_lambda_context(log_event=False, clear_state=True)
@@ -34,20 +26,34 @@ def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     logger.set_correlation_id(run.run_id)
     logger.info("scan started", extra={"dry_run": request.dry_run, "accounts": list(request.accounts),
                                        "regions": list(request.regions), "clusters": list(request.clusters)})
+    session = boto3.Session()
+    remaining = lambda: context.get_remaining_time_in_millis() / 1000  # noqa: E731
     reader = ClusterReader(ReadLimits(page_size=settings.page_size, connect_timeout=settings.connect_timeout,
                                       read_timeout=settings.read_timeout))
-    scanner = Scanner(settings, boto3.Session(), reader, logger,
-                      remaining_seconds=lambda: context.get_remaining_time_in_millis() / 1000)
-    summary = scanner.run(request, run)
-    _record_metrics(summary)
+    scanner = Scanner(settings, session, reader, logger, remaining_seconds=remaining)
+    targets = scanner.discover(request)
+    send = _fan_out_transport(settings, session, request, targets)
+    if send is None:
+        summary = scanner.scan_inline(run, request, targets)
+        record_metrics(summary)
+    else:
+        summary = fleet.fan_out(scanner, run, request, targets, send)
+        record_metrics({"accounts_failed": len(targets.failures)})
     logger.info("scan finished", extra={k: v for k, v in summary.items() if k != "failures"})
     return summary
 
 
-def _record_metrics(summary: dict[str, Any]) -> None:
-    for name, key in (("ClustersScanned", "clusters_scanned"), ("ClustersFailed", "clusters_failed"),
-                      ("AccountsFailed", "accounts_failed"), ("NamespacesScanned", "namespaces"),
-                      ("NamespacesFailing", "namespaces_failing"), ("FindingsImported", "findings_imported"),
-                      ("FindingsRejected", "findings_rejected")):
-        metrics.add_metric(name=name, unit=MetricUnit.Count, value=summary.get(key, 0))
-    metrics.add_metric(name="ScanDuration", unit=MetricUnit.Seconds, value=summary.get("seconds", 0))
+def _fan_out_transport(settings: Settings, session: boto3.Session, request: ScanRequest,
+                       targets: Targets) -> fleet.SqsSender | fleet.LocalSender | None:
+    """How this run's cluster tasks travel, or None to scan them inline. A dry run is always inline: fanning
+    out writes the run's manifest and results."""
+    mode = settings.fleet_mode
+    if request.dry_run or mode == "inline" or not targets.tasks:
+        return None
+    if mode == "local":
+        scanner = worker.worker_scanner(settings, session)
+        return fleet.LocalSender(lambda event: worker.process_event(scanner, event), settings)
+    if mode == "queue" or (settings.scan_queue_url and len(targets.tasks) > settings.fanout_threshold):
+        sqs = session.client("sqs", region_name=settings.default_region, config=AWS_CALLS)
+        return fleet.SqsSender(sqs, settings.scan_queue_url or "", settings.workers_per_account)
+    return None

@@ -18,6 +18,7 @@ MAX_TITLE = 256
 MAX_DESCRIPTION = 1024
 MAX_REMEDIATION_TEXT = 512
 MAX_PRODUCT_FIELD_VALUE = 2048
+MAX_PRODUCT_FIELD_KEY = 128
 MAX_OTHER_DETAIL_VALUE = 1024
 ELLIPSIS = "..."
 
@@ -70,6 +71,8 @@ def build_finding(result: ControlResult, control: Control, cluster: ClusterRef,
         })
     if result.evidence:
         product_fields[EVIDENCE_FIELD] = _clip(", ".join(result.evidence), MAX_PRODUCT_FIELD_VALUE)
+    for key, value in result.fields.items():  # e.g. an exemption's reason, approver and expiry
+        product_fields[key[:MAX_PRODUCT_FIELD_KEY]] = _clip(value, MAX_PRODUCT_FIELD_VALUE)
     finding = {
         "SchemaVersion": SCHEMA_VERSION,
         "Id": finding_id(cluster, control.id, result.namespace),

@@ -27,7 +27,8 @@ from typing import Any
 import urllib3
 from kubernetes.client import ApiClient, Configuration
 
-from handler.errors import ClusterReadError
+from handler import engine_reader
+from handler.errors import ClusterReadError, ForbiddenError
 from handler.models import ClusterInfo, ClusterSnapshot, Namespace, NetworkPolicy
 
 NAMESPACES_PATH = "/api/v1/namespaces"
@@ -51,6 +52,10 @@ class _ContinueExpired(Exception):
     """410 Gone for a continue token: the list must start over."""
 
 
+class _NotFound(Exception):
+    """404 for a single object: it does not exist."""
+
+
 class ClusterReader:
     """Reads clusters through the kubernetes client's HTTP stack, one in-memory configuration per cluster."""
 
@@ -70,12 +75,14 @@ class ClusterReader:
         with _Session(cluster, api, self.limits, self._sleep) as session:
             namespace_items = session.list_all(NAMESPACES_PATH, METADATA_ONLY)
             policy_items = session.list_all(NETWORK_POLICIES_PATH, JSON)
+            engines = engine_reader.read_engines(session)
             try:
                 namespaces = tuple(_namespace(item) for item in namespace_items)
-                policies = tuple(_policy(item) for item in policy_items)
+                policies = tuple(_policy(item) for item in policy_items) + engines.policies
             except (KeyError, TypeError, AttributeError) as error:
                 raise ClusterReadError(f"malformed list item from {cluster.endpoint}: {error!r}") from error
-            return ClusterSnapshot(cluster, namespaces, policies, api_requests=session.requests)
+            return ClusterSnapshot(cluster, namespaces, policies, api_requests=session.requests,
+                                   unreadable=engines.unreadable, enforcement=engines.enforcement)
 
 
 def api_client(cluster: ClusterInfo, token: str, limits: ReadLimits) -> ApiClient:
@@ -129,6 +136,13 @@ class _Session:
                 continue
         raise ClusterReadError(f"{path}: the list kept expiring (410 Gone) after {MAX_LIST_RESTARTS} restarts")
 
+    def get_object(self, path: str) -> Mapping[str, Any] | None:
+        """One object, or None when it does not exist (404)."""
+        try:
+            return self._get(path, [], JSON)
+        except _NotFound:
+            return None
+
     def _pages(self, path: str, accept: str) -> list[Mapping[str, Any]]:
         items: list[Mapping[str, Any]] = []
         token: str | None = None
@@ -147,6 +161,8 @@ class _Session:
             status, headers, body = self._request(path, query, accept)
             if status == 200:
                 return _decode(body, path)
+            if status == 404 and not query:  # a single object (get_object); lists of known kinds never 404
+                raise _NotFound()
             if status == 410 and any(k == "continue" for k, _ in query):
                 raise _ContinueExpired()
             if attempt < self.limits.attempts and status == 429:
@@ -155,6 +171,8 @@ class _Session:
             if attempt < self.limits.attempts and (status in RETRYABLE_STATUS or status == 0):
                 self._sleep(min(0.25 * 2 ** attempt, 4.0))
                 continue
+            if status == 403:
+                raise ForbiddenError(_explain(status, path, body))
             raise ClusterReadError(_explain(status, path, body))
         raise AssertionError("unreachable")  # the loop returns or raises on its last attempt
 

@@ -22,6 +22,12 @@ DEFAULT_CLUSTER_CONCURRENCY = 8
 DEFAULT_PAGE_SIZE = 500  # kube-apiserver's recommended chunk; the issue caps a page at 500
 DEFAULT_CONNECT_TIMEOUT = 5.0
 DEFAULT_READ_TIMEOUT = 30.0
+DEFAULT_REFRESH_DAYS = 7  # well inside the 90 days after which Security Hub deletes a finding not updated
+DEFAULT_FANOUT_THRESHOLD = 20
+DEFAULT_MAX_RECEIVES = 3  # must equal the queue's redrive maxReceiveCount
+DEFAULT_WORKERS_PER_ACCOUNT = 2
+DEFAULT_RUN_DEADLINE_MINUTES = 360
+FLEET_MODES = ("auto", "inline", "queue", "local")
 DEFAULT_SERVICE_NAME = "eks-netpol-scanner"
 DEFAULT_METRICS_NAMESPACE = "NetpolScanner"
 
@@ -41,6 +47,17 @@ class Settings:
     page_size: int = DEFAULT_PAGE_SIZE
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
     read_timeout: float = DEFAULT_READ_TIMEOUT
+    refresh_days: int = DEFAULT_REFRESH_DAYS
+    # Fan-out: "auto" queues when SCAN_QUEUE_URL is set and a run has more than fanout_threshold clusters;
+    # "local" fans out through the worker's code in this process (no SQS: the sandbox and local checks).
+    fleet_mode: str = "auto"
+    scan_queue_url: str | None = None
+    fanout_threshold: int = DEFAULT_FANOUT_THRESHOLD
+    max_receives: int = DEFAULT_MAX_RECEIVES
+    workers_per_account: int = DEFAULT_WORKERS_PER_ACCOUNT
+    run_deadline_minutes: int = DEFAULT_RUN_DEADLINE_MINUTES
+    networking_k8s_io_only: bool = False  # CIS_5_3_2_POLICY_KINDS=networking.k8s.io: the strict reading of 5.3.2
+    exemptions_source: str | None = None  # EXEMPTIONS: ssm:/parameter/name or s3://bucket/key
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -57,6 +74,12 @@ class Settings:
         role = env.get("SCAN_ROLE_NAME", "").strip() or None
         if role and not ROLE_NAME.fullmatch(role):
             raise ConfigError(f"SCAN_ROLE_NAME is not an IAM role name: {role!r}")
+        fleet_mode = env.get("FLEET_MODE", "").strip().lower() or "auto"
+        if fleet_mode not in FLEET_MODES:
+            raise ConfigError(f"FLEET_MODE must be one of {', '.join(FLEET_MODES)}, got {fleet_mode!r}")
+        queue_url = env.get("SCAN_QUEUE_URL", "").strip() or None
+        if fleet_mode == "queue" and not queue_url:
+            raise ConfigError("FLEET_MODE is queue but SCAN_QUEUE_URL is not set")
         return cls(
             report_bucket=bucket,
             scan_role_name=role,
@@ -67,6 +90,15 @@ class Settings:
             default_region=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1",
             cluster_concurrency=_positive_int(env, "CLUSTER_CONCURRENCY", DEFAULT_CLUSTER_CONCURRENCY, 64),
             page_size=_positive_int(env, "K8S_PAGE_SIZE", DEFAULT_PAGE_SIZE, DEFAULT_PAGE_SIZE),
+            refresh_days=_positive_int(env, "REFRESH_DAYS", DEFAULT_REFRESH_DAYS, 80),
+            networking_k8s_io_only=_policy_kinds(env) == STRICT_POLICY_KINDS,
+            exemptions_source=_exemptions_source(env),
+            fleet_mode=fleet_mode,
+            scan_queue_url=queue_url,
+            fanout_threshold=_positive_int(env, "FANOUT_THRESHOLD", DEFAULT_FANOUT_THRESHOLD, 100_000),
+            max_receives=_positive_int(env, "SCAN_MAX_RECEIVES", DEFAULT_MAX_RECEIVES, 1000),
+            workers_per_account=_positive_int(env, "SECURITYHUB_WORKERS_PER_ACCOUNT", DEFAULT_WORKERS_PER_ACCOUNT, 10),
+            run_deadline_minutes=_positive_int(env, "RUN_DEADLINE_MINUTES", DEFAULT_RUN_DEADLINE_MINUTES, 10_080),
         )
 
 
@@ -105,6 +137,25 @@ class ScanRequest:
 
 # `source` is what the schedule sends (events/scheduled.json); the rest narrow or dry-run a manual scan.
 MANUAL_EVENT_FIELDS = frozenset({"accounts", "regions", "clusters", "dry_run", "source"})
+
+
+STRICT_POLICY_KINDS = "networking.k8s.io"
+POLICY_KINDS = ("all", STRICT_POLICY_KINDS)
+EXEMPTIONS_SOURCE = re.compile(r"ssm:/[A-Za-z0-9_.\-/]{1,2047}|s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]/\S{1,1024}")
+
+
+def _policy_kinds(env: Mapping[str, str]) -> str:
+    value = env.get("CIS_5_3_2_POLICY_KINDS", "").strip() or "all"
+    if value not in POLICY_KINDS:
+        raise ConfigError(f"CIS_5_3_2_POLICY_KINDS must be one of {', '.join(POLICY_KINDS)}, got {value!r}")
+    return value
+
+
+def _exemptions_source(env: Mapping[str, str]) -> str | None:
+    value = env.get("EXEMPTIONS", "").strip()
+    if value and not EXEMPTIONS_SOURCE.fullmatch(value):
+        raise ConfigError(f"EXEMPTIONS must be ssm:/parameter/name or s3://bucket/key, got {value!r}")
+    return value or None
 
 
 def _split(value: str) -> tuple[str, ...]:

@@ -13,9 +13,10 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from handler import enforcement
 from handler.config import ScanRequest, Settings
 from handler.errors import DiscoveryError
-from handler.models import ClusterInfo, ClusterRef
+from handler.models import ClusterInfo, ClusterRef, EnforcementEvidence
 
 SESSION_NAME = "eks-netpol-scanner"
 AWS_CALLS = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=10, read_timeout=30)
@@ -113,7 +114,22 @@ def describe_cluster(eks: Any, ref: ClusterRef) -> ClusterInfo:
         version=cluster.get("version") or "",
         status=cluster.get("status") or "",
         details=_asff_details(cluster),
+        vpc_cni_addon=vpc_cni_addon(eks, ref),
     )
+
+
+def vpc_cni_addon(eks: Any, ref: ClusterRef) -> EnforcementEvidence:
+    """The vpc-cni add-on's network policy setting. Not installed is an answer; a refused or failed call is not:
+    it becomes `unknown`, and the DaemonSet read in the cluster decides."""
+    try:
+        addon = eks.describe_addon(clusterName=ref.name, addonName=enforcement.VPC_CNI_ADDON)["addon"]
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+            return enforcement.from_addon(None)
+        return EnforcementEvidence(unknown=(f"eks:DescribeAddon vpc-cni failed: {_error_text(error)[:200]}",))
+    except BotoCoreError as error:
+        return EnforcementEvidence(unknown=(f"eks:DescribeAddon vpc-cni failed: {error}",))
+    return enforcement.from_addon(addon)
 
 
 def _asff_details(cluster: Mapping[str, Any]) -> dict[str, Any]:

@@ -24,3 +24,11 @@ class ClusterReadError(ScannerError):
 
 class PublishError(ScannerError):
     """Raised when a run's report or state cannot be written to S3."""
+
+
+class ForbiddenError(ClusterReadError):
+    """Raised when RBAC denies a read (403): for an optional policy kind the scan goes on and says so."""
+
+
+class PolicyError(ScannerError, ValueError):
+    """Raised when a policy object cannot be interpreted (a malformed selector or rule)."""

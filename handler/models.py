@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,20 @@ class ClusterRef:
 
 
 @dataclass(frozen=True)
+class EnforcementEvidence:
+    """What says whether network policies are enforced on a cluster: engines found enforcing, sources looked at
+    that show no enforcement, and sources that could not be read (with why)."""
+
+    engines: tuple[str, ...] = ()
+    absent: tuple[str, ...] = ()
+    unknown: tuple[str, ...] = ()
+
+    def __add__(self, other: EnforcementEvidence) -> EnforcementEvidence:
+        return EnforcementEvidence(self.engines + other.engines, self.absent + other.absent,
+                                   self.unknown + other.unknown)
+
+
+@dataclass(frozen=True)
 class ClusterInfo:
     """What DescribeCluster says about a cluster: where to reach it, how to trust it, what it is."""
 
@@ -48,6 +63,7 @@ class ClusterInfo:
     version: str = ""
     status: str = ""
     details: Mapping[str, Any] = field(default_factory=dict)  # ASFF Details.AwsEksCluster
+    vpc_cni_addon: EnforcementEvidence = EnforcementEvidence()  # from eks:DescribeAddon vpc-cni
 
 
 @dataclass(frozen=True)
@@ -73,8 +89,16 @@ class ClusterSnapshot:
 
     cluster: ClusterInfo
     namespaces: tuple[Namespace, ...]
-    policies: tuple[NetworkPolicy, ...]
+    policies: tuple[NetworkPolicy, ...]  # every kind read: networking.k8s.io and the engines' own
     api_requests: int = 0
+    unreadable: tuple[str, ...] = ()  # policy kinds discovery lists that RBAC did not let us read, with why
+    enforcement: EnforcementEvidence = EnforcementEvidence()  # read in the cluster (DaemonSets, ConfigMap)
+
+    @functools.cached_property
+    def coverage(self) -> Mapping[str, Any]:
+        """namespace -> NamespaceCoverage: what each policy does to it, computed once for all the controls."""
+        from handler.policy.coverage import namespace_coverage  # the analysis imports these models
+        return namespace_coverage(self)
 
 
 @dataclass(frozen=True)
@@ -87,13 +111,16 @@ class ControlResult:
     title: str
     description: str
     evidence: tuple[str, ...] = ()  # names of the objects the verdict rests on, e.g. the policies counted
+    fields: Mapping[str, str] = field(default_factory=dict)  # extra ASFF ProductFields, e.g. an exemption's
 
     def to_dict(self) -> dict[str, Any]:
         return {"control_id": self.control_id, "namespace": self.namespace, "status": self.status.value,
-                "title": self.title, "description": self.description, "evidence": list(self.evidence)}
+                "title": self.title, "description": self.description, "evidence": list(self.evidence),
+                **({"fields": dict(self.fields)} if self.fields else {})}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ControlResult:
         return cls(control_id=data["control_id"], namespace=data.get("namespace"),
                    status=ComplianceStatus(data["status"]), title=data["title"],
-                   description=data["description"], evidence=tuple(data.get("evidence") or ()))
+                   description=data["description"], evidence=tuple(data.get("evidence") or ()),
+                   fields=dict(data.get("fields") or {}))

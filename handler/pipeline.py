@@ -6,13 +6,14 @@ meaningless (no identity, no report) raises, so that Lambda's error metric and r
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import time
 import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import boto3
 
@@ -21,15 +22,19 @@ from handler.asff import cluster_resource
 from handler.auth import TokenSource
 from handler.cluster_reader import ClusterReader
 from handler.config import ScanRequest, Settings
-from handler.controls import CONTROLS
-from handler.errors import ClusterReadError, DiscoveryError, PublishError
+from handler.controls import namespace_network_policy
+from handler.evaluation import Evaluator, evaluate  # noqa: F401  (evaluate: the bench and the CLI use it from here)
+from handler.errors import ClusterReadError, DiscoveryError, PublishError, ScannerError
 from handler.models import ClusterRef, ClusterSnapshot, ComplianceStatus, ControlResult
 from handler.publish.s3 import GzipJsonLines, ReportStore
-from handler.publish.securityhub import RateLimiter, Rejection, SecurityHubPublisher, client_config
+from handler.publish.securityhub import (CALLS_PER_SECOND, RateLimiter, Rejection, SecurityHubPublisher,
+                                         client_config)
 from handler.state import ClusterState, Plan, plan_deleted, plan_scanned, plan_unreadable
 
-# A cluster is not started with less time than this left: its findings would be half-published.
+# A cluster is not started with less time than this left, and its findings are not published without the
+# time to publish them all: a cluster is scanned whole or tried again, never half-published.
 MIN_SECONDS_PER_CLUSTER = 45.0
+PUBLISH_MARGIN_SECONDS = 15.0
 
 
 @dataclass(frozen=True)
@@ -96,43 +101,74 @@ class Targets:
     tasks: list[tuple[RegionTarget, str, bool]] = field(default_factory=list)  # (target, cluster, deleted)
     failures: list[dict[str, str]] = field(default_factory=list)
     clusters_named: set[str] = field(default_factory=set)
+    clusters_not_found: list[str] = field(default_factory=list)
+
+
+class RunScope(Protocol):
+    """What a run report needs of its targets: Targets inline, a fan-out run's manifest afterwards."""
+
+    failures: list[dict[str, str]]
+    clusters_not_found: list[str]
+
+
+class OutOfTime(ScannerError):
+    """Raised before a cluster is read or published when the invocation has too little time left for it."""
 
 
 class Scanner:
     """Runs a scan with injected collaborators, so that tests drive it against real local servers."""
 
     def __init__(self, settings: Settings, base_session: boto3.Session, reader: ClusterReader,
-                 logger: logging.Logger | Any, remaining_seconds: Callable[[], float] | None = None) -> None:
+                 logger: logging.Logger | Any, remaining_seconds: Callable[[], float] | None = None,
+                 calls_per_second: float = CALLS_PER_SECOND) -> None:
         self.settings = settings
         self.base = base_session
         self.reader = reader
         self.log = logger
         self.remaining_seconds = remaining_seconds or (lambda: float("inf"))
+        self.calls_per_second = calls_per_second
+        self.refresh = dt.timedelta(days=settings.refresh_days)
+        self._targets: dict[tuple[str, str], RegionTarget] = {}
         self.store = ReportStore(base_session.client("s3", region_name=settings.default_region,
                                                      config=discovery.AWS_CALLS), settings.report_bucket)
+        # Exemptions are loaded once per invocation, and a bad document raises here, before anything is written.
+        self.evaluator = Evaluator.from_settings(settings, base_session)
 
-    def run(self, request: ScanRequest, run: Run) -> dict[str, Any]:
-        started = time.monotonic()
-        own = discovery.own_identity(self.base, self.settings.default_region)
-        targets = self._discover(request, own)
+    @functools.cached_property
+    def own(self) -> discovery.Identity:
+        return discovery.own_identity(self.base, self.settings.default_region)
+
+    def scan_inline(self, run: Run, request: ScanRequest, targets: Targets) -> dict[str, Any]:
+        """Scans every target in this invocation, on CLUSTER_CONCURRENCY threads, and writes the run report."""
+        def scan(task: tuple[RegionTarget, str, bool]) -> ClusterOutcome:
+            try:
+                return self.scan_cluster(run, request.dry_run, *task)
+            except OutOfTime as error:
+                ref = ClusterRef(task[0].account_id, task[0].region, task[1], task[0].partition)
+                return self._logged(ClusterOutcome(ref, "failed", error=f"not scanned: {error}"))
+
         with ThreadPoolExecutor(max_workers=self.settings.cluster_concurrency) as pool:
-            outcomes = list(pool.map(lambda task: self._cluster(run, request.dry_run, *task), targets.tasks))
-        summary = summarize(outcomes, targets.failures)
-        missing = sorted(set(request.clusters) - targets.clusters_named)
-        if missing:
-            summary["clusters_not_found"] = missing
-        summary.update(run_id=run.run_id, dry_run=request.dry_run, seconds=round(time.monotonic() - started, 3))
+            outcomes = list(pool.map(scan, targets.tasks))
+        return self.report(run, request, targets, [o.to_dict() for o in outcomes])
+
+    def report(self, run: Run, request: ScanRequest, targets: Targets | RunScope,
+               clusters: list[dict[str, Any]]) -> dict[str, Any]:
+        """The run summary, also written to S3 with every cluster's result (unless a dry run)."""
+        summary = summarize(clusters, targets.failures)
+        if targets.clusters_not_found:
+            summary["clusters_not_found"] = targets.clusters_not_found
+        summary.update(run_id=run.run_id, dry_run=request.dry_run, seconds=round(_seconds_since(run), 3))
         if not request.dry_run:
             report = {"run_id": run.run_id, "started_at": run.started_at, "finished_at": _now(),
                       "scope": {"accounts": list(request.accounts), "regions": list(request.regions),
                                 "clusters": list(request.clusters)},
-                      "summary": summary, "clusters": [o.to_dict() for o in outcomes],
-                      "accounts_failed": targets.failures}
+                      "summary": summary, "clusters": clusters, "accounts_failed": targets.failures}
             summary["report"] = self.store.write_report(run.date, run.run_id, report)
         return summary
 
     # -- discovery ------------------------------------------------------------------------------------
-    def _discover(self, request: ScanRequest, own: discovery.Identity) -> Targets:
+    def discover(self, request: ScanRequest) -> Targets:
+        own = self.own
         targets = Targets()
         regions = discovery.target_regions(self.settings, request)
         for account_id in discovery.target_accounts(self.base, self.settings, request, own):
@@ -143,27 +179,41 @@ class Scanner:
                 continue
             for region in regions:
                 try:
-                    self._discover_region(targets, request, session, own.partition, account_id, region)
+                    self._discover_region(targets, request, session, account_id, region)
                 except (DiscoveryError, PublishError) as error:
                     self._target_failed(targets, account_id, region, error)
+        targets.clusters_not_found = sorted(set(request.clusters) - targets.clusters_named)
         return targets
 
-    def _discover_region(self, targets: Targets, request: ScanRequest, session: boto3.Session, partition: str,
-                         account_id: str, region: str) -> None:
-        eks = session.client("eks", region_name=region, config=discovery.AWS_CALLS)
-        listed = discovery.cluster_names(eks, account_id, region)
+    def _discover_region(self, targets: Targets, request: ScanRequest, session: boto3.Session, account_id: str,
+                         region: str) -> None:
+        target = self.region_target(session, account_id, region)
+        listed = discovery.cluster_names(target.eks, account_id, region)
         wanted = [n for n in listed if not request.clusters or n in request.clusters]
         targets.clusters_named.update(wanted)
         # Only a scan of the whole account and Region may conclude that a cluster is gone.
         gone = [] if request.names_clusters else sorted(set(self.store.known_clusters(account_id, region))
                                                         - set(listed))
-        if not wanted and not gone:
-            return
-        hub = session.client("securityhub", region_name=region, config=client_config())
-        target = RegionTarget(account_id, region, partition, eks, TokenSource(session, region),
-                              SecurityHubPublisher(hub, RateLimiter()))
         targets.tasks.extend((target, name, False) for name in wanted)
         targets.tasks.extend((target, name, True) for name in gone)
+
+    def region_target(self, session: boto3.Session, account_id: str, region: str) -> RegionTarget:
+        """The clients that act in one account and Region, made once and shared by its clusters' threads."""
+        key = (account_id, region)
+        if key not in self._targets:
+            hub = session.client("securityhub", region_name=region, config=client_config())
+            self._targets[key] = RegionTarget(
+                account_id, region, self.own.partition,
+                session.client("eks", region_name=region, config=discovery.AWS_CALLS), TokenSource(session, region),
+                SecurityHubPublisher(hub, RateLimiter(self.calls_per_second)))
+        return self._targets[key]
+
+    def target_for(self, account_id: str, region: str) -> RegionTarget:
+        """A worker's way in: the account's session, then the same clients as in discovery."""
+        if (account_id, region) not in self._targets:
+            session = discovery.account_session(self.base, self.settings, self.own, account_id)
+            return self.region_target(session, account_id, region)
+        return self._targets[(account_id, region)]
 
     def _target_failed(self, targets: Targets, account_id: str, region: str, error: Exception) -> None:
         targets.failures.append({"account_id": account_id, "region": region, "error": str(error)})
@@ -171,23 +221,30 @@ class Scanner:
                                                     "error": str(error)})
 
     # -- one cluster ----------------------------------------------------------------------------------
-    def _cluster(self, run: Run, dry_run: bool, target: RegionTarget, name: str, deleted: bool) -> ClusterOutcome:
+    def scan_cluster(self, run: Run, dry_run: bool, target: RegionTarget, name: str, deleted: bool,
+                     failure_note: str = "") -> ClusterOutcome:
+        """One cluster, read and published, or archived when deleted. Errors cost this cluster only; OutOfTime
+        is raised before anything is published, so that the cluster can be tried again whole."""
         started = time.monotonic()
         ref = ClusterRef(target.account_id, target.region, name, target.partition)
         try:
-            outcome = self._deleted(run, dry_run, target, ref) if deleted else self._scan(run, dry_run, target, ref)
+            if deleted:
+                outcome = self._deleted(run, dry_run, target, ref)
+            else:
+                outcome = self._scan(run, dry_run, target, ref, failure_note)
+        except OutOfTime:
+            raise
         except PublishError as error:
             outcome = ClusterOutcome(ref, "failed", error=f"publishing failed: {error}")
         except Exception as error:  # a defect must cost one cluster, not the whole fleet's run
             self.log.exception("cluster task failed", extra={"cluster": str(ref)})
             outcome = ClusterOutcome(ref, "failed", error=f"internal error: {type(error).__name__}: {error}")
         outcome.seconds = time.monotonic() - started
-        self._log(outcome)
-        return outcome
+        return self._logged(outcome)
 
-    def _scan(self, run: Run, dry_run: bool, target: RegionTarget, ref: ClusterRef) -> ClusterOutcome:
-        if self.remaining_seconds() < MIN_SECONDS_PER_CLUSTER:
-            return ClusterOutcome(ref, "failed", error="not started: the run was running out of time")
+    def _scan(self, run: Run, dry_run: bool, target: RegionTarget, ref: ClusterRef,
+              failure_note: str) -> ClusterOutcome:
+        self._require_time(MIN_SECONDS_PER_CLUSTER, "not started")
         previous = self.store.load_state(ref)
         resource = None
         try:
@@ -195,13 +252,18 @@ class Scanner:
             resource = cluster_resource(info)
             snapshot = self.reader.read(info, target.tokens.token(ref.name))
         except (ClusterReadError, DiscoveryError) as error:
+            reason = f"{error}{failure_note}"
             return self._publish(run, dry_run, target, previous,
-                                 plan_unreadable(previous, ref, resource, str(error), run.started_at),
-                                 ClusterOutcome(ref, "failed", error=str(error)))
-        results = evaluate(snapshot)
+                                 plan_unreadable(previous, ref, resource, reason, run.started_at, self.refresh),
+                                 ClusterOutcome(ref, "failed", error=reason))
+        results = self.evaluator.evaluate(snapshot, run.started_at)
         outcome = ClusterOutcome(ref, "scanned", api_requests=snapshot.api_requests, **_counts(snapshot, results))
         return self._publish(run, dry_run, target, previous,
-                             plan_scanned(previous, ref, resource, results, run.started_at), outcome)
+                             plan_scanned(previous, ref, resource, results, run.started_at, self.refresh), outcome)
+
+    def _require_time(self, seconds: float, what: str) -> None:
+        if self.remaining_seconds() < seconds:
+            raise OutOfTime(f"{what}: less than {seconds:.0f} s of the invocation left")
 
     def _deleted(self, run: Run, dry_run: bool, target: RegionTarget, ref: ClusterRef) -> ClusterOutcome:
         previous = self.store.load_state(ref)
@@ -214,19 +276,23 @@ class Scanner:
                  outcome: ClusterOutcome) -> ClusterOutcome:
         outcome.findings_archived = plan.archived
         if dry_run:
-            outcome.findings = sum(1 for _ in plan.findings())  # built, so a dry run proves they can be
+            outcome.findings = sum(1 for f in plan.findings() if f["Id"] in plan.send_ids)  # built, to prove it
             return outcome
         outcome.findings = len(plan.send_ids)
-        if not plan.send_ids:
+        if not plan.report_ids:
             return outcome
+        # Publishing is not started without the time to finish it: Security Hub takes 10 calls a second.
+        self._require_time(PUBLISH_MARGIN_SECONDS + len(plan.send_ids) / 100 / CALLS_PER_SECOND * 2,
+                           "not published")
         written = GzipJsonLines()
-        imported = target.publisher.import_findings(written.tee(plan.findings()))
+        imported = target.publisher.import_findings(
+            f for f in written.tee(plan.findings()) if f["Id"] in plan.send_ids)
         outcome.findings_imported, outcome.rejected = imported.imported, imported.rejected
         self.store.save_state(plan.settle(previous, [r.finding_id for r in imported.rejected]))
         outcome.findings_key = self.store.write_findings(outcome.cluster, run.date, run.run_id, written)
         return outcome
 
-    def _log(self, outcome: ClusterOutcome) -> None:
+    def _logged(self, outcome: ClusterOutcome) -> ClusterOutcome:
         record = outcome.to_dict()
         record["findings_rejected"] = len(outcome.rejected)
         if outcome.result == "failed":
@@ -237,36 +303,42 @@ class Scanner:
             self.log.error("finding rejected by Security Hub", extra={"finding_id": rejection.finding_id,
                                                                       "error_code": rejection.error_code,
                                                                       "error_message": rejection.error_message})
-
-
-def evaluate(snapshot: ClusterSnapshot) -> list[ControlResult]:
-    return [result for control in CONTROLS if control.evaluate for result in control.evaluate(snapshot)]
+        return outcome
 
 
 def _counts(snapshot: ClusterSnapshot, results: Iterable[ControlResult]) -> dict[str, int]:
-    failing = {r.namespace for r in results if r.namespace is not None and r.status is ComplianceStatus.FAILED}
+    # Failing means FAILED on CIS 5.3.2; the other controls' verdicts are in their own findings.
+    failing = {r.namespace for r in results if r.namespace is not None and r.status is ComplianceStatus.FAILED
+               and r.control_id == namespace_network_policy.CONTROL_ID}
     return {"namespaces": len(snapshot.namespaces), "namespaces_failing": len(failing),
             "namespaces_terminating": sum(ns.terminating for ns in snapshot.namespaces)}
 
 
-def summarize(outcomes: list[ClusterOutcome], account_failures: list[dict[str, str]]) -> dict[str, Any]:
-    scanned = [o for o in outcomes if o.result == "scanned"]
-    failed = [o for o in outcomes if o.result == "failed"]
+def summarize(clusters: list[dict[str, Any]], account_failures: list[dict[str, str]]) -> dict[str, Any]:
+    """Totals over cluster results (ClusterOutcome.to_dict(), as kept in reports and fan-out results)."""
+    scanned = [c for c in clusters if c["result"] == "scanned"]
+    failed = [c for c in clusters if c["result"] == "failed"]
     return {
         "clusters_scanned": len(scanned),
         "clusters_failed": len(failed),
-        "clusters_deleted": sum(o.result == "deleted" for o in outcomes),
-        "namespaces": sum(o.namespaces for o in scanned),
-        "namespaces_failing": sum(o.namespaces_failing for o in scanned),
-        "namespaces_terminating": sum(o.namespaces_terminating for o in scanned),
-        "findings": sum(o.findings for o in outcomes),
-        "findings_imported": sum(o.findings_imported for o in outcomes),
-        "findings_archived": sum(o.findings_archived for o in outcomes),
-        "findings_rejected": sum(len(o.rejected) for o in outcomes),
+        "clusters_deleted": sum(c["result"] == "deleted" for c in clusters),
+        "namespaces": sum(c["namespaces"] for c in scanned),
+        "namespaces_failing": sum(c["namespaces_failing"] for c in scanned),
+        "namespaces_terminating": sum(c["namespaces_terminating"] for c in scanned),
+        "findings": sum(c["findings"] for c in clusters),
+        "findings_imported": sum(c["findings_imported"] for c in clusters),
+        "findings_archived": sum(c["findings_archived"] for c in clusters),
+        "findings_rejected": sum(len(c["findings_rejected"]) for c in clusters),
         "accounts_failed": len(account_failures),
-        "failures": [{"cluster": str(o.cluster), "error": o.error} for o in failed]
+        "failures": [{"cluster": f"{c['account_id']}/{c['region']}/{c['cluster']}", "error": c["error"]}
+                     for c in failed]
                     + [{"target": f"{f['account_id']}/{f['region']}", "error": f["error"]} for f in account_failures],
     }
+
+
+def _seconds_since(run: Run) -> float:
+    started = dt.datetime.fromisoformat(run.started_at.replace("Z", "+00:00"))
+    return (dt.datetime.now(dt.timezone.utc) - started).total_seconds()
 
 
 def _now() -> str:

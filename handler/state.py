@@ -8,10 +8,17 @@ state (one object per cluster in S3) and decides from that alone:
 - a cluster that no longer exists: every active finding ARCHIVED.
 Archived records are kept for Security Hub's 30-day retention of archived findings, so a namespace that comes
 back within that time revives its finding with its first-seen time.
+
+Every import is a billed ingestion event, so a finding is imported only when it changed (its digest: status,
+text, evidence, resources) or when it was last imported `refresh` ago (default 7 days, well inside the 90 days
+after which Security Hub deletes an active finding that was not updated). `UpdatedAt` is the time of the last
+import. The S3 findings file of every run still holds every current finding: the full picture, for Athena.
 """
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -22,14 +29,16 @@ from handler.models import ClusterRef, ControlResult, RecordState
 
 STATE_VERSION = 1
 ARCHIVED_RETENTION = dt.timedelta(days=30)
+DEFAULT_REFRESH = dt.timedelta(days=7)
 
 
 @dataclass(frozen=True)
 class PublishedFinding:
     result: ControlResult
     created_at: str
-    updated_at: str
+    updated_at: str  # the last time it was imported
     record_state: RecordState
+    digest: str = ""  # of what the finding says; "" (states written before digests) forces one re-import
 
 
 @dataclass(frozen=True)
@@ -49,7 +58,8 @@ class ClusterState:
             "cluster": {"account_id": c.account_id, "region": c.region, "name": c.name, "partition": c.partition},
             "cluster_resource": self.cluster_resource,
             "findings": {fid: {"result": f.result.to_dict(), "created_at": f.created_at,
-                               "updated_at": f.updated_at, "record_state": f.record_state.value}
+                               "updated_at": f.updated_at, "record_state": f.record_state.value,
+                               "digest": f.digest}
                          for fid, f in sorted(self.findings.items())},
         }
 
@@ -61,23 +71,25 @@ class ClusterState:
             cluster=ClusterRef(**data["cluster"]),
             cluster_resource=data.get("cluster_resource"),
             findings={fid: PublishedFinding(ControlResult.from_dict(f["result"]), f["created_at"],
-                                            f["updated_at"], RecordState(f["record_state"]))
+                                            f["updated_at"], RecordState(f["record_state"]), f.get("digest", ""))
                       for fid, f in data.get("findings", {}).items()},
         )
 
 
 @dataclass(frozen=True)
 class Plan:
-    """The findings to import now, and the state to keep once they are all accepted."""
+    """What this run reports (every current finding, and those it archives), what of that it imports into
+    Security Hub (what changed or is due for refresh), and the state to keep once all imports are accepted."""
 
-    send_ids: tuple[str, ...]
+    report_ids: tuple[str, ...]
+    send_ids: frozenset[str]
     next_state: ClusterState
     archived: int = 0
 
     def findings(self) -> Iterator[dict[str, Any]]:
-        """The ASFF findings to import, built one at a time: a cluster's 10,000 findings never sit in memory
+        """The reported ASFF findings, built one at a time: a cluster's 10,000 findings never sit in memory
         together, only the batch being sent."""
-        for fid in self.send_ids:
+        for fid in self.report_ids:
             published = self.next_state.findings[fid]
             control = CONTROLS_BY_ID[published.result.control_id]
             yield build_finding(published.result, control, self.next_state.cluster,
@@ -101,50 +113,67 @@ class Plan:
 
 
 def plan_scanned(previous: ClusterState | None, cluster: ClusterRef, resource: Mapping[str, Any],
-                 results: Iterable[ControlResult], now: str) -> Plan:
-    """A complete read: every result published ACTIVE; what was active and is no longer seen, ARCHIVED."""
+                 results: Iterable[ControlResult], now: str, refresh: dt.timedelta = DEFAULT_REFRESH) -> Plan:
+    """A complete read: every result reported ACTIVE; what was active and is no longer seen, ARCHIVED."""
     before = previous.findings if previous else {}
     findings: dict[str, PublishedFinding] = {}
+    send: set[str] = set()
     for result in results:
         fid = finding_id(cluster, result.control_id, result.namespace)
-        first_seen = before[fid].created_at if fid in before else now
-        findings[fid] = PublishedFinding(result, first_seen, now, RecordState.ACTIVE)
-    to_send = list(findings)
+        findings[fid] = _current(before.get(fid), result, resource, now, refresh)
+        if findings[fid].updated_at == now:
+            send.add(fid)
+    report = list(findings)
     archived = 0
     for fid, old in before.items():
         if fid in findings:
             continue
         if old.record_state is RecordState.ACTIVE:
             findings[fid] = replace(old, updated_at=now, record_state=RecordState.ARCHIVED)
-            to_send.append(fid)
+            report.append(fid)
+            send.add(fid)
             archived += 1
         elif _age(old.updated_at, now) < ARCHIVED_RETENTION:
             findings[fid] = old
-    state = ClusterState(cluster, resource, findings)
-    return Plan(tuple(to_send), state, archived)
+    return Plan(tuple(report), frozenset(send), ClusterState(cluster, resource, findings), archived)
 
 
 def plan_unreadable(previous: ClusterState | None, cluster: ClusterRef, resource: Mapping[str, Any] | None,
-                    reason: str, now: str) -> Plan:
+                    reason: str, now: str, refresh: dt.timedelta = DEFAULT_REFRESH) -> Plan:
     """A failed read changes nothing it published before; it only raises (or refreshes) the scan status."""
     before = dict(previous.findings) if previous else {}
     result = scan_status.not_available(cluster, reason)
     fid = finding_id(cluster, result.control_id, None)
-    old = before.get(fid)
-    first_seen = old.created_at if old and old.record_state is RecordState.ACTIVE else now
-    before[fid] = PublishedFinding(result, first_seen, now, RecordState.ACTIVE)
-    state = ClusterState(cluster, resource or (previous.cluster_resource if previous else None), before)
-    return Plan((fid,), state)
+    resource = resource or (previous.cluster_resource if previous else None)
+    before[fid] = _current(before.get(fid), result, resource, now, refresh)
+    send = frozenset({fid}) if before[fid].updated_at == now else frozenset()
+    return Plan((fid,), send, ClusterState(cluster, resource, before))
+
+
+def _current(old: PublishedFinding | None, result: ControlResult, resource: Mapping[str, Any] | None, now: str,
+             refresh: dt.timedelta) -> PublishedFinding:
+    """The record of an active finding: the old one while nothing changed and no refresh is due, else a new
+    import (now) that keeps the first-seen time of an active or recently archived finding."""
+    digest = _digest(result, resource)
+    if (old is not None and old.record_state is RecordState.ACTIVE and old.digest == digest
+            and _age(old.updated_at, now) < refresh):
+        return old
+    first_seen = old.created_at if old is not None else now
+    return PublishedFinding(result, first_seen, now, RecordState.ACTIVE, digest)
+
+
+def _digest(result: ControlResult, resource: Mapping[str, Any] | None) -> str:
+    material = json.dumps([result.to_dict(), resource], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(material.encode()).hexdigest()[:32]
 
 
 def plan_deleted(previous: ClusterState, now: str) -> Plan:
     """The cluster is gone from its account and Region: archive everything still active."""
-    to_archive = sorted(previous.active_ids)
+    to_archive = tuple(sorted(previous.active_ids))
     findings = dict(previous.findings)
     for fid in to_archive:
         findings[fid] = replace(findings[fid], updated_at=now, record_state=RecordState.ARCHIVED)
-    state = replace(previous, findings=findings)
-    return Plan(tuple(to_archive), state, len(to_archive))
+    return Plan(to_archive, frozenset(to_archive), replace(previous, findings=findings), len(to_archive))
 
 
 def _age(then: str, now: str) -> dt.timedelta:

@@ -11,6 +11,16 @@ CIS_HARDENING_TYPE = "Software and Configuration Checks/Industry and Regulatory 
 
 
 @dataclass(frozen=True)
+class EvaluationOptions:
+    """Settings that change what a control concludes; built from config.Settings."""
+
+    networking_k8s_io_only: bool = False  # CIS 5.3.2 counts networking.k8s.io NetworkPolicies alone
+
+
+Evaluate = Callable[[ClusterSnapshot, EvaluationOptions], list[ControlResult]]
+
+
+@dataclass(frozen=True)
 class Control:
     """A check's metadata beside its evaluation, so that adding a control touches nothing else.
 
@@ -25,7 +35,7 @@ class Control:
     remediation_text: str
     remediation_url: str
     # None for findings the pipeline raises itself (a cluster's scan status) rather than evaluates.
-    evaluate: Callable[[ClusterSnapshot], list[ControlResult]] | None = None
+    evaluate: Evaluate | None = None
     finding_types: tuple[str, ...] = (CIS_HARDENING_TYPE,)  # ASFF Types
 
     @property

@@ -1,45 +1,66 @@
-"""CIS Kubernetes 5.3.2 / CIS Amazon EKS 4.3.2: every namespace has a NetworkPolicy defined.
+"""CIS Kubernetes 5.3.2 / CIS Amazon EKS 4.3.2: every namespace has a network policy defined.
 
-A namespace passes when at least one networking.k8s.io/v1 NetworkPolicy exists in it. Without one, every pod
-in it accepts traffic from, and sends traffic to, anything in the cluster network. Namespaces being deleted
-are reported as such (WARNING), not as failures.
+A namespace passes when at least one policy is defined for it: a networking.k8s.io/v1 NetworkPolicy in it, or,
+where the cluster serves them, a CiliumNetworkPolicy or Calico NetworkPolicy in it, or a
+CiliumClusterwideNetworkPolicy, Calico GlobalNetworkPolicy or (Baseline)AdminNetworkPolicy whose selectors reach
+it (handler/policy/semantics.py). With EvaluationOptions.networking_k8s_io_only, only NetworkPolicies count.
+Namespaces being deleted are reported as such (WARNING), not as failures. A namespace with no policy found while
+some policy kind could not be read is NOT_AVAILABLE, never FAILED: the unread policies may be its.
+Every finding says when nothing enforces the policies on the cluster (CIS 5.3.1).
 """
 from __future__ import annotations
 
-from collections import defaultdict
-
-from handler.controls.base import Control
+from handler.controls import policy_enforcement
+from handler.controls.base import Control, EvaluationOptions
 from handler.models import ClusterSnapshot, ComplianceStatus, ControlResult, Namespace
 
 CONTROL_ID = "cis-k8s-5.3.2"
 MAX_EVIDENCE = 20  # policy names quoted in a finding; the count is always exact
+KUBERNETES_GROUP = "networking.k8s.io"
 
 
-def evaluate(snapshot: ClusterSnapshot) -> list[ControlResult]:
-    policies_by_namespace: dict[str, list[str]] = defaultdict(list)
-    for policy in snapshot.policies:
-        policies_by_namespace[policy.namespace].append(policy.name)
+def evaluate(snapshot: ClusterSnapshot, options: EvaluationOptions = EvaluationOptions()) -> list[ControlResult]:
     cluster = snapshot.cluster.ref.name
-    return [_verdict(ns, sorted(policies_by_namespace.get(ns.name, ())), cluster) for ns in snapshot.namespaces]
+    enforced = policy_enforcement.status(snapshot) is not ComplianceStatus.FAILED
+    results = []
+    for namespace in snapshot.namespaces:
+        coverage = snapshot.coverage[namespace.name]
+        counted = sorted(e.short_name for e in coverage.effects
+                         if e.counts and (e.api_group == KUBERNETES_GROUP or not options.networking_k8s_io_only))
+        unknown = () if options.networking_k8s_io_only else snapshot.unreadable + coverage.errors
+        result = _verdict(namespace, counted, unknown, cluster, options)
+        if not enforced and result.status is not ComplianceStatus.WARNING:
+            result = ControlResult(result.control_id, result.namespace, result.status, result.title,
+                                   f"{result.description} {policy_enforcement.NOT_ENFORCED}", result.evidence)
+        results.append(result)
+    return results
 
 
-def _verdict(namespace: Namespace, policies: list[str], cluster: str) -> ControlResult:
+def _verdict(namespace: Namespace, policies: list[str], unknown: tuple[str, ...], cluster: str,
+             options: EvaluationOptions) -> ControlResult:
     where = f"Namespace '{namespace.name}' of EKS cluster '{cluster}'"
+    evidence = tuple(policies[:MAX_EVIDENCE])
     if namespace.terminating:
         return ControlResult(
             CONTROL_ID, namespace.name, ComplianceStatus.WARNING,
             title=f"Namespace {namespace.name} is being deleted; network policy check not applicable",
             description=f"{where} is Terminating. It is not counted as failing; its finding is archived "
-                        "once the namespace is gone.",
-            evidence=tuple(policies[:MAX_EVIDENCE]))
+                        "once the namespace is gone.", evidence=evidence)
     if policies:
-        shown = ", ".join(policies[:MAX_EVIDENCE]) + (" ..." if len(policies) > MAX_EVIDENCE else "")
+        shown = ", ".join(evidence) + (" ..." if len(policies) > MAX_EVIDENCE else "")
+        kinds = "networking.k8s.io/v1 NetworkPolicy" if options.networking_k8s_io_only else "network policy"
         return ControlResult(
             CONTROL_ID, namespace.name, ComplianceStatus.PASSED,
             title=f"Namespace {namespace.name} has network policies defined",
-            description=f"{where} has {len(policies)} networking.k8s.io/v1 NetworkPolicy object(s): {shown}. "
-                        "CIS Kubernetes 5.3.2 / CIS EKS 4.3.2 require at least one.",
-            evidence=tuple(policies[:MAX_EVIDENCE]))
+            description=f"{where} has {len(policies)} {kinds} object(s) defined for it: {shown}. "
+                        "CIS Kubernetes 5.3.2 / CIS EKS 4.3.2 require at least one.", evidence=evidence)
+    if unknown:
+        return ControlResult(
+            CONTROL_ID, namespace.name, ComplianceStatus.NOT_AVAILABLE,
+            title=f"Namespace {namespace.name}: network policies could not all be read",
+            description=f"{where} has no policy the scanner could read, but some could not be read or "
+                        f"interpreted, and they may be its: {'; '.join(unknown)}. Grant the scan role list on "
+                        "those kinds (infra/kubernetes/rbac.yaml).")
     return ControlResult(
         CONTROL_ID, namespace.name, ComplianceStatus.FAILED,
         title=f"Namespace {namespace.name} has no network policy",

@@ -39,6 +39,11 @@ def report_key(date: str, run_id: str) -> str:
     return f"runs/date={date}/run={run_id}.json"
 
 
+def report_key_of(run_id: str) -> str:
+    """A run's report key from its id alone (ids start with the run's UTC start, YYYYMMDDTHHMMSSZ)."""
+    return report_key(f"{run_id[0:4]}-{run_id[4:6]}-{run_id[6:8]}", run_id)
+
+
 def _account_region_prefix(account_id: str, region: str) -> str:
     return f"{STATE_PREFIX}account={account_id}/region={region}/"
 
@@ -64,16 +69,8 @@ class ReportStore:
     def known_clusters(self, account_id: str, region: str) -> list[str]:
         """Names of the clusters of an account and Region that the scanner has published findings for."""
         prefix = _account_region_prefix(account_id, region)
-        names = []
-        try:
-            for page in self._s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
-                for obj in page.get("Contents", []):
-                    rest = obj["Key"][len(prefix):]
-                    if rest.startswith("cluster=") and rest.endswith(".json.gz"):
-                        names.append(rest[len("cluster="):-len(".json.gz")])
-        except (ClientError, BotoCoreError) as error:
-            raise PublishError(f"cannot list state in s3://{self.bucket}/{prefix}: {error}") from error
-        return names
+        return [key[len(prefix) + len("cluster="):-len(".json.gz")] for key in self.keys(prefix)
+                if key[len(prefix):].startswith("cluster=") and key.endswith(".json.gz")]
 
     def save_state(self, state: ClusterState) -> None:
         self._put(state_key(state.cluster), gzip.compress(_json(state.to_dict())), "application/gzip")
@@ -85,8 +82,33 @@ class ReportStore:
 
     def write_report(self, date: str, run_id: str, report: dict[str, Any]) -> str:
         key = report_key(date, run_id)
-        self._put(key, _json(report), "application/json")
+        self.put_json(key, report)
         return key
+
+    def put_json(self, key: str, data: Any) -> None:
+        self._put(key, _json(data), "application/json")
+
+    def get_json(self, key: str) -> Any:
+        try:
+            return json.loads(self._s3.get_object(Bucket=self.bucket, Key=key)["Body"].read())
+        except (ClientError, BotoCoreError) as error:
+            raise PublishError(f"cannot read s3://{self.bucket}/{key}: {error}") from error
+
+    def keys(self, prefix: str) -> list[str]:
+        try:
+            return [obj["Key"] for page in self._s3.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix) for obj in page.get("Contents", [])]
+        except (ClientError, BotoCoreError) as error:
+            raise PublishError(f"cannot list s3://{self.bucket}/{prefix}: {error}") from error
+
+    def exists(self, key: str) -> bool:
+        try:
+            self._s3.head_object(Bucket=self.bucket, Key=key)
+            return True
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise PublishError(f"cannot look up s3://{self.bucket}/{key}: {error}") from error
 
     def _put(self, key: str, body: bytes, content_type: str) -> None:
         # No Content-Encoding on the .gz objects: they are gzip files, to be read as such (Athena goes by the

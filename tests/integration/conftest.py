@@ -60,10 +60,22 @@ def s3_json(world: World, key: str) -> Any:
     return json.loads(text)
 
 
-def by_namespace(findings: list[dict[str, Any]], cluster: str) -> dict[str, dict[str, Any]]:
+NETPOL_GENERATOR = "eks-netpol-scanner/cis-k8s-5.3.2"
+
+
+def by_namespace(findings: list[dict[str, Any]], cluster: str,
+                 generator: str = NETPOL_GENERATOR) -> dict[str, dict[str, Any]]:
+    """One control's namespace findings of one cluster (5.3.2's unless told), by namespace."""
     return {f["ProductFields"]["kubernetes/namespace"]: f for f in findings
             if f.get("ProductFields", {}).get("kubernetes/cluster") == cluster
-            and "kubernetes/namespace" in f.get("ProductFields", {})}
+            and "kubernetes/namespace" in f.get("ProductFields", {}) and f["GeneratorId"] == generator}
+
+
+def of_cluster(findings: list[dict[str, Any]], cluster: str, namespace: str | None = None) -> list[dict[str, Any]]:
+    """Every finding of a cluster (all controls), or of one of its namespaces."""
+    fields = [(f, f.get("ProductFields", {})) for f in findings]
+    return [f for f, p in fields if p.get("kubernetes/cluster") == cluster
+            and (namespace is None or p.get("kubernetes/namespace") == namespace)]
 
 
 def scan_status(findings: list[dict[str, Any]], cluster_arn: str) -> list[dict[str, Any]]:

@@ -59,7 +59,7 @@ def test_pages_over_thousands_of_namespaces_with_few_requests(target: Target) ->
     policy_requests = list_requests(target.cluster, "/apis/networking.k8s.io/v1/networkpolicies")
     assert len(ns_requests) <= 2 + math.ceil((namespaces + 2) / 500)
     assert len(policy_requests) <= 2 + math.ceil(len(snapshot.policies) / 500)
-    assert len(target.cluster.requests) == len(ns_requests) + len(policy_requests) == snapshot.api_requests
+    assert len(target.cluster.requests) == snapshot.api_requests
     assert all(int(r["query"]["limit"]) <= 500 for r in ns_requests + policy_requests)
     assert all("as=PartialObjectMetadataList" in r["accept"] for r in ns_requests)
     assert sum("continue" in r["query"] for r in ns_requests) == len(ns_requests) - 1

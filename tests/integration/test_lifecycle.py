@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import BUCKET, ROLE_NAME, by_namespace, s3_json, scan_status
+from tests.integration.conftest import (BUCKET, NETPOL_GENERATOR, ROLE_NAME, by_namespace, of_cluster, s3_json,
+                                       scan_status)
 from netpol_scan.sandbox.aws_world import DEFAULT_ACCOUNT, DEFAULT_REGION
 from netpol_scan.sandbox.kube_api import Cluster
 
@@ -41,7 +42,6 @@ def test_first_scan_imports_one_finding_per_namespace_into_the_clusters_own_acco
 
     assert result["clusters_scanned"] == 3 and result["clusters_failed"] == 0
     assert result["namespaces"] == 2 + 4 + 1 and result["namespaces_failing"] == 1 + 3 + 1
-    assert result["findings_imported"] == 7
     mine = world.findings(DEFAULT_ACCOUNT, DEFAULT_REGION)
     theirs = world.findings(OTHER_ACCOUNT, OTHER_REGION)
     assert statuses(by_namespace(mine, "alpha")) == {"default": ("FAILED", "ACTIVE"), "web": ("PASSED", "ACTIVE")}
@@ -55,9 +55,11 @@ def test_first_scan_imports_one_finding_per_namespace_into_the_clusters_own_acco
         assert {f["AwsAccountId"] for f in findings} == {account}
     assert all(f["Resources"][0] == {**f["Resources"][0], "Type": "AwsEksCluster", "Id": beta_arn}
                for f in theirs)
-    ids = [f["Id"] for account, region in ((DEFAULT_ACCOUNT, DEFAULT_REGION), (OTHER_ACCOUNT, OTHER_REGION),
-                                           (OTHER_ACCOUNT, DEFAULT_REGION)) for f in world.findings(account, region)]
-    assert len(ids) == len(set(ids)) == 7
+    everything = [f for account, region in ((DEFAULT_ACCOUNT, DEFAULT_REGION), (OTHER_ACCOUNT, OTHER_REGION),
+                                            (OTHER_ACCOUNT, DEFAULT_REGION)) for f in world.findings(account, region)]
+    ids = [f["Id"] for f in everything]
+    assert len(ids) == len(set(ids)) == result["findings_imported"]
+    assert sum(f["GeneratorId"] == NETPOL_GENERATOR for f in everything) == 7
     # Each cluster was read with the scan role of its own account.
     identities = {r["identity"] for r in world.server(OTHER_ACCOUNT, OTHER_REGION, "shop").cluster.requests}
     assert identities and all(f":{OTHER_ACCOUNT}:assumed-role/{ROLE_NAME}/" in i for i in identities)
@@ -76,7 +78,7 @@ def test_run_report_names_the_findings_it_wrote_in_an_athena_layout(world, invok
     written = s3_json(world, cluster["findings_key"])
     hub = {f["Id"]: f for f in world.findings()}
     assert {f["Id"] for f in written} == set(hub)
-    assert {f["ProductFields"]["kubernetes/namespace"]: f["Compliance"]["Status"] for f in written} == {
+    assert {ns: f["Compliance"]["Status"] for ns, f in by_namespace(written, "shop").items()} == {
         "default": "FAILED", "kube-system": "FAILED", "payments": "PASSED", "cart": "FAILED"}
 
 
@@ -85,6 +87,7 @@ def test_fixed_deleted_and_recreated_namespaces_keep_their_finding(world, invoke
     world.add_cluster(DEFAULT_ACCOUNT, DEFAULT_REGION, cluster)
     invoke({})
     first = by_namespace(world.findings(), "shop")
+    kube_system_findings = len(of_cluster(world.findings(), "shop", "kube-system"))
     time.sleep(0.01)
 
     cluster.add_policy("cart", "deny", DENY_ALL)
@@ -92,7 +95,7 @@ def test_fixed_deleted_and_recreated_namespaces_keep_their_finding(world, invoke
     second_result = invoke({})
     second = by_namespace(world.findings(), "shop")
 
-    assert second_result["findings_archived"] == 1
+    assert second_result["findings_archived"] == kube_system_findings
     assert second["cart"]["Id"] == first["cart"]["Id"]
     assert second["cart"]["Compliance"]["Status"] == "PASSED"
     assert second["cart"]["UpdatedAt"] > first["cart"]["UpdatedAt"]
@@ -100,10 +103,12 @@ def test_fixed_deleted_and_recreated_namespaces_keep_their_finding(world, invoke
     assert second["kube-system"]["Id"] == first["kube-system"]["Id"]
     assert second["kube-system"]["RecordState"] == "ARCHIVED"
     assert {ns for ns, f in second.items() if f["RecordState"] == "ACTIVE"} == {"default", "payments", "cart"}
+    assert second["default"]["UpdatedAt"] == first["default"]["UpdatedAt"], "an unchanged finding was re-imported"
 
     third_result = invoke({})
     assert third_result["findings_archived"] == 0, "an archived finding was archived again"
-    assert third_result["findings_imported"] == 3
+    assert third_result["findings_imported"] == 0, "an unchanged cluster's findings were imported again"
+    assert third_result["namespaces"] == 3 and third_result["namespaces_failing"] == 1
 
     cluster.add_namespace("kube-system")
     invoke({})
@@ -148,11 +153,13 @@ def test_deleted_cluster_has_all_its_findings_archived(world, invoke):
     world.add_cluster(DEFAULT_ACCOUNT, DEFAULT_REGION, shop())
     keep = world.add_cluster(DEFAULT_ACCOUNT, DEFAULT_REGION, Cluster("keep", {"default": {}}))
     invoke({})
+    shop_findings = len(of_cluster(world.findings(), "shop"))
     world.delete_cluster(DEFAULT_ACCOUNT, DEFAULT_REGION, "shop")
 
     result = invoke({})
 
-    assert result["clusters_deleted"] == 1 and result["findings_archived"] == 4
+    assert result["clusters_deleted"] == 1 and result["findings_archived"] == shop_findings
+    assert {f["RecordState"] for f in of_cluster(world.findings(), "shop")} == {"ARCHIVED"}
     findings = world.findings()
     assert {f["RecordState"] for f in by_namespace(findings, "shop").values()} == {"ARCHIVED"}
     assert {f["RecordState"] for f in by_namespace(findings, "keep").values()} == {"ACTIVE"}

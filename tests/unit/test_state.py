@@ -1,7 +1,9 @@
 """handler.state: the finding lifecycle across scans, failures, deletions and rejected imports."""
 from __future__ import annotations
 
+import datetime as dt
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -44,10 +46,40 @@ def test_first_scan_all_active_created_now():
     assert plan.next_state.active_ids == {fid("a"), fid("b")}
 
 
-def test_second_scan_keeps_created_at_and_updates_updated_at():
+def test_unchanged_finding_is_reported_but_not_imported_again_until_refresh_is_due():
     first = scan(None, DAY1, res("a")).next_state
-    f = by_id(scan(first, DAY2, res("a")))[fid("a")]
-    assert (f["CreatedAt"], f["UpdatedAt"]) == (DAY1, DAY2)
+    second = scan(first, DAY2, res("a"))
+    assert second.send_ids == frozenset()
+    f = by_id(second)[fid("a")]  # still in the run's S3 picture, as last imported
+    assert (f["CreatedAt"], f["UpdatedAt"]) == (DAY1, DAY1)
+    due = plan_scanned(second.next_state, REF, RESOURCE, [res("a")], DAY20, refresh=dt.timedelta(days=7))
+    assert due.send_ids == {fid("a")}
+    assert (by_id(due)[fid("a")]["CreatedAt"], by_id(due)[fid("a")]["UpdatedAt"]) == (DAY1, DAY20)
+
+
+@pytest.mark.parametrize("change", [
+    lambda r: replace(r, status=ComplianceStatus.PASSED),
+    lambda r: replace(r, title="another title"),
+    lambda r: replace(r, description="another description"),
+    lambda r: replace(r, evidence=("policy-x",)),
+])
+def test_a_changed_finding_is_imported_at_once(change):
+    first = scan(None, DAY1, res("a"), res("b")).next_state
+    second = scan(first, DAY2, change(res("a")), res("b"))
+    assert second.send_ids == {fid("a")}
+    assert by_id(second)[fid("a")]["UpdatedAt"] == DAY2 and by_id(second)[fid("b")]["UpdatedAt"] == DAY1
+
+
+def test_a_changed_cluster_resource_imports_every_finding():
+    first = scan(None, DAY1, res("a"), res("b")).next_state
+    upgraded = {**RESOURCE, "Details": {"AwsEksCluster": {"Version": "1.32"}}}
+    assert plan_scanned(first, REF, upgraded, [res("a"), res("b")], DAY2).send_ids == {fid("a"), fid("b")}
+
+
+def test_state_written_before_digests_is_imported_once_more():
+    legacy = ClusterState.from_dict(json.loads(json.dumps(scan(None, DAY1, res("a")).next_state.to_dict())
+                                               .replace('"digest"', '"old_field"')))
+    assert scan(legacy, DAY2, res("a")).send_ids == {fid("a")}
 
 
 def test_fixed_namespace_keeps_its_id():
@@ -168,7 +200,7 @@ def test_settle_rejected_update_keeps_previous_record():
 
 def test_settle_drops_new_rejected_records():
     s1 = scan(None, DAY1, res("a")).next_state
-    plan = scan(s1, DAY2, res("a"), res("new"))
+    plan = scan(s1, DAY2, res("a", ComplianceStatus.PASSED), res("new"))
     settled = plan.settle(s1, [fid("new")])
     assert fid("new") not in settled.findings
     assert settled.findings[fid("a")].updated_at == DAY2

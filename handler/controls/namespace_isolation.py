@@ -1,0 +1,84 @@
+"""Namespace is isolated by default: two controls, one per direction (ingress, egress).
+
+PASSED when every pod of the namespace is covered by a default deny for the direction: a policy that selects
+all of its pods, puts them in default deny for that direction (Kubernetes policyTypes, Cilium's ingress/egress
+sections, Calico types, an AdminNetworkPolicy Deny of every pod) and has no rule admitting everything; and no
+policy that selects all of its pods admits everything (Kubernetes unions allow rules, so one allow-all policy
+undoes the deny). FAILED otherwise. Policies that admit every source (destination), on all ports or some, are
+named in every finding. The rules are in handler/policy/semantics.py and docs/policy-semantics.md.
+
+A namespace with no default deny found while some policy kind could not be read is NOT_AVAILABLE.
+"""
+from __future__ import annotations
+
+from handler.controls.base import Control, EvaluationOptions
+from handler.models import ClusterSnapshot, ComplianceStatus, ControlResult, Namespace
+from handler.policy import EGRESS, INGRESS, Effect, Reach
+from handler.policy.coverage import NamespaceCoverage
+
+MAX_NAMED = 10
+
+
+def _evaluator(direction: str, control_id: str):
+    def evaluate(snapshot: ClusterSnapshot, options: EvaluationOptions = EvaluationOptions()) -> list[ControlResult]:
+        return [_verdict(direction, control_id, ns, snapshot.coverage[ns.name], snapshot.unreadable,
+                         snapshot.cluster.ref.name) for ns in snapshot.namespaces]
+    return evaluate
+
+
+def _verdict(direction: str, control_id: str, namespace: Namespace, coverage: NamespaceCoverage,
+             unreadable: tuple[str, ...], cluster: str) -> ControlResult:
+    effects = [(e, e.direction(direction)) for e in coverage.effects]
+    denies = sorted(e.short_name for e, d in effects if d.reach is Reach.ALL and d.isolates and not d.admits_everything)
+    openers = sorted(e.short_name for e, d in effects
+                     if d.reach is Reach.ALL and d.admits_everything and d.opens_over_isolation)
+    open_rules = [f"{e.short_name} ({'; '.join(d.open_rules)})" for e, d in effects if d.open_rules]
+    where = f"Namespace '{namespace.name}' of EKS cluster '{cluster}'"
+    word = direction.lower()
+    named = f" Policies admitting every {'source' if direction == INGRESS else 'destination'}: " \
+            f"{', '.join(sorted(open_rules)[:MAX_NAMED])}." if open_rules else ""
+    evidence = tuple(denies[:MAX_NAMED] + openers[:MAX_NAMED])
+    if namespace.terminating:
+        return ControlResult(control_id, namespace.name, ComplianceStatus.WARNING,
+                             f"Namespace {namespace.name} is being deleted; {word} isolation not applicable",
+                             f"{where} is Terminating; it is not counted as failing.", evidence)
+    if denies and not openers:
+        return ControlResult(control_id, namespace.name, ComplianceStatus.PASSED,
+                             f"Namespace {namespace.name} denies {word} by default",
+                             f"{where}: every pod is in default deny for {word} by {', '.join(denies[:MAX_NAMED])}."
+                             + named, evidence)
+    unknown = unreadable + coverage.errors
+    if unknown and not openers:
+        return ControlResult(control_id, namespace.name, ComplianceStatus.NOT_AVAILABLE,
+                             f"Namespace {namespace.name}: {word} isolation could not be determined",
+                             f"{where} has no default deny for {word} among the policies read, but some could "
+                             f"not be read or interpreted: {'; '.join(unknown)}." + named, evidence)
+    why = (f"{', '.join(openers[:MAX_NAMED])} admit(s) all {word} traffic for every pod" if openers
+           else f"no policy puts all of its pods in default deny for {word}")
+    return ControlResult(control_id, namespace.name, ComplianceStatus.FAILED,
+                         f"Namespace {namespace.name} is not isolated for {word} by default",
+                         f"{where} is not isolated by default for {word}: {why}. Pods not selected by a deny "
+                         f"accept any {word} traffic." + named, evidence)
+
+
+def _control(direction: str, control_id: str, remediation: str) -> Control:
+    return Control(
+        id=control_id,
+        title=f"Namespace is isolated by default ({direction.lower()})",
+        severity="MEDIUM" if direction == INGRESS else "LOW",
+        # Isolation is the intent behind 5.3.2: existence alone lets an allow-all policy pass (kubescape #3600).
+        requirements=("CIS Kubernetes Benchmark v1.10.0/5.3.2", "CIS Amazon EKS Benchmark v1.7.0/4.3.2"),
+        remediation_text=remediation,
+        remediation_url="https://kubernetes.io/docs/concepts/services-networking/network-policies/"
+                        "#default-policies",
+        evaluate=_evaluator(direction, control_id),
+    )
+
+
+INGRESS_CONTROL = _control(INGRESS, "netpol-default-deny-ingress",
+                           "Add a NetworkPolicy with podSelector {} and policyTypes [Ingress] and no ingress rules "
+                           "(or the engine's equivalent), then allow what each workload needs; remove policies "
+                           "that admit all ingress to every pod.")
+EGRESS_CONTROL = _control(EGRESS, "netpol-default-deny-egress",
+                          "Add a NetworkPolicy with podSelector {} and policyTypes [Egress] and no egress rules "
+                          "(allow DNS to kube-dns explicitly), then allow what each workload needs.")

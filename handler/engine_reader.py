@@ -1,0 +1,115 @@
+"""The policy engines' own kinds and the enforcement evidence, read from one cluster after discovery.
+
+Discovery (`/apis`, then one resource list per group present) decides what is listed: only groups and kinds
+the cluster serves, each listed cluster-wide in pages like NetworkPolicies. When both Calico groups are served,
+projectcalico.org (the Calico API server) is read and crd.projectcalico.org (its storage) is not, so nothing
+counts twice; names starting `knp.` are the API server's views of Kubernetes NetworkPolicies and are skipped.
+
+A kind that discovery lists but RBAC forbids (403) does not fail the cluster: it is recorded in
+`unreadable`, and every verdict it could change says so (see controls/). Enforcement evidence is read with one
+`get` per named object (aws-node, amazon-vpc-cni, the Cilium and Calico agents), never a list: a 404 means
+absent, a 403 means unknown.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from handler import enforcement
+from handler.errors import ForbiddenError
+from handler.models import EnforcementEvidence, NetworkPolicy
+
+JSON = "application/json"
+# group -> (plural, kind) the scanner has semantics for (handler/policy/semantics.py).
+POLICY_KINDS: dict[str, tuple[tuple[str, str], ...]] = {
+    "cilium.io": (("ciliumnetworkpolicies", "CiliumNetworkPolicy"),
+                  ("ciliumclusterwidenetworkpolicies", "CiliumClusterwideNetworkPolicy")),
+    "projectcalico.org": (("networkpolicies", "NetworkPolicy"), ("globalnetworkpolicies", "GlobalNetworkPolicy")),
+    "crd.projectcalico.org": (("networkpolicies", "NetworkPolicy"),
+                              ("globalnetworkpolicies", "GlobalNetworkPolicy")),
+    "policy.networking.k8s.io": (("adminnetworkpolicies", "AdminNetworkPolicy"),
+                                 ("baselineadminnetworkpolicies", "BaselineAdminNetworkPolicy")),
+}
+CALICO_VIEW_OF_KUBERNETES = "knp."
+ENGINE_OF_GROUP = {"cilium.io": "Cilium", "projectcalico.org": "Calico", "crd.projectcalico.org": "Calico"}
+
+
+class Session(Protocol):
+    def list_all(self, path: str, accept: str) -> list[Mapping[str, Any]]: ...
+
+    def get_object(self, path: str) -> Mapping[str, Any] | None: ...
+
+
+@dataclass(frozen=True)
+class EngineRead:
+    policies: tuple[NetworkPolicy, ...]
+    unreadable: tuple[str, ...]
+    enforcement: EnforcementEvidence
+
+
+def read_engines(session: Session) -> EngineRead:
+    groups = served_groups(session.get_object("/apis") or {})
+    if "projectcalico.org" in groups:
+        groups.pop("crd.projectcalico.org", None)
+    policies: list[NetworkPolicy] = []
+    unreadable: list[str] = []
+    for group, group_version in sorted(groups.items()):
+        if group in POLICY_KINDS:
+            _read_group(session, group, group_version, policies, unreadable)
+    return EngineRead(tuple(policies), tuple(unreadable), read_enforcement(session, set(groups)))
+
+
+def served_groups(group_list: Mapping[str, Any]) -> dict[str, str]:
+    """group name -> preferred groupVersion, from an APIGroupList."""
+    return {g["name"]: (g.get("preferredVersion") or g["versions"][0])["groupVersion"]
+            for g in group_list.get("groups") or () if g.get("name") and (g.get("preferredVersion") or g.get("versions"))}
+
+
+def _read_group(session: Session, group: str, group_version: str, policies: list[NetworkPolicy],
+                unreadable: list[str]) -> None:
+    served = {r.get("name") for r in (session.get_object(f"/apis/{group_version}") or {}).get("resources") or ()}
+    for plural, kind in POLICY_KINDS[group]:
+        if plural not in served:
+            continue
+        try:
+            items = session.list_all(f"/apis/{group_version}/{plural}", JSON)
+        except ForbiddenError as error:
+            unreadable.append(f"{kind} ({plural}.{group}): {error}")
+            continue
+        policies.extend(engine_policy(item, group_version, kind) for item in items
+                        if not str((item.get("metadata") or {}).get("name", "")).startswith(CALICO_VIEW_OF_KUBERNETES))
+
+
+def engine_policy(item: Mapping[str, Any], api_version: str, kind: str) -> NetworkPolicy:
+    """A policy of an engine's own kind; cluster-scoped kinds get namespace "". Cilium's `specs` (several rules
+    in one object) is kept beside `spec`."""
+    meta = item.get("metadata") or {}
+    spec = dict(item.get("spec") or {})
+    if item.get("specs"):
+        spec["specs"] = item["specs"]
+    return NetworkPolicy(namespace=meta.get("namespace") or "", name=meta["name"], spec=spec, kind=kind,
+                         api_version=api_version)
+
+
+def read_enforcement(session: Session, groups: set[str]) -> EnforcementEvidence:
+    aws_node, aws_node_error = _get(session, "/apis/apps/v1/namespaces/kube-system/daemonsets/aws-node")
+    configmap, configmap_error = _get(session, "/api/v1/namespaces/kube-system/configmaps/amazon-vpc-cni")
+    evidence = EnforcementEvidence(unknown=tuple(e for e in (aws_node_error, configmap_error) if e))
+    if not aws_node_error:
+        evidence += enforcement.from_aws_node(aws_node, configmap)
+    engines_present = {ENGINE_OF_GROUP[g] for g in groups if g in ENGINE_OF_GROUP}
+    for namespace, name, engine in enforcement.ENGINE_DAEMONSETS:
+        if engine not in engines_present:
+            continue  # no CRDs of that engine: it is not installed, and its DaemonSet is not worth a request
+        daemonset, error = _get(session, f"/apis/apps/v1/namespaces/{namespace}/daemonsets/{name}")
+        evidence += (EnforcementEvidence(unknown=(error,)) if error
+                     else enforcement.from_engine_daemonset(namespace, name, engine, daemonset))
+    return evidence
+
+
+def _get(session: Session, path: str) -> tuple[Mapping[str, Any] | None, str | None]:
+    try:
+        return session.get_object(path), None
+    except ForbiddenError as error:
+        return None, str(error)

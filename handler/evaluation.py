@@ -1,0 +1,34 @@
+"""Evaluation of one snapshot: every control, then the exemptions. Pure once the exemptions are loaded."""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+
+import boto3
+
+from handler import exemptions
+from handler.config import Settings
+from handler.controls import CONTROLS, EvaluationOptions
+from handler.models import ClusterSnapshot, ControlResult
+
+
+@dataclass(frozen=True)
+class Evaluator:
+    options: EvaluationOptions = EvaluationOptions()
+    exemptions: tuple[exemptions.Exemption, ...] = ()
+
+    @classmethod
+    def from_settings(cls, settings: Settings, session: boto3.Session) -> Evaluator:
+        """Loads the exemptions once; a bad EXEMPTIONS document raises ConfigError here, before any write."""
+        namespace_controls = [c.id for c in CONTROLS]
+        return cls(EvaluationOptions(networking_k8s_io_only=settings.networking_k8s_io_only),
+                   exemptions.load(settings.exemptions_source, session, settings.default_region, namespace_controls))
+
+    def evaluate(self, snapshot: ClusterSnapshot, now: str | None = None) -> list[ControlResult]:
+        results = [r for control in CONTROLS if control.evaluate for r in control.evaluate(snapshot, self.options)]
+        now = now or dt.datetime.now(dt.timezone.utc).isoformat()
+        return exemptions.apply(results, snapshot.cluster.ref, snapshot.namespaces, self.exemptions, now)
+
+
+def evaluate(snapshot: ClusterSnapshot, evaluator: Evaluator = Evaluator(), now: str | None = None) -> list[ControlResult]:
+    return evaluator.evaluate(snapshot, now)

@@ -1,0 +1,183 @@
+"""Exemptions: namespaces whose failing findings are accepted for a while, with who, why and until when.
+
+Two sources, both read once per run:
+- a configuration document (JSON) in an SSM parameter or an S3 object, named by EXEMPTIONS (`ssm:/path` or
+  `s3://bucket/key`); each entry scopes by account, cluster and namespace (name or glob pattern) and optionally
+  by controls, and must say who approved it, why, and until when (ISO 8601 date or date-time);
+- the namespace annotation `netpol-scanner.io/exempt: "<reason>"`, with an optional
+  `netpol-scanner.io/exempt-until: "<ISO 8601>"`.
+
+A FAILED namespace finding with an exemption in force becomes WARNING (not counted as failing), keeps its Id,
+and says who exempted it, why and until when (Title, Description, ProductFields); after the expiry the finding
+is FAILED again and says the exemption expired. The ASFF choice is explained in docs/exemptions.md.
+A configuration that does not validate raises ConfigError before anything is read or written.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import fnmatch
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
+
+from handler.errors import ConfigError
+from handler.models import ClusterRef, ComplianceStatus, ControlResult, Namespace
+
+ANNOTATION = "netpol-scanner.io/exempt"
+ANNOTATION_UNTIL = "netpol-scanner.io/exempt-until"
+REASON_FIELD = "eks-netpol-scanner/exemption/reason"
+BY_FIELD = "eks-netpol-scanner/exemption/by"
+UNTIL_FIELD = "eks-netpol-scanner/exemption/until"
+STATE_FIELD = "eks-netpol-scanner/exemption/state"  # "in force" or "expired"
+ENTRY_KEYS = {"account", "cluster", "namespace", "controls", "reason", "by", "until"}
+MAX_ENTRIES = 1000
+
+
+@dataclass(frozen=True)
+class Exemption:
+    reason: str
+    by: str
+    until: dt.datetime | None  # None: no expiry (annotations only)
+    account: str = "*"
+    cluster: str = "*"
+    namespace: str = "*"
+    controls: tuple[str, ...] = ()  # empty: every namespace control
+
+    def covers(self, cluster: ClusterRef, namespace: str, control_id: str) -> bool:
+        return (self.account in ("*", cluster.account_id) and fnmatch.fnmatchcase(cluster.name, self.cluster)
+                and fnmatch.fnmatchcase(namespace, self.namespace)
+                and (not self.controls or control_id in self.controls))
+
+    def in_force(self, now: dt.datetime) -> bool:
+        return self.until is None or now < self.until
+
+
+def load(source: str | None, session: boto3.Session, region: str, control_ids: Iterable[str]) -> tuple[Exemption, ...]:
+    """The configured exemptions; ConfigError naming every problem when the document is bad or unreadable."""
+    if not source:
+        return ()
+    return parse(_fetch(source, session, region), source, set(control_ids))
+
+
+def _fetch(source: str, session: boto3.Session, region: str) -> str:
+    try:
+        if source.startswith("ssm:"):
+            ssm = session.client("ssm", region_name=region)
+            return ssm.get_parameter(Name=source[4:], WithDecryption=True)["Parameter"]["Value"]
+        if source.startswith("s3://") and "/" in source[5:]:
+            bucket, key = source[5:].split("/", 1)
+            return session.client("s3", region_name=region).get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+    except (ClientError, BotoCoreError, UnicodeDecodeError) as error:
+        raise ConfigError(f"EXEMPTIONS: cannot read {source}: {error}") from error
+    raise ConfigError(f"EXEMPTIONS must be ssm:/parameter/name or s3://bucket/key, got {source!r}")
+
+
+def parse(text: str, source: str, control_ids: set[str]) -> tuple[Exemption, ...]:
+    try:
+        document = json.loads(text)
+    except ValueError as error:
+        raise ConfigError(f"EXEMPTIONS {source}: not JSON ({error})") from error
+    entries = document.get("exemptions") if isinstance(document, Mapping) else None
+    if not isinstance(entries, list) or len(entries) > MAX_ENTRIES:
+        raise ConfigError(f"EXEMPTIONS {source}: want {{\"exemptions\": [...]}} with at most {MAX_ENTRIES} entries")
+    problems: list[str] = []
+    exemptions = [e for i, entry in enumerate(entries) if (e := _entry(entry, i, control_ids, problems))]
+    if problems:
+        raise ConfigError(f"EXEMPTIONS {source}: " + "; ".join(problems))
+    return tuple(exemptions)
+
+
+def _entry(entry: Any, index: int, control_ids: set[str], problems: list[str]) -> Exemption | None:
+    where = f"entry {index}"
+    if not isinstance(entry, Mapping):
+        problems.append(f"{where} is not an object")
+        return None
+    before = len(problems)
+    unknown = sorted(set(map(str, entry)) - ENTRY_KEYS)
+    if unknown:
+        problems.append(f"{where}: unknown field(s) {', '.join(unknown)}")
+    for key in ("reason", "by", "until", "namespace"):
+        if not isinstance(entry.get(key), str) or not entry[key].strip():
+            problems.append(f"{where}: '{key}' must be a non-empty string")
+    account = entry.get("account", "*")
+    if not (account == "*" or (isinstance(account, str) and account.isdigit() and len(account) == 12)):
+        problems.append(f"{where}: 'account' must be a 12-digit account id or *, got {account!r}")
+    controls = entry.get("controls", [])
+    if not isinstance(controls, list) or any(c not in control_ids for c in controls):
+        problems.append(f"{where}: 'controls' must list control ids among {', '.join(sorted(control_ids))}")
+    until = _date(entry.get("until")) if isinstance(entry.get("until"), str) else None
+    if isinstance(entry.get("until"), str) and until is None:
+        problems.append(f"{where}: 'until' is not an ISO 8601 date or date-time: {entry['until']!r}")
+    if len(problems) > before:
+        return None
+    return Exemption(reason=entry["reason"].strip(), by=entry["by"].strip(), until=until, account=account,
+                     cluster=str(entry.get("cluster", "*")), namespace=entry["namespace"], controls=tuple(controls))
+
+
+def _date(text: str) -> dt.datetime | None:
+    """ISO 8601. A bare date means through that day: the exemption ends at the next midnight UTC."""
+    try:
+        if len(text.strip()) == 10:
+            return dt.datetime.combine(dt.date.fromisoformat(text.strip()), dt.time(), dt.timezone.utc) \
+                + dt.timedelta(days=1)
+        moment = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
+
+
+def from_annotations(namespace: Namespace) -> tuple[Exemption | None, str | None]:
+    """The namespace's own exemption, or why its annotations were ignored."""
+    reason = (namespace.annotations.get(ANNOTATION) or "").strip()
+    if not reason:
+        return None, None
+    raw_until = namespace.annotations.get(ANNOTATION_UNTIL)
+    until = _date(raw_until) if raw_until else None
+    if raw_until and until is None:
+        return None, f"the annotation {ANNOTATION_UNTIL}={raw_until!r} is not an ISO 8601 date, so it was ignored"
+    return Exemption(reason, f"namespace annotation {ANNOTATION}", until, namespace=namespace.name), None
+
+
+def apply(results: Sequence[ControlResult], cluster: ClusterRef, namespaces: Iterable[Namespace],
+          exemptions: Sequence[Exemption], now: str) -> list[ControlResult]:
+    """FAILED namespace results under an exemption in force become WARNING and say so; expired ones say so."""
+    moment = dt.datetime.fromisoformat(now.replace("Z", "+00:00"))
+    by_name = {ns.name: ns for ns in namespaces}
+    return [_exempted(r, cluster, by_name.get(r.namespace or ""), exemptions, moment) for r in results]
+
+
+def _exempted(result: ControlResult, cluster: ClusterRef, namespace: Namespace | None,
+              exemptions: Sequence[Exemption], now: dt.datetime) -> ControlResult:
+    if result.status is not ComplianceStatus.FAILED or namespace is None:
+        return result
+    annotated, ignored = from_annotations(namespace)
+    found = [e for e in exemptions if e.covers(cluster, namespace.name, result.control_id)]
+    found += [annotated] if annotated else []
+    active = [e for e in found if e.in_force(now)]
+    if active:
+        chosen = max(active, key=lambda e: e.until or dt.datetime.max.replace(tzinfo=dt.timezone.utc))
+        return replace(result, status=ComplianceStatus.WARNING, title=f"{result.title} (exempted)",
+                       description=f"Exempted by {chosen.by} until {_show(chosen.until)}: {chosen.reason}. "
+                                   f"Not counted as failing while the exemption is in force. {result.description}",
+                       fields=_fields(chosen, "in force"))
+    if found:
+        last = max(found, key=lambda e: e.until)  # every one has expired, so each has an until
+        return replace(result, description=f"The exemption by {last.by} expired on {_show(last.until)} "
+                                           f"({last.reason}). {result.description}",
+                       fields=_fields(last, "expired"))
+    if ignored:
+        return replace(result, description=f"{result.description} Note: {ignored}.")
+    return result
+
+
+def _fields(exemption: Exemption, state: str) -> dict[str, str]:
+    return {REASON_FIELD: exemption.reason, BY_FIELD: exemption.by, UNTIL_FIELD: _show(exemption.until),
+            STATE_FIELD: state}
+
+
+def _show(until: dt.datetime | None) -> str:
+    return "no expiry" if until is None else until.isoformat().replace("+00:00", "Z")

@@ -1,0 +1,33 @@
+"""Powertools Logger, Metrics and Tracer, shared by the scheduled function and the fan-out worker."""
+from __future__ import annotations
+
+import gc
+import os
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics, Tracer
+from aws_lambda_powertools.metrics import MetricUnit
+
+from handler.config import DEFAULT_METRICS_NAMESPACE, DEFAULT_SERVICE_NAME
+
+logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME") or DEFAULT_SERVICE_NAME)
+metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or DEFAULT_METRICS_NAMESPACE)
+tracer = Tracer()
+
+# What was imported lives as long as the execution environment: take it out of the collector's sight, so that
+# collecting a scan's short-lived objects does not walk all of botocore and kubernetes each time.
+gc.freeze()
+
+SUMMARY_METRICS = (("ClustersScanned", "clusters_scanned"), ("ClustersFailed", "clusters_failed"),
+                   ("AccountsFailed", "accounts_failed"), ("NamespacesScanned", "namespaces"),
+                   ("NamespacesFailing", "namespaces_failing"), ("FindingsImported", "findings_imported"),
+                   ("FindingsRejected", "findings_rejected"))
+
+
+def record_metrics(summary: dict[str, Any]) -> None:
+    """EMF metrics from a run summary, or from one cluster's summary in a fan-out worker (CloudWatch sums)."""
+    for name, key in SUMMARY_METRICS:
+        if key in summary:
+            metrics.add_metric(name=name, unit=MetricUnit.Count, value=summary[key])
+    if "seconds" in summary:
+        metrics.add_metric(name="ScanDuration", unit=MetricUnit.Seconds, value=summary["seconds"])

@@ -1,0 +1,144 @@
+"""Calico's selector language (projectcalico.org/v3 `selector`, `namespaceSelector`), three-valued over a namespace.
+
+Grammar, as Calico documents it: `all()`, `global()`, `has(k)`, `k == "v"`, `k != "v"`, `k in {"a","b"}`,
+`k not in {...}`, `k contains "s"`, `k starts with "s"`, `k ends with "s"`, `!e`, `(e)`, `e && e`, `e || e`
+(`&&` binds tighter than `||`). An empty selector means all(). Values are quoted with ' or ".
+"""
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Callable
+
+from handler.errors import PolicyError
+from handler.policy.selectors import UNKNOWN, Reach, Resolver, all_of, any_of
+
+Node = Callable[[Resolver], Reach]
+
+_TOKEN = re.compile(r"""\s*(?:(?P<op>&&|\|\||==|!=|!|\(|\)|\{|\}|,)|(?P<str>"[^"]*"|'[^']*')"""
+                    r"""|(?P<word>[A-Za-z0-9_./\-]+(?:\(\))?))""")
+_WORD_OPS = ("not in", "starts with", "ends with", "contains", "in")
+
+
+@functools.lru_cache(maxsize=4096)  # the same few selectors are asked of every namespace
+def compile_selector(text: str | None) -> Node:
+    """A predicate over a key resolver; PolicyError naming the selector when it does not parse."""
+    tokens = _tokenize(text or "")
+    if not tokens:
+        return lambda resolve: Reach.ALL
+    parser = _Parser(tokens, text or "")
+    node = parser.disjunction()
+    if parser.position != len(tokens):
+        raise PolicyError(f"Calico selector {text!r}: unexpected {tokens[parser.position]!r}")
+    return node
+
+
+def _tokenize(text: str) -> list[str]:
+    tokens, position = [], 0
+    text = text.strip()
+    while position < len(text):
+        match = _TOKEN.match(text, position)
+        if not match or match.end() == position:
+            raise PolicyError(f"Calico selector {text!r}: cannot read it at {text[position:]!r}")
+        tokens.append(match.group().strip())
+        position = match.end()
+    return _join_word_operators(tokens)
+
+
+def _join_word_operators(tokens: list[str]) -> list[str]:
+    """`not in`, `starts with`, `ends with` are one operator made of two words."""
+    out: list[str] = []
+    for token in tokens:
+        if out and f"{out[-1]} {token}" in _WORD_OPS:
+            out[-1] = f"{out[-1]} {token}"
+        else:
+            out.append(token)
+    return out
+
+
+class _Parser:
+    def __init__(self, tokens: list[str], text: str) -> None:
+        self.tokens, self.text, self.position = tokens, text, 0
+
+    def peek(self) -> str | None:
+        return self.tokens[self.position] if self.position < len(self.tokens) else None
+
+    def take(self, expected: str | None = None) -> str:
+        token = self.peek()
+        if token is None or (expected is not None and token != expected):
+            raise PolicyError(f"Calico selector {self.text!r}: expected {expected or 'more'}, got {token!r}")
+        self.position += 1
+        return token
+
+    def disjunction(self) -> Node:
+        terms = [self.conjunction()]
+        while self.peek() == "||":
+            self.take()
+            terms.append(self.conjunction())
+        return terms[0] if len(terms) == 1 else (lambda resolve: any_of(t(resolve) for t in terms))
+
+    def conjunction(self) -> Node:
+        terms = [self.unary()]
+        while self.peek() == "&&":
+            self.take()
+            terms.append(self.unary())
+        return terms[0] if len(terms) == 1 else (lambda resolve: all_of(t(resolve) for t in terms))
+
+    def unary(self) -> Node:
+        if self.peek() == "!":
+            self.take()
+            inner = self.unary()
+            return lambda resolve: inner(resolve).negate()
+        if self.peek() == "(":
+            self.take()
+            inner = self.disjunction()
+            self.take(")")
+            return inner
+        return self.term()
+
+    def term(self) -> Node:
+        word = self.take()
+        if word in ("all()", "global()"):
+            return lambda resolve: Reach.ALL
+        if word == "has" and self.peek() == "(":
+            self.take("(")
+            key = self.take()
+            self.take(")")
+            return lambda resolve: _compare(resolve(key), lambda v: True, absent_matches=False)
+        operator = self.take()
+        if operator in ("in", "not in"):
+            values = self._set()
+            negate = operator == "not in"
+            return lambda resolve: _compare(resolve(word), lambda v: (v in values) != negate, negate)
+        value = _unquote(self.take(), self.text)
+        tests: dict[str, Callable[[str], bool]] = {
+            "==": lambda v: v == value, "!=": lambda v: v != value, "contains": lambda v: value in v,
+            "starts with": lambda v: v.startswith(value), "ends with": lambda v: v.endswith(value)}
+        if operator not in tests:
+            raise PolicyError(f"Calico selector {self.text!r}: unknown operator {operator!r}")
+        return lambda resolve: _compare(resolve(word), tests[operator], operator == "!=")
+
+    def _set(self) -> set[str]:
+        self.take("{")
+        values: set[str] = set()
+        while self.peek() != "}":
+            values.add(_unquote(self.take(), self.text))
+            if self.peek() == ",":
+                self.take()
+        self.take("}")
+        return values
+
+
+def _compare(known: object, test: Callable[[str], bool], absent_matches: bool) -> Reach:
+    """`!=` and `not in` hold for endpoints without the label, as in Calico."""
+    if known is UNKNOWN:
+        return Reach.SOME
+    if known is None:
+        return Reach.ALL if absent_matches else Reach.NONE
+    return Reach.ALL if test(str(known)) else Reach.NONE
+
+
+def _unquote(token: str, text: str) -> str:
+    if len(token) >= 2 and token[0] == token[-1] and token[0] in "'\"":
+        return token[1:-1]
+    raise PolicyError(f"Calico selector {text!r}: expected a quoted value, got {token!r}")

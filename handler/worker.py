@@ -1,0 +1,92 @@
+"""The fan-out worker: an SQS event source delivers cluster tasks; each is scanned and published whole.
+
+Per record (Powertools batch processing, so one failed record does not fail the others):
+- too little time left in the invocation: the record fails before anything is published, and SQS redelivers it;
+- the cluster could not be read: its NOT_AVAILABLE finding is published (it says which attempt this was) and
+  the record fails, so SQS tries again; on the last receive the result is recorded as failed and the record
+  fails once more, which sends the message to the dead-letter queue;
+- otherwise the result is recorded under the run, and the worker that records the last result writes the
+  run's report.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+from aws_lambda_powertools.utilities.batch import (BatchProcessor, EventType, SqsFifoPartialProcessor,
+                                                   process_partial_response)
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+
+from handler import fleet
+from handler.cluster_reader import ClusterReader, ReadLimits
+from handler.config import Settings
+from handler.errors import DiscoveryError, ScannerError
+from handler.observability import logger, metrics, record_metrics, tracer
+from handler.pipeline import ClusterOutcome, Scanner, summarize
+from handler.models import ClusterRef
+from handler.publish.securityhub import CALLS_PER_SECOND
+
+
+class RetryLater(ScannerError):
+    """Raised for a record that failed on an attempt before the last: SQS delivers it again."""
+
+
+class GaveUp(ScannerError):
+    """Raised for a record that failed on its last attempt: SQS moves it to the dead-letter queue."""
+
+
+@logger.inject_lambda_context(log_event=False, clear_state=True)
+@tracer.capture_lambda_handler(capture_response=False)
+@metrics.log_metrics
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    settings = Settings.from_env()
+    scanner = worker_scanner(settings, boto3.Session(),
+                             remaining_seconds=lambda: context.get_remaining_time_in_millis() / 1000)
+    return process_event(scanner, event, context)
+
+
+def worker_scanner(settings: Settings, session: boto3.Session, remaining_seconds: Any = None) -> Scanner:
+    """A Scanner whose Security Hub share is 1/k of an account's rate: k workers may publish into one account
+    and Region at once (the FIFO queue's message groups bound them)."""
+    reader = ClusterReader(ReadLimits(page_size=settings.page_size, connect_timeout=settings.connect_timeout,
+                                      read_timeout=settings.read_timeout))
+    return Scanner(settings, session, reader, logger, remaining_seconds=remaining_seconds,
+                   calls_per_second=CALLS_PER_SECOND / settings.workers_per_account)
+
+
+def process_event(scanner: Scanner, event: dict[str, Any], context: LambdaContext | None = None) -> dict[str, Any]:
+    """Lambda's partial batch response for an SQS event: the ids of the records to deliver again."""
+    records = event.get("Records", [])
+    fifo = any(str(r.get("eventSourceARN", "")).endswith(".fifo") for r in records)
+    # On a FIFO queue a failed record must hold back the rest of its message group, in order.
+    processor = SqsFifoPartialProcessor() if fifo else BatchProcessor(event_type=EventType.SQS)
+    return process_partial_response(event=event, record_handler=lambda record: handle_record(scanner, record),
+                                    processor=processor, context=context)
+
+
+def handle_record(scanner: Scanner, record: SQSRecord) -> None:
+    task = fleet.ClusterTask.from_json(record.body)
+    attempt, attempts = int(record.attributes.approximate_receive_count), scanner.settings.max_receives
+    last = attempt >= attempts
+    note = f" (attempt {attempt} of {attempts}" + ("; giving up: the task goes to the dead-letter queue)"
+                                                   if last else "; it will be tried again)")
+    logger.append_keys(run_id=task.run_id, cluster=f"{task.account_id}/{task.region}/{task.cluster}")
+    try:
+        target = scanner.target_for(task.account_id, task.region)
+    except DiscoveryError as error:
+        ref = ClusterRef(task.account_id, task.region, task.cluster, scanner.own.partition)
+        outcome = ClusterOutcome(ref, "failed", error=f"{error}{note}")
+    else:
+        outcome = scanner.scan_cluster(task.run, False, target, task.cluster, task.deleted, failure_note=note)
+    if outcome.result == "failed" and not last:
+        raise RetryLater(outcome.error)
+    store = fleet.FleetStore(scanner.store)
+    store.put_result(task.run_id, outcome.to_dict())
+    record_metrics(summarize([outcome.to_dict()], []))
+    report = fleet.finalize(scanner, store, task.run_id)
+    if report is not None:
+        logger.info("run finished", extra={k: v for k, v in report.items() if k != "failures"})
+        record_metrics({"seconds": report["seconds"]})
+    if outcome.result == "failed":
+        raise GaveUp(outcome.error)
