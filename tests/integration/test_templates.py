@@ -502,7 +502,7 @@ def test_dashboard_body_is_json_of_the_metrics_the_function_emits(template):
     for metric in custom:
         assert f'"{metric}"' in emitted, f"the dashboard shows {metric}, which the function never emits"
     search = dashboard["widgets"][0]["properties"]["metrics"][0][0]["expression"]
-    assert search.startswith("SEARCH('{NetpolScanner,account,service} MetricName=\"NamespacesFailing\"'")
+    assert search.startswith("SEARCH('{NetpolScanner,account,service} MetricName=\"NamespacesFailing\"', 'Sum'")
     alarms = dashboard["widgets"][-1]["properties"]["alarms"]
     assert len(alarms) == len(resources_of_type(template, "AWS::CloudWatch::Alarm"))
 
