@@ -1,0 +1,207 @@
+"""handler.policy: label selectors (exact and three-valued, property-based), Calico selectors, and the semantics
+of every policy kind, rule by rule (table-driven)."""
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from handler.errors import PolicyError
+from handler.models import Namespace, NetworkPolicy
+from handler.policy import Reach, analyze
+from handler.policy.calico_selector import compile_selector
+from handler.policy.selectors import UNKNOWN, matches, selector_reach
+
+NS = Namespace("shop", labels={"team": "a", "env": "prod"})
+
+# -- label selectors, property-based against a direct reading of the Kubernetes rules ----------------------------
+
+keys = st.sampled_from(["app", "team", "env", "tier"])
+values = st.sampled_from(["a", "b", "prod", ""])
+labels = st.dictionaries(keys, values, max_size=4)
+expression = st.fixed_dictionaries({"key": keys, "operator": st.sampled_from(["In", "NotIn", "Exists", "DoesNotExist"]),
+                                    "values": st.lists(values, max_size=3)})
+selector = st.fixed_dictionaries({}, optional={"matchLabels": st.dictionaries(keys, values, max_size=3),
+                                               "matchExpressions": st.lists(expression, max_size=3)})
+
+
+def reference(sel: dict, lab: dict) -> bool:
+    """The Kubernetes rules, written independently: every matchLabels pair and every expression holds."""
+    ok = all(lab.get(k) == v for k, v in (sel.get("matchLabels") or {}).items())
+    for e in sel.get("matchExpressions") or ():
+        present, value = e["key"] in lab, lab.get(e["key"])
+        ok = ok and {"In": present and value in e["values"], "NotIn": not present or value not in e["values"],
+                     "Exists": present, "DoesNotExist": not present}[e["operator"]]
+    return ok
+
+
+@given(selector, labels)
+def test_label_selector_matches_like_kubernetes(sel, lab):
+    assert matches(sel, lab) == reference(sel, lab)
+
+
+@given(selector, labels, st.sets(keys))
+def test_three_valued_reach_is_sound(sel, lab, unknown_keys):
+    """ALL: matches whatever the unknown labels are; NONE: never; SOME only when unknown keys are involved."""
+    reach = selector_reach(sel, lambda k: UNKNOWN if k in unknown_keys else lab.get(k))
+    for filler in ({}, {k: "a" for k in unknown_keys}, {k: "prod" for k in unknown_keys}):
+        full = {**{k: v for k, v in lab.items() if k not in unknown_keys}, **filler}
+        if reach is Reach.ALL:
+            assert reference(sel, full)
+        if reach is Reach.NONE:
+            assert not reference(sel, full)
+    if not unknown_keys:
+        assert reach is not Reach.SOME
+
+
+def test_bad_operator_is_a_clear_error():
+    with pytest.raises(PolicyError, match="Near"):
+        selector_reach({"matchExpressions": [{"key": "a", "operator": "Near"}]}, lambda k: None)
+
+
+# -- Calico selectors --------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text, ns_labels, want", [
+    ("", {}, Reach.ALL), ("all()", {}, Reach.ALL), ("role == 'db'", {}, Reach.SOME),
+    ("projectcalico.org/namespace == 'shop'", {}, Reach.ALL),
+    ("projectcalico.org/namespace == 'other'", {}, Reach.NONE),
+    ("pcns.team == 'a' && role == 'db'", {"team": "a"}, Reach.SOME),
+    ("pcns.team == 'b' && role == 'db'", {"team": "a"}, Reach.NONE),
+    ("pcns.team != 'b'", {}, Reach.ALL),  # != holds when the label is absent
+    ("has(pcns.team)", {}, Reach.NONE), ("!has(pcns.team)", {}, Reach.ALL),
+    ("pcns.team in {'a', \"b\"}", {"team": "b"}, Reach.ALL), ("pcns.team not in {'a'}", {"team": "a"}, Reach.NONE),
+    ("pcns.env starts with 'pr' || role == 'x'", {"env": "prod"}, Reach.ALL),
+    ("(pcns.env ends with 'x' || pcns.env contains 'ro') && all()", {"env": "prod"}, Reach.ALL),
+])
+def test_calico_selector(text, ns_labels, want):
+    resolve = {"projectcalico.org/namespace": "shop", **{f"pcns.{k}": v for k, v in ns_labels.items()}}
+    assert compile_selector(text)(lambda k: resolve.get(k) if k.startswith(("pcns.", "projectcalico")) else UNKNOWN) is want
+
+
+@pytest.mark.parametrize("text", ["role ==", "a == b", "(all()", "has(x", "a ~ 'b'", "a in {'x'"])
+def test_calico_selector_errors_name_the_selector(text):
+    with pytest.raises(PolicyError, match="Calico selector"):
+        compile_selector(text)
+
+
+# -- the semantics, rule by rule ------------------------------------------------------------------------------------
+
+def k8s(spec):
+    return NetworkPolicy("shop", "p", spec)
+
+
+def engine(kind, api, spec, namespace=""):
+    return NetworkPolicy(namespace, "p", spec, kind, api)
+
+
+CNP, CCNP = ("CiliumNetworkPolicy", "cilium.io/v2"), ("CiliumClusterwideNetworkPolicy", "cilium.io/v2")
+GNP, CNPC = ("GlobalNetworkPolicy", "projectcalico.org/v3"), ("NetworkPolicy", "projectcalico.org/v3")
+ANP, BANP = ("AdminNetworkPolicy", "policy.networking.k8s.io/v1alpha1"), \
+    ("BaselineAdminNetworkPolicy", "policy.networking.k8s.io/v1alpha1")
+
+
+def row(policy):
+    e = analyze(policy, NS)
+    return (e.counts, e.ingress.reach, e.ingress.isolates, e.ingress.admits_everything, bool(e.ingress.open_rules),
+            e.egress.reach, e.egress.isolates)
+
+
+A, S, N = Reach.ALL, Reach.SOME, Reach.NONE
+CASES = [
+    # Kubernetes: policyTypes defaulting, empty selectors, peers
+    ("k8s no types: Ingress only", k8s({"podSelector": {}}), (True, A, True, False, False, N, False)),
+    ("k8s egress:[] is not Egress", k8s({"podSelector": {}, "egress": []}), (True, A, True, False, False, N, False)),
+    ("k8s egress rules default Egress", k8s({"podSelector": {}, "egress": [{"to": [{"podSelector": {}}]}]}),
+     (True, A, True, False, False, A, True)),
+    ("k8s Egress only", k8s({"podSelector": {}, "policyTypes": ["Egress"]}), (True, N, False, False, False, A, True)),
+    ("k8s matchLabels null selects all", k8s({"podSelector": {"matchLabels": None}}),
+     (True, A, True, False, False, N, False)),
+    ("k8s matchExpressions is SOME", k8s({"podSelector": {"matchExpressions": [{"key": "a", "operator": "Exists"}]}}),
+     (True, S, True, False, False, N, False)),
+    ("k8s rule {} admits everything", k8s({"podSelector": {}, "ingress": [{}]}), (True, A, True, True, True, N, False)),
+    ("k8s from everywhere on a port", k8s({"podSelector": {}, "ingress": [{"ports": [{"port": 80}]}]}),
+     (True, A, True, False, True, N, False)),
+    ("k8s namespaceSelector {} is every pod", k8s({"podSelector": {}, "ingress": [{"from": [{"namespaceSelector": {}}]}]}),
+     (True, A, True, True, True, N, False)),
+    ("k8s namespaceSelector {} + podSelector set is limited",
+     k8s({"podSelector": {}, "ingress": [{"from": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"a": "b"}}}]}]}),
+     (True, A, True, False, False, N, False)),
+    ("k8s podSelector {} peer is own namespace", k8s({"podSelector": {}, "ingress": [{"from": [{"podSelector": {}}]}]}),
+     (True, A, True, False, False, N, False)),
+    ("k8s ipBlock 0.0.0.0/0", k8s({"podSelector": {}, "ingress": [{"from": [{"ipBlock": {"cidr": "0.0.0.0/0"}}]}]}),
+     (True, A, True, True, True, N, False)),
+    ("k8s ipBlock /0 with except", k8s({"podSelector": {}, "ingress": [
+        {"from": [{"ipBlock": {"cidr": "::/0", "except": ["fd00::/8"]}}]}]}), (True, A, True, False, False, N, False)),
+    # Cilium
+    ("cnp ingress section isolates", engine(*CNP, {"endpointSelector": {}, "ingress": [{}]}, "shop"),
+     (True, A, True, False, False, N, False)),
+    ("cnp no sections isolates nothing", engine(*CNP, {"endpointSelector": {}}, "shop"),
+     (True, N, False, False, False, N, False)),
+    ("cnp enableDefaultDeny false", engine(*CNP, {"endpointSelector": {}, "ingress": [{"fromEntities": ["cluster"]}],
+                                                  "enableDefaultDeny": {"ingress": False}}, "shop"),
+     (True, A, False, True, True, N, False)),
+    ("cnp fromEntities all", engine(*CNP, {"endpointSelector": {}, "ingress": [{"fromEntities": ["all"]}]}, "shop"),
+     (True, A, True, True, True, N, False)),
+    ("cnp fromEndpoints {} is own namespace", engine(*CNP, {"endpointSelector": {}, "ingress": [{"fromEndpoints": [{}]}]},
+                                                     "shop"), (True, A, True, False, False, N, False)),
+    ("ccnp fromEndpoints {} is every pod", engine(*CCNP, {"endpointSelector": {}, "ingress": [{"fromEndpoints": [{}]}]}),
+     (True, A, True, True, True, N, False)),
+    ("ccnp namespace label selects", engine(*CCNP, {"endpointSelector": {"matchLabels": {
+        "k8s:io.cilium.k8s.namespace.labels.team": "a"}}, "ingressDeny": [{"fromEntities": ["world"]}]}),
+     (True, A, True, False, False, N, False)),
+    ("ccnp other namespace", engine(*CCNP, {"endpointSelector": {"matchLabels": {
+        "k8s:io.kubernetes.pod.namespace": "other"}}, "ingress": [{}]}), (False, N, False, False, False, N, False)),
+    ("ccnp pod labels only do not count", engine(*CCNP, {"endpointSelector": {"matchLabels": {"app": "x"}}, "ingress": [{}]}),
+     (False, S, True, False, False, N, False)),
+    ("ccnp host policy", engine(*CCNP, {"nodeSelector": {}, "ingress": [{}]}), (False, N, False, False, False, N, False)),
+    ("cnp toPorts only admits every source on ports", engine(*CNP, {"endpointSelector": {}, "ingress": [
+        {"toPorts": [{"ports": [{"port": "80"}]}]}]}, "shop"), (True, A, True, False, True, N, False)),
+    # Calico
+    ("gnp all() default types", engine(*GNP, {"selector": "all()"}), (True, A, True, False, False, N, False)),
+    ("gnp egress rules only: Egress", engine(*GNP, {"selector": "all()", "egress": [{"action": "Allow"}]}),
+     (True, N, False, False, False, A, True)),
+    ("gnp allow everything", engine(*GNP, {"selector": "all()", "ingress": [{"action": "Allow"}]}),
+     (True, A, True, True, True, N, False)),
+    ("gnp deny rule opens nothing", engine(*GNP, {"selector": "all()", "ingress": [{"action": "Deny"}]}),
+     (True, A, True, False, False, N, False)),
+    ("gnp source all() is every pod", engine(*GNP, {"selector": "all()", "ingress": [
+        {"action": "Allow", "source": {"selector": "all()"}}]}), (True, A, True, True, True, N, False)),
+    ("calico np source all() is own namespace", engine(*CNPC, {"selector": "all()", "ingress": [
+        {"action": "Allow", "source": {"selector": "all()"}}]}, "shop"), (True, A, True, False, False, N, False)),
+    ("gnp namespaceSelector misses", engine(*GNP, {"namespaceSelector": "team == 'b'", "selector": "all()"}),
+     (False, N, False, False, False, N, False)),
+    ("gnp preDNAT is host only", engine(*GNP, {"preDNAT": True, "selector": "all()"}),
+     (False, N, False, False, False, N, False)),
+    # AdminNetworkPolicy
+    ("anp deny every pod isolates", engine(*ANP, {"subject": {"namespaces": {"matchLabels": {"team": "a"}}},
+                                                 "ingress": [{"action": "Deny", "from": [{"namespaces": {}}]}]}),
+     (True, A, True, False, False, N, False)),
+    ("anp pass does nothing", engine(*ANP, {"subject": {"namespaces": {}}, "ingress": [
+        {"action": "Pass", "from": [{"namespaces": {}}]}]}), (True, A, False, False, False, N, False)),
+    ("anp allow every pod", engine(*ANP, {"subject": {"namespaces": {}}, "ingress": [
+        {"action": "Allow", "from": [{"namespaces": {}}]}]}), (True, A, False, True, True, N, False)),
+    ("anp pods subject", engine(*ANP, {"subject": {"pods": {"namespaceSelector": {}, "podSelector": {
+        "matchLabels": {"a": "b"}}}}, "ingress": [{"action": "Deny", "from": [{"namespaces": {}}]}]}),
+     (True, S, True, False, False, N, False)),
+    ("banp elsewhere", engine(*BANP, {"subject": {"namespaces": {"matchLabels": {"team": "z"}}}, "ingress": [
+        {"action": "Deny", "from": [{"namespaces": {}}]}]}), (False, N, False, False, False, N, False)),
+]
+
+
+@pytest.mark.parametrize("case, policy, want", CASES, ids=[c[0] for c in CASES])
+def test_semantics(case, policy, want):
+    assert row(policy) == want
+
+
+def test_banp_allow_does_not_open_over_isolation():
+    e = analyze(engine(*BANP, {"subject": {"namespaces": {}}, "ingress": [
+        {"action": "Allow", "from": [{"namespaces": {}}]}]}), NS)
+    assert e.ingress.admits_everything and not e.ingress.opens_over_isolation
+
+
+def test_namespaced_policy_elsewhere_does_not_apply_and_bad_specs_are_named():
+    assert analyze(NetworkPolicy("other", "p", {"podSelector": {}}), NS) is None
+    with pytest.raises(PolicyError, match="GlobalNetworkPolicy p"):
+        analyze(engine(*GNP, {"selector": "a =="}), NS)
+    with pytest.raises(PolicyError, match="no semantics"):
+        analyze(engine("Gadget", "example.com/v1", {}), NS)
