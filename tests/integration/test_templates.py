@@ -293,8 +293,16 @@ def test_scanner_permissions_are_exactly_the_calls_made(template):
     assert set(by_action) == {
         "logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTraceSegments", "xray:PutTelemetryRecords",
         "s3:GetObject", "s3:PutObject", "s3:ListBucket", "sts:AssumeRole", "organizations:ListAccounts",
-        "eks:ListClusters", "eks:DescribeCluster", "securityhub:BatchImportFindings",
+        "eks:ListClusters", "eks:DescribeCluster", "securityhub:BatchImportFindings", "eks:DescribeAddon",
+        "ssm:GetParameter",
     }
+    ((cond, addon),) = by_action["eks:DescribeAddon"]  # CIS 5.3.1: only the vpc-cni add-on
+    assert cond == "SingleAccountMode"
+    assert addon["Resource"] == {"Fn::Sub": "arn:${AWS::Partition}:eks:*:${AWS::AccountId}:addon/*/vpc-cni/*"}
+    ((cond, exemptions),) = by_action["ssm:GetParameter"]
+    assert cond == "HasExemptionsParameter"
+    assert exemptions["Resource"] == {"Fn::Sub": "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:"
+                                                 "parameter/eks-netpol-scanner/*"}
     ((cond, assume),) = by_action["sts:AssumeRole"]
     assert cond == "HasScanRole"
     assert assume["Resource"] == {"Fn::Sub": "arn:${AWS::Partition}:iam::*:role/${ScanRoleName}"}
@@ -429,6 +437,7 @@ def test_member_role_permissions(member_role):
     assert found == {
         "eks:ListClusters": "*",
         "eks:DescribeCluster": {"Fn::Sub": "arn:${AWS::Partition}:eks:*:${AWS::AccountId}:cluster/*"},
+        "eks:DescribeAddon": {"Fn::Sub": "arn:${AWS::Partition}:eks:*:${AWS::AccountId}:addon/*/vpc-cni/*"},
         "securityhub:BatchImportFindings": {
             "Fn::Sub": "arn:${AWS::Partition}:securityhub:*:${AWS::AccountId}:product/${AWS::AccountId}/default"
         },
@@ -453,10 +462,10 @@ def test_access_entry(access_entry):
     assert not re.fullmatch(pattern, "arn:aws:iam::123456789012:user/alice")
 
 
-def test_cluster_role_reads_only_namespaces_and_networkpolicies():
+def test_cluster_role_reads_only_namespaces_and_policies_and_enforcement_objects_by_name():
     docs = [d for d in yaml.safe_load_all(RBAC.read_text()) if d]
     kinds = {d["kind"]: d for d in docs}
-    assert sorted(kinds) == ["ClusterRole", "ClusterRoleBinding"]
+    assert sorted(kinds) == ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]
     role = kinds["ClusterRole"]
     assert role["metadata"]["name"] == "netpol-scanner-read"
     granted = set()
@@ -466,10 +475,21 @@ def test_cluster_role_reads_only_namespaces_and_networkpolicies():
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
                 granted.add((group, resource))
-    assert granted == {("", "namespaces"), ("networking.k8s.io", "networkpolicies")}
+    assert granted == {("", "namespaces"), ("networking.k8s.io", "networkpolicies"),
+                       ("cilium.io", "ciliumnetworkpolicies"), ("cilium.io", "ciliumclusterwidenetworkpolicies"),
+                       ("projectcalico.org", "networkpolicies"), ("projectcalico.org", "globalnetworkpolicies"),
+                       ("crd.projectcalico.org", "networkpolicies"), ("crd.projectcalico.org", "globalnetworkpolicies"),
+                       ("policy.networking.k8s.io", "adminnetworkpolicies"),
+                       ("policy.networking.k8s.io", "baselineadminnetworkpolicies")}
     binding = kinds["ClusterRoleBinding"]
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "netpol-scanner-read"}
     assert binding["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "netpol-scanner:readers"}]
+    enforcement = kinds["Role"]  # CIS 5.3.1: get of named objects in kube-system, never list
+    assert enforcement["metadata"]["namespace"] == "kube-system"
+    assert [(r["apiGroups"], r["resources"], sorted(r["resourceNames"]), r["verbs"]) for r in enforcement["rules"]] == [
+        (["apps"], ["daemonsets"], ["aws-node", "calico-node", "cilium"], ["get"]),
+        ([""], ["configmaps"], ["amazon-vpc-cni"], ["get"])]
+    assert kinds["RoleBinding"]["subjects"] == binding["subjects"]
 
 
 def test_aws_auth_snippet_maps_role_to_reader_group():
