@@ -28,11 +28,18 @@ def _evaluator(direction: str, control_id: str):
 
 def _verdict(direction: str, control_id: str, namespace: Namespace, coverage: NamespaceCoverage,
              unreadable: tuple[str, ...], cluster: str) -> ControlResult:
-    effects = [(e, e.direction(direction)) for e in coverage.effects]
-    denies = sorted(e.short_name for e, d in effects if d.reach is Reach.ALL and d.isolates and not d.admits_everything)
-    openers = sorted(e.short_name for e, d in effects
-                     if d.reach is Reach.ALL and d.admits_everything and d.opens_over_isolation)
-    open_rules = [f"{e.short_name} ({'; '.join(d.open_rules)})" for e, d in effects if d.open_rules]
+    denies, openers, open_rules = [], [], []
+    for effect in coverage.effects:  # one pass: this runs for every namespace of every cluster
+        d = effect.ingress if direction == INGRESS else effect.egress
+        if d.reach is Reach.ALL:
+            if d.isolates and not d.admits_everything:
+                denies.append(effect.short_name)
+            if d.admits_everything and d.opens_over_isolation:
+                openers.append(effect.short_name)
+        if d.open_rules:
+            open_rules.append(f"{effect.short_name} ({'; '.join(d.open_rules)})")
+    denies.sort()
+    openers.sort()
     where = f"Namespace '{namespace.name}' of EKS cluster '{cluster}'"
     word = direction.lower()
     named = f" Policies admitting every {'source' if direction == INGRESS else 'destination'}: " \
