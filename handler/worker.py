@@ -59,8 +59,11 @@ def process_event(scanner: Scanner, event: dict[str, Any], context: LambdaContex
     """Lambda's partial batch response for an SQS event: the ids of the records to deliver again."""
     records = event.get("Records", [])
     fifo = any(str(r.get("eventSourceARN", "")).endswith(".fifo") for r in records)
-    # On a FIFO queue a failed record must hold back the rest of its message group, in order.
-    processor = SqsFifoPartialProcessor() if fifo else BatchProcessor(event_type=EventType.SQS)
+    # On a FIFO queue a failed record holds back the rest of its message group, in order, and only that group.
+    processor = SqsFifoPartialProcessor(skip_group_on_error=True) if fifo else BatchProcessor(EventType.SQS)
+    # A cluster that could not be scanned is a result, not an error of the function: SQS retries the record,
+    # and the dead-letter queue (and its alarm) takes it in the end.
+    processor.raise_on_entire_batch_failure = False
     return process_partial_response(event=event, record_handler=lambda record: handle_record(scanner, record),
                                     processor=processor, context=context)
 
@@ -69,8 +72,9 @@ def handle_record(scanner: Scanner, record: SQSRecord) -> None:
     task = fleet.ClusterTask.from_json(record.body)
     attempt, attempts = int(record.attributes.approximate_receive_count), scanner.settings.max_receives
     last = attempt >= attempts
-    note = f" (attempt {attempt} of {attempts}" + ("; giving up: the task goes to the dead-letter queue)"
-                                                   if last else "; it will be tried again)")
+    # The same words on every attempt: a finding that changed with each retry would be imported each time.
+    note = (f" (the fan-out worker tries a cluster {attempts} times; a task that keeps failing goes to the "
+            "dead-letter queue)")
     logger.append_keys(run_id=task.run_id, cluster=f"{task.account_id}/{task.region}/{task.cluster}")
     try:
         target = scanner.target_for(task.account_id, task.region)
@@ -80,7 +84,10 @@ def handle_record(scanner: Scanner, record: SQSRecord) -> None:
     else:
         outcome = scanner.scan_cluster(task.run, False, target, task.cluster, task.deleted, failure_note=note)
     if outcome.result == "failed" and not last:
-        raise RetryLater(outcome.error)
+        raise RetryLater(f"attempt {attempt} of {attempts} failed, to be tried again: {outcome.error}")
+    if outcome.result == "failed":
+        outcome.error = f"gave up after attempt {attempt} of {attempts}; the task goes to the dead-letter queue: " \
+                        f"{outcome.error}"
     store = fleet.FleetStore(scanner.store)
     store.put_result(task.run_id, outcome.to_dict())
     record_metrics(summarize([outcome.to_dict()], []))

@@ -1,0 +1,164 @@
+"""Fan-out end to end: the scheduled handler queues one task per cluster on moto's SQS, and this test plays the
+event source mapping: it receives the real messages, invokes handler.worker.lambda_handler with Lambda's SQS
+event shape, deletes what succeeded and lets the rest come back, until the queue is empty or dead-lettered."""
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from handler import worker
+from netpol_scan.lambda_context import LambdaContext
+from netpol_scan.sandbox.kube_api import Cluster
+from tests.integration.conftest import NETPOL_GENERATOR, by_namespace, s3_json, scan_status
+
+ACCOUNTS = [f"{100000000000 + i * 11111:012d}" for i in range(10)]
+REGIONS = ["eu-west-1", "us-east-1", "ap-southeast-2"]
+MAX_RECEIVES = 3
+DENY_ALL = {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+
+
+class Queue:
+    """The scan queue (FIFO, with a dead-letter queue after MAX_RECEIVES receives) and its event source."""
+
+    def __init__(self, world) -> None:
+        self.sqs = world.client("sqs")
+        dlq = self.sqs.create_queue(QueueName="scan-dlq.fifo", Attributes={"FifoQueue": "true"})["QueueUrl"]
+        dlq_arn = self.sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        self.url = self.sqs.create_queue(QueueName="scan.fifo", Attributes={
+            "FifoQueue": "true", "VisibilityTimeout": "600",
+            "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": MAX_RECEIVES})})["QueueUrl"]
+        self.arn = self.sqs.get_queue_attributes(QueueUrl=self.url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        self.dlq = dlq
+        self.invocations = 0
+
+    def drain(self, seconds_per_invocation: float = 900, invocations: int = 10_000) -> list[dict[str, Any]]:
+        """Delivers batches of one message (the template's BatchSize) until none is left; returns the responses."""
+        responses = []
+        for _ in range(invocations):
+            messages = self.sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=1,
+                                                AttributeNames=["All"]).get("Messages", [])
+            if not messages:
+                break
+            response = worker.lambda_handler(self.event(messages), LambdaContext(seconds_per_invocation))
+            self.invocations += 1
+            responses.append(response)
+            failed = {f["itemIdentifier"] for f in response["batchItemFailures"]}
+            for message in messages:
+                if message["MessageId"] in failed:  # as if its visibility timeout ran out
+                    self.sqs.change_message_visibility(QueueUrl=self.url, ReceiptHandle=message["ReceiptHandle"],
+                                                       VisibilityTimeout=0)
+                else:
+                    self.sqs.delete_message(QueueUrl=self.url, ReceiptHandle=message["ReceiptHandle"])
+        return responses
+
+    def event(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"Records": [{
+            "messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
+            "attributes": m["Attributes"], "messageAttributes": {}, "md5OfBody": m["MD5OfBody"],
+            "eventSource": "aws:sqs", "eventSourceARN": self.arn, "awsRegion": "eu-west-1"} for m in messages]}
+
+    def dead_letters(self) -> list[dict[str, Any]]:
+        found = []
+        while batch := self.sqs.receive_message(QueueUrl=self.dlq, MaxNumberOfMessages=10).get("Messages", []):
+            found.extend(json.loads(m["Body"]) for m in batch)
+            for m in batch:
+                self.sqs.delete_message(QueueUrl=self.dlq, ReceiptHandle=m["ReceiptHandle"])
+        return found
+
+
+@pytest.fixture
+def queue(world, scanner_env, monkeypatch) -> Iterator[Queue]:
+    q = Queue(world)
+    monkeypatch.setenv("SCAN_QUEUE_URL", q.url)
+    monkeypatch.setenv("FLEET_MODE", "queue")
+    monkeypatch.setenv("SCAN_MAX_RECEIVES", str(MAX_RECEIVES))
+    monkeypatch.setenv("TARGET_ACCOUNTS", ",".join(ACCOUNTS))
+    monkeypatch.setenv("TARGET_REGIONS", ",".join(REGIONS))
+    yield q
+
+
+class Member:
+    """One cluster of the fleet, and what a scan of it must find."""
+
+    def __init__(self, i: int) -> None:
+        self.account, self.region = ACCOUNTS[i % len(ACCOUNTS)], REGIONS[i % len(REGIONS)]
+        namespaces = {f"ns-{j}": ({"deny": DENY_ALL} if j % 3 == 0 else {}) for j in range((i % 7) + 1)}
+        self.cluster = Cluster(f"c{i:02d}", namespaces)
+        self.namespaces = len(namespaces)
+        self.failing = sum(1 for policies in namespaces.values() if not policies)
+
+
+def fleet(world) -> dict[str, Member]:
+    """51 clusters over 10 accounts and 3 Regions, of 1 to 7 namespaces; c07 is unreachable."""
+    members = {m.cluster.name: m for m in map(Member, range(51))}
+    for m in members.values():
+        world.enable_security_hub(m.account, m.region)
+        world.add_cluster(m.account, m.region, m.cluster, reachable=m.cluster.name != "c07")
+    return members
+
+
+def test_a_fleet_through_the_queue_is_one_exact_run(world, invoke, queue):
+    members = fleet(world)
+    members["c03"].cluster.inject("namespaces", 503, times=None)      # 5xx, always
+    members["c11"].cluster.forbid("networkpolicies")                  # RBAC
+    members["c25"].cluster.inject("networkpolicies", 500, times=6)    # heals on its third delivery
+    failing = {"c03", "c07", "c11"}
+
+    queued = invoke({})
+
+    assert (queued["mode"], queued["clusters_queued"], queued["report_pending"]) == ("queue", 51, True)
+    responses = queue.drain()
+    summary = s3_json(world, queued["report"])["summary"]
+    scanned = [m for name, m in members.items() if name not in failing]
+    assert (summary["clusters_scanned"], summary["clusters_failed"]) == (48, 3)
+    assert summary["namespaces"] == sum(m.namespaces for m in scanned)
+    assert summary["namespaces_failing"] == sum(m.failing for m in scanned)
+    assert {f["cluster"].split("/")[2] for f in summary["failures"]} == failing
+    assert sorted(t["cluster"] for t in queue.dead_letters()) == sorted(failing)
+    # Each failing cluster failed on every delivery; c25 on its first two (a read retries 500s 4 times).
+    assert sum(1 for r in responses if r["batchItemFailures"]) == 3 * MAX_RECEIVES + 1
+    c07 = members["c07"]
+    unreachable = scan_status(world.findings(c07.account, c07.region),
+                              f"arn:aws:eks:{c07.region}:{c07.account}:cluster/c07")
+    assert len(unreachable) == 1 and "dead-letter queue" in unreachable[0]["Description"]
+    assert all(f"gave up after attempt {MAX_RECEIVES} of {MAX_RECEIVES}" in f["error"] for f in summary["failures"])
+    for name, m in members.items():
+        got = by_namespace(world.findings(m.account, m.region), name)
+        assert len(got) == (0 if name in failing else m.namespaces), name
+        assert all(f["AwsAccountId"] == m.account for f in got.values())
+
+
+def test_an_unchanged_fleet_imports_nothing_the_second_time(world, invoke, queue):
+    fleet(world)
+    first = invoke({})
+    queue.drain()
+    first_summary = s3_json(world, first["report"])["summary"]
+
+    second = invoke({})
+    queue.drain()
+    second_summary = s3_json(world, second["report"])["summary"]
+
+    assert first_summary["findings_imported"] > 0
+    assert second_summary["findings_imported"] == 0
+    assert second_summary["namespaces"] == first_summary["namespaces"]
+    assert second_summary["clusters_scanned"] == first_summary["clusters_scanned"] == 50  # c07 is unreachable
+
+
+def test_a_worker_short_of_time_publishes_nothing_and_the_task_comes_back(world, invoke, queue, monkeypatch):
+    monkeypatch.setenv("TARGET_ACCOUNTS", ACCOUNTS[0])
+    monkeypatch.setenv("TARGET_REGIONS", REGIONS[0])
+    world.enable_security_hub(ACCOUNTS[0], REGIONS[0])
+    world.add_cluster(ACCOUNTS[0], REGIONS[0], Cluster("late", {"default": {}}))
+
+    queued = invoke({})
+    responses = queue.drain(seconds_per_invocation=20, invocations=1)  # delivered 20 s before the timeout
+
+    assert queued["mode"] == "queue"
+    assert len(responses[0]["batchItemFailures"]) == 1
+    assert world.findings(ACCOUNTS[0], REGIONS[0]) == [] or all(
+        f["GeneratorId"] != NETPOL_GENERATOR for f in world.findings(ACCOUNTS[0], REGIONS[0]))
+    queue.drain()  # with time to spare, the same task is scanned whole
+    assert len(by_namespace(world.findings(ACCOUNTS[0], REGIONS[0]), "late")) == 1
