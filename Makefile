@@ -43,8 +43,8 @@ NETPOL_ROOT := $(patsubst %/,%,$(dir $(abspath $(firstword $(MAKEFILE_LIST)))))
 LAMBDA_PYTHON := $(or $(PYTHON),$(shell $(NETPOL_ROOT)/scripts/find-python))
 LAMBDA_PLATFORM := manylinux2014_aarch64
 
-.PHONY: build-ScannerFunction
-build-ScannerFunction:
+.PHONY: build-ScannerFunction build-WorkerFunction
+build-ScannerFunction build-WorkerFunction:
 	@test -n "$(ARTIFACTS_DIR)" || { echo "ARTIFACTS_DIR is not set (run through sam build)" >&2; exit 1; }
 	$(LAMBDA_PYTHON) -m pip install --quiet --disable-pip-version-check --no-compile \
 		--platform $(LAMBDA_PLATFORM) --implementation cp --python-version 3.12 --only-binary=:all: \

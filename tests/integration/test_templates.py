@@ -215,14 +215,21 @@ def test_schedule_becomes_scheduler_schedule_without_retries(translated):
     assert invoke_config["Properties"]["MaximumRetryAttempts"] == 0
 
 
-def test_translated_function(translated):
-    _, function = one_resource(translated, "AWS::Lambda::Function")
-    props = function["Properties"]
-    assert props["Runtime"] == "python3.12"
-    assert props["Handler"] == "handler.app.lambda_handler"
-    assert props["TracingConfig"] == {"Mode": "Active"}
-    assert props["Role"] == {"Fn::GetAtt": ["ScannerRole", "Arn"]}
-    assert "ReservedConcurrentExecutions" not in props
+def test_translated_functions(translated):
+    functions = resources_of_type(translated, "AWS::Lambda::Function")
+    assert {name: f["Properties"]["Handler"] for name, f in functions.items()} == {
+        "ScannerFunction": "handler.app.lambda_handler", "WorkerFunction": "handler.worker.lambda_handler"}
+    for props in (f["Properties"] for f in functions.values()):
+        assert props["Runtime"] == "python3.12"
+        assert props["TracingConfig"] == {"Mode": "Active"}
+        assert props["Role"] == {"Fn::GetAtt": ["ScannerRole", "Arn"]}
+        assert "ReservedConcurrentExecutions" not in props
+    (mapping,) = resources_of_type(translated, "AWS::Lambda::EventSourceMapping").values()
+    props = mapping["Properties"]
+    assert props["EventSourceArn"] == {"Fn::GetAtt": ["ScanQueue", "Arn"]}
+    assert props["FunctionName"] == {"Ref": "WorkerFunction"}
+    assert (props["BatchSize"], props["FunctionResponseTypes"]) == (1, ["ReportBatchItemFailures"])
+    assert props["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "WorkerMaximumConcurrency"}}
     # The only generated role is the scheduler's, and it may only invoke the function.
     for name, role in resources_of_type(translated, "AWS::IAM::Role").items():
         if name == "ScannerRole":
@@ -231,6 +238,19 @@ def test_translated_function(translated):
             for _, stmt in statements(policy["PolicyDocument"]):
                 assert as_list(stmt["Action"]) == ["lambda:InvokeFunction"], (name, stmt)
         assert not role["Properties"].get("ManagedPolicyArns"), name
+
+
+def test_scan_queue_outlasts_the_worker_and_dead_letters(template):
+    queue = template["Resources"]["ScanQueue"]["Properties"]
+    worker = template["Resources"]["WorkerFunction"]["Properties"]
+    assert queue["FifoQueue"] is True and queue["SqsManagedSseEnabled"] is True
+    assert queue["VisibilityTimeout"] >= 6 * worker["Timeout"]
+    assert queue["RedrivePolicy"] == {"deadLetterTargetArn": {"Fn::GetAtt": ["ScanDeadLetterQueue", "Arn"]},
+                                      "maxReceiveCount": {"Ref": "ScanMaxReceives"}}
+    assert template["Resources"]["ScanDeadLetterQueue"]["Properties"]["FifoQueue"] is True
+    env = template["Globals"]["Function"]["Environment"]["Variables"]
+    assert env["SCAN_MAX_RECEIVES"] == {"Ref": "ScanMaxReceives"}, "the worker must know when it gives up"
+    assert env["SCAN_QUEUE_URL"] == {"Ref": "ScanQueue"}
 
 
 # --- the scanner stack ------------------------------------------------------------------------------
@@ -253,12 +273,13 @@ def test_function_properties(template):
     props = function["Properties"]
     assert function["Metadata"]["BuildMethod"] == "makefile"
     assert props["Handler"] == "handler.app.lambda_handler"
-    assert props["Runtime"] == "python3.12"
-    assert props["Tracing"] == "Active"
+    assert template["Globals"]["Function"]["Runtime"] == "python3.12"
+    assert template["Globals"]["Function"]["Tracing"] == "Active"
     assert "ReservedConcurrentExecutions" not in props
     assert props["LoggingConfig"]["LogGroup"] == {"Ref": "ScannerLogGroup"}
     assert "RetentionInDays" in template["Resources"]["ScannerLogGroup"]["Properties"]
-    env = props["Environment"]["Variables"]
+    env = {**template["Globals"]["Function"]["Environment"]["Variables"],
+           **props.get("Environment", {}).get("Variables", {})}
     assert env["REPORT_BUCKET"] == {"Ref": "ReportBucket"}
     for name, param in [("SCAN_ROLE_NAME", "ScanRoleName"), ("SCAN_ROLE_EXTERNAL_ID", "ScanRoleExternalId"),
                         ("TARGET_ACCOUNTS", "TargetAccounts"), ("TARGET_REGIONS", "TargetRegions"),
@@ -269,12 +290,12 @@ def test_function_properties(template):
 
 
 def test_architecture_matches_makefile_platform(template):
-    (arch,) = template["Resources"]["ScannerFunction"]["Properties"]["Architectures"]
+    (arch,) = template["Globals"]["Function"]["Architectures"]
     makefile = (ROOT / "Makefile").read_text()
     match = re.search(r"^LAMBDA_PLATFORM\s*:?=\s*(\S+)", makefile, re.M)
     assert match, "Makefile must define LAMBDA_PLATFORM for build-ScannerFunction"
     assert match.group(1) == {"arm64": "manylinux2014_aarch64", "x86_64": "manylinux2014_x86_64"}[arch]
-    assert re.search(r"^build-ScannerFunction:", makefile, re.M)
+    assert re.search(r"^build-ScannerFunction build-WorkerFunction:", makefile, re.M)
 
 
 def test_scanner_policies_have_no_wildcard_actions(template):
@@ -294,8 +315,12 @@ def test_scanner_permissions_are_exactly_the_calls_made(template):
         "logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTraceSegments", "xray:PutTelemetryRecords",
         "s3:GetObject", "s3:PutObject", "s3:ListBucket", "sts:AssumeRole", "organizations:ListAccounts",
         "eks:ListClusters", "eks:DescribeCluster", "securityhub:BatchImportFindings", "eks:DescribeAddon",
-        "ssm:GetParameter",
+        "ssm:GetParameter", "sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage",
+        "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility",
     }
+    for action in ("sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"):
+        ((_, queue),) = by_action[action]
+        assert queue["Resource"] == {"Fn::GetAtt": ["ScanQueue", "Arn"]}, action
     ((cond, addon),) = by_action["eks:DescribeAddon"]  # CIS 5.3.1: only the vpc-cni add-on
     assert cond == "SingleAccountMode"
     assert addon["Resource"] == {"Fn::Sub": "arn:${AWS::Partition}:eks:*:${AWS::AccountId}:addon/*/vpc-cni/*"}
@@ -321,7 +346,7 @@ def test_scanner_permissions_are_exactly_the_calls_made(template):
     assert listing["Resource"] == {"Fn::GetAtt": ["ReportBucket", "Arn"]}
     assert "Condition" not in listing  # a prefix condition turns a missing state object into AccessDenied
     ((_, logs),) = {id(s): (c, s) for c, s in by_action["logs:PutLogEvents"]}.values()
-    assert logs["Resource"] == {"Fn::GetAtt": ["ScannerLogGroup", "Arn"]}
+    assert logs["Resource"] == [{"Fn::GetAtt": ["ScannerLogGroup", "Arn"]}, {"Fn::GetAtt": ["WorkerLogGroup", "Arn"]}]
 
 
 def test_report_bucket_is_private_encrypted_and_tls_only(template):
@@ -372,18 +397,22 @@ def test_lifecycle_never_expires_current_state_objects(template):
 
 
 def test_alarms(template):
-    alarms = {a["Properties"]["MetricName"]: a["Properties"] for a in resources_of_type(template, "AWS::CloudWatch::Alarm").values()}
-    assert set(alarms) == {"Errors", "ClustersFailed", "AccountsFailed"}
-    errors = alarms["Errors"]
-    assert errors["Namespace"] == "AWS/Lambda"
-    assert errors["Dimensions"] == [{"Name": "FunctionName", "Value": {"Ref": "ScannerFunction"}}]
-    assert (errors["Threshold"], errors["ComparisonOperator"], errors["EvaluationPeriods"]) == (
-        1, "GreaterThanOrEqualToThreshold", 1)
-    for metric in ("ClustersFailed", "AccountsFailed"):
-        alarm = alarms[metric]
+    alarms = {name: a["Properties"] for name, a in resources_of_type(template, "AWS::CloudWatch::Alarm").items()}
+    assert {a["MetricName"] for a in alarms.values()} == {"Errors", "ClustersFailed", "AccountsFailed",
+                                                          "ApproximateNumberOfMessagesVisible"}
+    errors = [a for a in alarms.values() if a["MetricName"] == "Errors"]
+    assert {e["Dimensions"][0]["Value"]["Ref"] for e in errors} == {"ScannerFunction", "WorkerFunction"}
+    for alarm in errors:
+        assert alarm["Namespace"] == "AWS/Lambda"
+        assert (alarm["Threshold"], alarm["ComparisonOperator"], alarm["EvaluationPeriods"]) == (
+            1, "GreaterThanOrEqualToThreshold", 1)
+    for alarm in (a for a in alarms.values() if a["MetricName"] in ("ClustersFailed", "AccountsFailed")):
         assert alarm["Namespace"] == {"Ref": "MetricsNamespace"}
         assert alarm["Dimensions"] == [{"Name": "service", "Value": SERVICE}]
         assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (0, "GreaterThanThreshold")
+    dlq = alarms["DeadLetterAlarm"]
+    assert dlq["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["ScanDeadLetterQueue", "QueueName"]}}]
+    assert (dlq["Threshold"], dlq["ComparisonOperator"]) == (0, "GreaterThanThreshold")
     for alarm in alarms.values():
         assert alarm["TreatMissingData"] == "notBreaching"
         assert alarm["AlarmActions"] == {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
