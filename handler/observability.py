@@ -6,12 +6,14 @@ import os
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics, Tracer
-from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 from handler.config import DEFAULT_METRICS_NAMESPACE, DEFAULT_SERVICE_NAME
 
-logger = Logger(service=os.environ.get("POWERTOOLS_SERVICE_NAME") or DEFAULT_SERVICE_NAME)
-metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or DEFAULT_METRICS_NAMESPACE)
+SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME") or DEFAULT_SERVICE_NAME
+logger = Logger(service=SERVICE)
+metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or DEFAULT_METRICS_NAMESPACE,
+                  service=SERVICE)
 tracer = Tracer()
 
 # What was imported lives as long as the execution environment: take it out of the collector's sight, so that
@@ -31,3 +33,8 @@ def record_metrics(summary: dict[str, Any]) -> None:
             metrics.add_metric(name=name, unit=MetricUnit.Count, value=summary[key])
     if "seconds" in summary:
         metrics.add_metric(name="ScanDuration", unit=MetricUnit.Seconds, value=summary["seconds"])
+    # The dashboard's "failing namespaces by account": one more dimension, so a metric of its own.
+    for account, failing in summary.get("namespaces_failing_by_account", {}).items():
+        with single_metric(name="NamespacesFailing", unit=MetricUnit.Count, value=failing,
+                           namespace=metrics.namespace, default_dimensions={"service": SERVICE}) as metric:
+            metric.add_dimension(name="account", value=account)

@@ -324,6 +324,7 @@ def summarize(clusters: list[dict[str, Any]], account_failures: list[dict[str, s
         "clusters_deleted": sum(c["result"] == "deleted" for c in clusters),
         "namespaces": sum(c["namespaces"] for c in scanned),
         "namespaces_failing": sum(c["namespaces_failing"] for c in scanned),
+        "namespaces_failing_by_account": _by_account(scanned, "namespaces_failing"),
         "namespaces_terminating": sum(c["namespaces_terminating"] for c in scanned),
         "findings": sum(c["findings"] for c in clusters),
         "findings_imported": sum(c["findings_imported"] for c in clusters),
@@ -334,6 +335,13 @@ def summarize(clusters: list[dict[str, Any]], account_failures: list[dict[str, s
                      for c in failed]
                     + [{"target": f"{f['account_id']}/{f['region']}", "error": f["error"]} for f in account_failures],
     }
+
+
+def _by_account(clusters: list[dict[str, Any]], key: str) -> dict[str, int]:
+    totals: dict[str, int] = {}
+    for cluster in clusters:
+        totals[cluster["account_id"]] = totals.get(cluster["account_id"], 0) + cluster[key]
+    return dict(sorted(totals.items()))
 
 
 def _seconds_since(run: Run) -> float:

@@ -1,0 +1,37 @@
+"""Run summaries over cluster results, and the EMF metrics made of them."""
+from __future__ import annotations
+
+import json
+
+from handler.observability import record_metrics
+from handler.pipeline import summarize
+
+
+def cluster(account: str, name: str, result: str = "scanned", failing: int = 0, namespaces: int = 3,
+            rejected: int = 0) -> dict:
+    return {"account_id": account, "region": "eu-west-1", "cluster": name, "result": result,
+            "error": None if result != "failed" else "boom", "namespaces": namespaces,
+            "namespaces_failing": failing, "namespaces_terminating": 0, "findings": namespaces,
+            "findings_imported": namespaces - rejected, "findings_archived": 0,
+            "findings_rejected": [{"finding_id": f"x{i}"} for i in range(rejected)]}
+
+
+def test_summary_counts_only_scanned_clusters_namespaces_and_breaks_failures_down_by_account():
+    clusters = [cluster("111111111111", "a", failing=2), cluster("111111111111", "b", failing=1, rejected=1),
+                cluster("222222222222", "c", failing=5), cluster("222222222222", "d", result="failed", failing=9),
+                cluster("333333333333", "e", result="deleted", namespaces=0)]
+    summary = summarize(clusters, [{"account_id": "444444444444", "region": "*", "error": "no role"}])
+    assert (summary["clusters_scanned"], summary["clusters_failed"], summary["clusters_deleted"]) == (3, 1, 1)
+    assert (summary["namespaces"], summary["namespaces_failing"]) == (9, 8)
+    assert summary["namespaces_failing_by_account"] == {"111111111111": 3, "222222222222": 5}
+    assert (summary["findings_rejected"], summary["accounts_failed"]) == (1, 1)
+    assert summary["failures"] == [{"cluster": "222222222222/eu-west-1/d", "error": "boom"},
+                                   {"target": "444444444444/*", "error": "no role"}]
+
+
+def test_failing_namespaces_are_emitted_per_account_for_the_dashboard(capsys):
+    record_metrics({"namespaces_failing_by_account": {"111111111111": 3, "222222222222": 5}})
+    blobs = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    per_account = {b["account"]: b["NamespacesFailing"] for b in blobs if "account" in b}
+    assert per_account == {"111111111111": [3.0], "222222222222": [5.0]}
+    assert all(b["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["service", "account"]] for b in blobs)
