@@ -316,8 +316,13 @@ def test_scanner_permissions_are_exactly_the_calls_made(template):
         "s3:GetObject", "s3:PutObject", "s3:ListBucket", "sts:AssumeRole", "organizations:ListAccounts",
         "eks:ListClusters", "eks:DescribeCluster", "securityhub:BatchImportFindings", "eks:DescribeAddon",
         "ssm:GetParameter", "sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage",
-        "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility",
+        "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility", "ec2:CreateNetworkInterface",
+        "ec2:DescribeNetworkInterfaces", "ec2:DeleteNetworkInterface", "ec2:AssignPrivateIpAddresses",
+        "ec2:UnassignPrivateIpAddresses",
     }
+    ((cond, _),) = by_action["ec2:CreateNetworkInterface"]
+    assert cond == "InVpc", "ENI permissions only for functions placed in a VPC"
+    assert template["Globals"]["Function"]["VpcConfig"]["Fn::If"][0] == "InVpc"
     for action in ("sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"):
         ((_, queue),) = by_action[action]
         assert queue["Resource"] == {"Fn::GetAtt": ["ScanQueue", "Arn"]}, action
