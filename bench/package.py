@@ -32,6 +32,8 @@ import time
 import zipfile
 from pathlib import Path
 
+from bench.floors import verdict
+
 ROOT = Path(__file__).resolve().parent.parent
 BUILD_DIR = ROOT / ".aws-sam" / "build"
 FUNCTION = "ScannerFunction"
@@ -270,13 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         violations.append(f"package {mb(total_unzipped):.1f} MB unzipped >= {MAX_UNZIPPED_MB:.0f} MB")
     if timing["source only"]["cost"] >= MAX_COLD_IMPORT_SECONDS:
         violations.append(f"cold import {timing['source only']['cost']:.3f} s >= {MAX_COLD_IMPORT_SECONDS} s")
-    if violations:
-        print("FLOORS VIOLATED:")
-        for violation in violations:
-            print(f"  - {violation}")
-        return 1
-    print("all floors met")
-    return 0
+    return verdict(violations)
 
 
 if __name__ == "__main__":

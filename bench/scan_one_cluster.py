@@ -29,6 +29,8 @@ import sys
 import traceback
 from typing import Any
 
+from bench.floors import verdict
+
 REGION = "eu-west-1"
 STS_HOST = f"sts.{REGION}.amazonaws.com"
 ACCESS_KEY = "AKIDBENCHMARK0000000"
@@ -473,13 +475,7 @@ def report(args: argparse.Namespace, runs: dict[str, list[dict[str, Any]]],
           + " | scanner " + " ".join(f"{r['wall']:.3f}" for r in runs[SCANNER]))
     print(f"headline: scan (read + evaluate) / baseline = {ratio:.2f}x wall (floor {MAX_RATIO}x), peak RSS {peak_scanner:.1f} MB "
           f"(floor < {MAX_RSS_MB:.0f} MB)")
-    if violations:
-        print("FLOORS VIOLATED:")
-        for violation in dict.fromkeys(violations):
-            print(f"  - {violation}")
-        return 1
-    print("all floors met")
-    return 0
+    return verdict(violations)
 
 
 if __name__ == "__main__":
