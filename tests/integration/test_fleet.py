@@ -3,6 +3,7 @@ event source mapping: it receives the real messages, invokes handler.worker.lamb
 event shape, deletes what succeeded and lets the rest come back, until the queue is empty or dead-lettered."""
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -12,7 +13,8 @@ import pytest
 from handler import worker
 from netpol_scan.lambda_context import LambdaContext
 from netpol_scan.sandbox.kube_api import Cluster
-from tests.integration.conftest import NETPOL_GENERATOR, by_namespace, s3_json, scan_status
+from netpol_scan.sandbox.securityhub_proxy import SecurityHubProxy
+from tests.integration.conftest import NETPOL_GENERATOR, by_namespace, of_cluster, s3_json, scan_status
 
 ACCOUNTS = [f"{100000000000 + i * 11111:012d}" for i in range(10)]
 REGIONS = ["eu-west-1", "us-east-1", "ap-southeast-2"]
@@ -100,8 +102,26 @@ def fleet(world) -> dict[str, Member]:
     return members
 
 
-def test_a_fleet_through_the_queue_is_one_exact_run(world, invoke, queue):
+@pytest.fixture
+def hub(world, monkeypatch) -> Iterator[SecurityHubProxy]:
+    """Security Hub that throttles calls and fails findings on demand, in front of moto's."""
+    with SecurityHubProxy(world.endpoint) as proxy:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_SECURITYHUB", proxy.endpoint)
+        yield proxy
+
+
+def test_a_fleet_through_the_queue_is_one_exact_run(world, invoke, queue, hub):
     members = fleet(world)
+    hub.throttle(4)
+    sent, failed_once = itertools.count(1), set()
+
+    def every_ninth_fails_once(finding):
+        if finding["Id"] not in failed_once and next(sent) % 9 == 0:
+            failed_once.add(finding["Id"])
+            return "InternalException"
+        return None
+
+    hub.reject(every_ninth_fails_once)
     members["c03"].cluster.inject("namespaces", 503, times=None)      # 5xx, always
     members["c11"].cluster.forbid("networkpolicies")                  # RBAC
     members["c25"].cluster.inject("networkpolicies", 500, times=6)    # heals on its third delivery
@@ -129,6 +149,11 @@ def test_a_fleet_through_the_queue_is_one_exact_run(world, invoke, queue):
         got = by_namespace(world.findings(m.account, m.region), name)
         assert len(got) == (0 if name in failing else m.namespaces), name
         assert all(f["AwsAccountId"] == m.account for f in got.values())
+    # Throttled calls and failed findings were sent again: nothing lost, nothing reported rejected.
+    assert [c.status for c in hub.calls].count(429) == 4 and failed_once
+    assert summary["findings_rejected"] == 0
+    assert summary["findings_imported"] == sum(
+        len(of_cluster(world.findings(m.account, m.region), name)) for name, m in members.items())
 
 
 def test_an_unchanged_fleet_imports_nothing_the_second_time(world, invoke, queue):
