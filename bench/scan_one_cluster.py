@@ -8,7 +8,7 @@ process that imports everything first and then times only the work:
 
 - baseline: the kubernetes client's ApiClient built by handler.cluster_reader.api_client, fetching the same pages
   (same paths, Accept headers, limit and continue) and only json.loads-ing each page to find the continue token;
-- scanner: ClusterReader().read() (timed alone as "scanner read"), then handler.pipeline.evaluate() and
+- scanner: ClusterReader().read() (timed alone as "scanner read"), then handler.evaluation.evaluate() and
   handler.state.plan_scanned() building the ASFF findings ("scanner read+evaluate+build").
 
 Rounds alternate the order (baseline first, then scanner first) and medians are reported; the headline is the
@@ -228,7 +228,7 @@ def _measure(variant: str, endpoint: str, ca_data: str, trace: bool, pin: bool) 
     from handler.cluster_reader import (JSON, METADATA_ONLY, NAMESPACES_PATH, NETWORK_POLICIES_PATH, ClusterReader,
                                         ReadLimits, api_client)
     from handler.models import ClusterInfo, ClusterRef, ComplianceStatus
-    from handler.pipeline import evaluate
+    from handler.evaluation import evaluate
     from handler.publish.securityhub import batches
     from handler.state import plan_scanned
 

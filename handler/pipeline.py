@@ -23,7 +23,7 @@ from handler.auth import TokenSource
 from handler.cluster_reader import ClusterReader
 from handler.config import ScanRequest, Settings
 from handler.controls import namespace_network_policy
-from handler.evaluation import Evaluator, evaluate  # noqa: F401  (evaluate: the bench and the CLI use it from here)
+from handler.evaluation import Evaluator
 from handler.errors import ClusterReadError, DiscoveryError, PublishError, ScannerError
 from handler.models import ClusterRef, ClusterSnapshot, ComplianceStatus, ControlResult
 from handler.publish.s3 import GzipJsonLines, ReportStore
@@ -281,8 +281,9 @@ class Scanner:
         outcome.findings = len(plan.send_ids)
         if not plan.report_ids:
             return outcome
-        # Publishing is not started without the time to finish it: Security Hub takes 10 calls a second.
-        self._require_time(PUBLISH_MARGIN_SECONDS + len(plan.send_ids) / 100 / CALLS_PER_SECOND * 2,
+        # Publishing is not started without the time to finish it, at this scanner's share of Security Hub's rate
+        # (a batch of 100 a call), with room for retries.
+        self._require_time(PUBLISH_MARGIN_SECONDS + len(plan.send_ids) / 100 / self.calls_per_second * 2,
                            "not published")
         written = GzipJsonLines()
         imported = target.publisher.import_findings(

@@ -13,7 +13,7 @@ from handler.cluster_reader import ClusterReader
 from handler.controls import CONTROLS_BY_ID, scan_status
 from handler.errors import ClusterReadError
 from handler.models import ClusterInfo, ClusterRef, ClusterSnapshot, ComplianceStatus, ControlResult
-from handler.pipeline import evaluate
+from handler.evaluation import evaluate
 from netpol_scan.kubeconfig import Context, KubeconfigError, api_client
 
 # ASFF Severity.Label, lowest first: `--fail-on` compares FAILED results' severities with these.

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from handler.controls.base import Control, EvaluationOptions
 from handler.models import ClusterSnapshot, ComplianceStatus, ControlResult, Namespace
-from handler.policy import EGRESS, INGRESS, Effect, Reach
+from handler.policy import EGRESS, INGRESS, Reach
 from handler.policy.coverage import NamespaceCoverage
 
 MAX_NAMED = 10
