@@ -46,6 +46,7 @@ class Exemption:
     cluster: str = "*"
     namespace: str = "*"
     controls: tuple[str, ...] = ()  # empty: every namespace control
+    until_text: str = ""  # `until` as the approver wrote it: what the finding shows (a date means its whole day)
 
     def covers(self, cluster: ClusterRef, namespace: str, control_id: str) -> bool:
         return (self.account in ("*", cluster.account_id) and fnmatch.fnmatchcase(cluster.name, self.cluster)
@@ -115,7 +116,8 @@ def _entry(entry: Any, index: int, control_ids: set[str], problems: list[str]) -
     if len(problems) > before:
         return None
     return Exemption(reason=entry["reason"].strip(), by=entry["by"].strip(), until=until, account=account,
-                     cluster=str(entry.get("cluster", "*")), namespace=entry["namespace"], controls=tuple(controls))
+                     cluster=str(entry.get("cluster", "*")), namespace=entry["namespace"], controls=tuple(controls),
+                     until_text=entry["until"].strip())
 
 
 def _date(text: str) -> dt.datetime | None:
@@ -139,7 +141,8 @@ def from_annotations(namespace: Namespace) -> tuple[Exemption | None, str | None
     until = _date(raw_until) if raw_until else None
     if raw_until and until is None:
         return None, f"the annotation {ANNOTATION_UNTIL}={raw_until!r} is not an ISO 8601 date, so it was ignored"
-    return Exemption(reason, f"namespace annotation {ANNOTATION}", until, namespace=namespace.name), None
+    return Exemption(reason, f"namespace annotation {ANNOTATION}", until, namespace=namespace.name,
+                     until_text=(raw_until or "").strip()), None
 
 
 def apply(results: Sequence[ControlResult], cluster: ClusterRef, namespaces: Iterable[Namespace],
@@ -161,12 +164,12 @@ def _exempted(result: ControlResult, cluster: ClusterRef, namespace: Namespace |
     if active:
         chosen = max(active, key=lambda e: e.until or dt.datetime.max.replace(tzinfo=dt.timezone.utc))
         return replace(result, status=ComplianceStatus.WARNING, title=f"{result.title} (exempted)",
-                       description=f"Exempted by {chosen.by} until {_show(chosen.until)}: {chosen.reason}. "
+                       description=f"Exempted by {chosen.by} until {_show(chosen)}: {chosen.reason}. "
                                    f"Not counted as failing while the exemption is in force. {result.description}",
                        fields=_fields(chosen, "in force"))
     if found:
         last = max(found, key=lambda e: e.until)  # every one has expired, so each has an until
-        return replace(result, description=f"The exemption by {last.by} expired on {_show(last.until)} "
+        return replace(result, description=f"The exemption by {last.by} expired on {_show(last)} "
                                            f"({last.reason}). {result.description}",
                        fields=_fields(last, "expired"))
     if ignored:
@@ -175,9 +178,11 @@ def _exempted(result: ControlResult, cluster: ClusterRef, namespace: Namespace |
 
 
 def _fields(exemption: Exemption, state: str) -> dict[str, str]:
-    return {REASON_FIELD: exemption.reason, BY_FIELD: exemption.by, UNTIL_FIELD: _show(exemption.until),
+    return {REASON_FIELD: exemption.reason, BY_FIELD: exemption.by, UNTIL_FIELD: _show(exemption),
             STATE_FIELD: state}
 
 
-def _show(until: dt.datetime | None) -> str:
-    return "no expiry" if until is None else until.isoformat().replace("+00:00", "Z")
+def _show(exemption: Exemption) -> str:
+    if exemption.until is None:
+        return "no expiry"
+    return exemption.until_text or exemption.until.isoformat().replace("+00:00", "Z")

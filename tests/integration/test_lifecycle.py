@@ -263,3 +263,44 @@ def test_tokens_and_credentials_never_reach_the_logs(world, scanner_env):
     for secret in ("k8s-aws-v1.", "X-Amz-Signature", "X-Amz-Credential", "Bearer ", "SecretAccessKey",
                    "SessionToken", '"testing"'):
         assert secret not in logs
+
+
+def test_exemptions_from_ssm_and_annotations_end_to_end(world, invoke, monkeypatch):
+    """A configured exemption (SSM), an annotation, and one that expired: through the real handler."""
+    world.client("ssm").put_parameter(Name="/eks-netpol-scanner/exemptions", Type="String", Value=json.dumps(
+        {"exemptions": [
+            {"cluster": "shop", "namespace": "cart", "reason": "checkout migration, SEC-1", "by": "jane@example.com",
+             "until": "2999-12-31"},
+            {"cluster": "shop", "namespace": "kube-*", "reason": "old waiver", "by": "bob@example.com",
+             "until": "2020-01-01"}]}))
+    monkeypatch.setenv("EXEMPTIONS", "ssm:/eks-netpol-scanner/exemptions")
+    cluster = shop()
+    cluster.add_namespace("vendor", annotations={"netpol-scanner.io/exempt": "vendor appliance",
+                                                 "netpol-scanner.io/exempt-until": "2999-01-01"})
+    world.add_cluster(DEFAULT_ACCOUNT, DEFAULT_REGION, cluster)
+
+    result = invoke({})
+
+    got = by_namespace(world.findings(), "shop")
+    assert statuses(got) == {"default": ("FAILED", "ACTIVE"), "kube-system": ("FAILED", "ACTIVE"),
+                             "payments": ("PASSED", "ACTIVE"), "cart": ("WARNING", "ACTIVE"),
+                             "vendor": ("WARNING", "ACTIVE")}
+    assert result["namespaces_failing"] == 2, "exempt namespaces are not counted as failing"
+    cart, vendor, expired = got["cart"]["ProductFields"], got["vendor"]["ProductFields"], got["kube-system"]
+    assert (cart["eks-netpol-scanner/exemption/by"], cart["eks-netpol-scanner/exemption/reason"]) == (
+        "jane@example.com", "checkout migration, SEC-1")
+    assert cart["eks-netpol-scanner/exemption/until"].startswith("2999-12-31")
+    assert vendor["eks-netpol-scanner/exemption/reason"] == "vendor appliance"
+    assert expired["ProductFields"]["eks-netpol-scanner/exemption/state"] == "expired"
+    assert "expired" in expired["Description"] and "bob@example.com" in expired["Description"]
+
+
+def test_a_bad_exemptions_document_stops_the_run_before_any_write(world, invoke, monkeypatch):
+    world.client("ssm").put_parameter(Name="/eks-netpol-scanner/exemptions", Type="String",
+                                      Value='{"exemptions": [{"namespace": "x"}]}')
+    monkeypatch.setenv("EXEMPTIONS", "ssm:/eks-netpol-scanner/exemptions")
+    world.add_cluster(DEFAULT_ACCOUNT, DEFAULT_REGION, shop())
+    keys = world.s3_keys(BUCKET)
+    with pytest.raises(ValueError, match="reason"):
+        invoke({})
+    assert world.findings() == [] and world.s3_keys(BUCKET) == keys

@@ -38,7 +38,7 @@ def apply(results, rules=(), namespaces=(Namespace("legacy-app"),), now=BEFORE):
 def test_config_exemption_in_force_is_warning_and_says_who_why_until():
     (r,) = apply([failed()], load(entry()))
     assert r.status is ComplianceStatus.WARNING and r.title.endswith("(exempted)")
-    assert "jane@example.com" in r.description and "migration" in r.description and "2027-02-01" in r.description
+    assert "jane@example.com" in r.description and "migration" in r.description and "until 2027-01-31" in r.description  # as written: a date means through that day
     assert r.fields[exemptions.BY_FIELD] == "jane@example.com" and r.fields[exemptions.STATE_FIELD] == "in force"
     f = build_finding(r, CONTROLS_BY_ID[r.control_id], REF, None, created_at=BEFORE, updated_at=BEFORE)
     assert f["Compliance"]["Status"] == "WARNING" and f["Severity"]["Label"] == "INFORMATIONAL"
