@@ -347,7 +347,7 @@ def invoker_factory(entry: str) -> Any:
 
     if entry == "handler":
         return lambda: (lambda event: worker.lambda_handler(event, LambdaContext(900)))
-    loader_source = boto3.Session()._session  # one loader, shared as discovery.account_session shares it
+    loader_source = boto3.Session()._session  # one loader, shared as discovery.AccountSessions shares it
 
     def make() -> Any:
         core = botocore.session.Session()

@@ -73,30 +73,38 @@ def _is_active(account: Mapping[str, Any]) -> bool:
     return (account.get("State") or account.get("Status")) == "ACTIVE"
 
 
-def account_session(base: boto3.Session, settings: Settings, own: Identity, account_id: str) -> boto3.Session:
-    """The session that does all of one account's work."""
-    if not settings.scan_role_name:
-        if account_id != own.account_id:
-            raise DiscoveryError(f"account {account_id} is not the function's own account ({own.account_id}) "
-                                 "and SCAN_ROLE_NAME is not set, so there is no role to enter it with")
-        return base
-    role_arn = f"arn:{own.partition}:iam::{account_id}:role/{settings.scan_role_name}"
-    params: dict[str, Any] = {"RoleArn": role_arn, "RoleSessionName": SESSION_NAME, "DurationSeconds": 3600}
-    if settings.scan_role_external_id:
-        params["ExternalId"] = settings.scan_role_external_id
-    try:
-        creds = base.client("sts", region_name=settings.default_region, config=AWS_CALLS).assume_role(**params)
-    except (ClientError, BotoCoreError) as error:
-        raise DiscoveryError(f"cannot assume {role_arn}: {_error_text(error)}") from error
-    c = creds["Credentials"]
-    # The new session shares the base session's loader: service models are parsed once per process, not once
-    # per account (about 50 ms for each of STS, EKS and Security Hub), and config files and AWS_ENDPOINT_URL
-    # apply alike.
-    core = botocore.session.Session()
-    core.register_component("data_loader", base._session.get_component("data_loader"))
-    return boto3.Session(aws_access_key_id=c["AccessKeyId"], aws_secret_access_key=c["SecretAccessKey"],
-                         aws_session_token=c["SessionToken"], region_name=settings.default_region,
-                         botocore_session=core)
+class AccountSessions:
+    """The sessions that do each target account's work: the scan role assumed in it when SCAN_ROLE_NAME is
+    set, else the function's own session for its own account. Usable from several threads: boto3 sessions are
+    not thread-safe, so the STS client and the model loader they share are made once, here."""
+
+    def __init__(self, base: boto3.Session, settings: Settings, own: Identity) -> None:
+        self.base, self.settings, self.own = base, settings, own
+        self._sts = base.client("sts", region_name=settings.default_region, config=AWS_CALLS)
+        # New sessions share the base session's loader: service models are parsed once per process, not once per
+        # account (about 50 ms for each of STS, EKS and Security Hub); config files and AWS_ENDPOINT_URL apply alike.
+        self._loader = base._session.get_component("data_loader")
+
+    def session(self, account_id: str) -> boto3.Session:
+        if not self.settings.scan_role_name:
+            if account_id != self.own.account_id:
+                raise DiscoveryError(f"account {account_id} is not the function's own account "
+                                     f"({self.own.account_id}) and SCAN_ROLE_NAME is not set, so there is no role "
+                                     "to enter it with")
+            return self.base
+        role_arn = f"arn:{self.own.partition}:iam::{account_id}:role/{self.settings.scan_role_name}"
+        params: dict[str, Any] = {"RoleArn": role_arn, "RoleSessionName": SESSION_NAME, "DurationSeconds": 3600}
+        if self.settings.scan_role_external_id:
+            params["ExternalId"] = self.settings.scan_role_external_id
+        try:
+            creds = self._sts.assume_role(**params)["Credentials"]
+        except (ClientError, BotoCoreError) as error:
+            raise DiscoveryError(f"cannot assume {role_arn}: {_error_text(error)}") from error
+        core = botocore.session.Session()
+        core.register_component("data_loader", self._loader)
+        return boto3.Session(aws_access_key_id=creds["AccessKeyId"], aws_secret_access_key=creds["SecretAccessKey"],
+                             aws_session_token=creds["SessionToken"], region_name=self.settings.default_region,
+                             botocore_session=core)
 
 
 def cluster_names(eks: Any, account_id: str, region: str) -> list[str]:

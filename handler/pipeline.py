@@ -138,6 +138,10 @@ class Scanner:
     def own(self) -> discovery.Identity:
         return discovery.own_identity(self.base, self.settings.default_region)
 
+    @functools.cached_property
+    def sessions(self) -> discovery.AccountSessions:
+        return discovery.AccountSessions(self.base, self.settings, self.own)
+
     def scan_inline(self, run: Run, request: ScanRequest, targets: Targets) -> dict[str, Any]:
         """Scans every target in this invocation, on CLUSTER_CONCURRENCY threads, and writes the run report."""
         def scan(task: tuple[RegionTarget, str, bool]) -> ClusterOutcome:
@@ -168,21 +172,33 @@ class Scanner:
 
     # -- discovery ------------------------------------------------------------------------------------
     def discover(self, request: ScanRequest) -> Targets:
-        own = self.own
-        targets = Targets()
+        """Every target cluster, found account by account in parallel (AssumeRole, then ListClusters per Region):
+        a fleet of a hundred account-Regions is listed in seconds, not minutes."""
+        accounts = discovery.target_accounts(self.base, self.settings, request, self.own)
         regions = discovery.target_regions(self.settings, request)
-        for account_id in discovery.target_accounts(self.base, self.settings, request, own):
-            try:
-                session = discovery.account_session(self.base, self.settings, own, account_id)
-            except DiscoveryError as error:
-                self._target_failed(targets, account_id, "*", error)
-                continue
-            for region in regions:
-                try:
-                    self._discover_region(targets, request, session, account_id, region)
-                except (DiscoveryError, PublishError) as error:
-                    self._target_failed(targets, account_id, region, error)
+        self.sessions  # noqa: B018 - made here, in one thread: it creates clients from the base session
+        with ThreadPoolExecutor(max_workers=self.settings.cluster_concurrency) as pool:
+            found = list(pool.map(lambda account_id: self._discover_account(request, account_id, regions), accounts))
+        targets = Targets()
+        for part in found:
+            targets.tasks += part.tasks
+            targets.failures += part.failures
+            targets.clusters_named |= part.clusters_named
         targets.clusters_not_found = sorted(set(request.clusters) - targets.clusters_named)
+        return targets
+
+    def _discover_account(self, request: ScanRequest, account_id: str, regions: list[str]) -> Targets:
+        targets = Targets()
+        try:
+            session = self.sessions.session(account_id)
+        except DiscoveryError as error:
+            self._target_failed(targets, account_id, "*", error)
+            return targets
+        for region in regions:
+            try:
+                self._discover_region(targets, request, session, account_id, region)
+            except (DiscoveryError, PublishError) as error:
+                self._target_failed(targets, account_id, region, error)
         return targets
 
     def _discover_region(self, targets: Targets, request: ScanRequest, session: boto3.Session, account_id: str,
@@ -211,8 +227,7 @@ class Scanner:
     def target_for(self, account_id: str, region: str) -> RegionTarget:
         """A worker's way in: the account's session, then the same clients as in discovery."""
         if (account_id, region) not in self._targets:
-            session = discovery.account_session(self.base, self.settings, self.own, account_id)
-            return self.region_target(session, account_id, region)
+            return self.region_target(self.sessions.session(account_id), account_id, region)
         return self._targets[(account_id, region)]
 
     def _target_failed(self, targets: Targets, account_id: str, region: str, error: Exception) -> None:
@@ -286,10 +301,12 @@ class Scanner:
         self._require_time(PUBLISH_MARGIN_SECONDS + len(plan.send_ids) / 100 / self.calls_per_second * 2,
                            "not published")
         written = GzipJsonLines()
-        imported = target.publisher.import_findings(
-            f for f in written.tee(plan.findings()) if f["Id"] in plan.send_ids)
+        imported = target.publisher.import_sized(
+            (f, size) for f, size in written.tee(plan.findings()) if f["Id"] in plan.send_ids)
         outcome.findings_imported, outcome.rejected = imported.imported, imported.rejected
-        self.store.save_state(plan.settle(previous, [r.finding_id for r in imported.rejected]))
+        settled = plan.settle(previous, [r.finding_id for r in imported.rejected])
+        if settled != previous:  # an unchanged cluster's state is not written again
+            self.store.save_state(settled)
         outcome.findings_key = self.store.write_findings(outcome.cluster, run.date, run.run_id, written)
         return outcome
 

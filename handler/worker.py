@@ -10,6 +10,8 @@ Per record (Powertools batch processing, so one failed record does not fail the 
 """
 from __future__ import annotations
 
+import os
+import time
 from typing import Any
 
 import boto3
@@ -40,10 +42,24 @@ class GaveUp(ScannerError):
 @tracer.capture_lambda_handler(capture_response=False)
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
-    settings = Settings.from_env()
-    scanner = worker_scanner(settings, boto3.Session(),
-                             remaining_seconds=lambda: context.get_remaining_time_in_millis() / 1000)
+    scanner = _warm_scanner()
+    scanner.remaining_seconds = lambda: context.get_remaining_time_in_millis() / 1000
     return process_event(scanner, event, context)
+
+
+# A warm execution environment keeps its Scanner: the identity, the account sessions and their clients (and
+# their rate limiters) are made once, not per message. Rebuilt when the environment changes, and well before
+# the assumed roles' credentials (3,600 s) expire.
+SCANNER_LIFETIME_SECONDS = 1800
+_warm: tuple[float, frozenset[tuple[str, str]], Scanner] | None = None
+
+
+def _warm_scanner() -> Scanner:
+    global _warm
+    environment = frozenset(os.environ.items())
+    if _warm is None or _warm[1] != environment or time.monotonic() - _warm[0] > SCANNER_LIFETIME_SECONDS:
+        _warm = (time.monotonic(), environment, worker_scanner(Settings.from_env(), boto3.Session()))
+    return _warm[2]
 
 
 def worker_scanner(settings: Settings, session: boto3.Session, remaining_seconds: Any = None) -> Scanner:

@@ -126,10 +126,12 @@ class GzipJsonLines:
         self._buffer = io.BytesIO()
         self._gzip = gzip.GzipFile(fileobj=self._buffer, mode="wb")
 
-    def tee(self, records: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    def tee(self, records: Iterable[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], int]]:
+        """Each record with the size of its JSON encoding: encoded once, for the file and for the limits."""
         for record in records:
-            self._gzip.write(_json(record) + b"\n")
-            yield record
+            line = _json(record)
+            self._gzip.write(line + b"\n")
+            yield record, len(line)
 
     def close(self) -> bytes:
         self._gzip.close()
