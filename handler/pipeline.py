@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -35,6 +36,7 @@ from handler.state import ClusterState, Plan, plan_deleted, plan_scanned, plan_u
 # time to publish them all: a cluster is scanned whole or tried again, never half-published.
 MIN_SECONDS_PER_CLUSTER = 45.0
 PUBLISH_MARGIN_SECONDS = 15.0
+_CLIENT_CREATION = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -84,16 +86,36 @@ class ClusterOutcome:
         }
 
 
-@dataclass(frozen=True)
 class RegionTarget:
-    """One account and Region, with the clients that act in it (built up front, in one thread)."""
+    """One account and Region, with the clients that act in it. The EKS client is made at once (discovery lists
+    clusters with it); the token and Security Hub clients when a cluster is first scanned here, so that a run that
+    only fans out does not build them for every account and Region. Shared by the threads of a run: boto3
+    sessions are not thread-safe (and one account's session serves all its Regions), so clients are made under
+    one lock."""
 
-    account_id: str
-    region: str
-    partition: str
-    eks: Any
-    tokens: TokenSource
-    publisher: SecurityHubPublisher
+    def __init__(self, account_id: str, region: str, partition: str, session: boto3.Session,
+                 calls_per_second: float) -> None:
+        self.account_id, self.region, self.partition = account_id, region, partition
+        self._session, self._calls_per_second = session, calls_per_second
+        self._tokens: TokenSource | None = None
+        self._publisher: SecurityHubPublisher | None = None
+        with _CLIENT_CREATION:
+            self.eks = session.client("eks", region_name=region, config=discovery.AWS_CALLS)
+
+    @property
+    def tokens(self) -> TokenSource:
+        with _CLIENT_CREATION:  # checked under the lock: every thread must get the same one
+            if self._tokens is None:
+                self._tokens = TokenSource(self._session, self.region)
+            return self._tokens
+
+    @property
+    def publisher(self) -> SecurityHubPublisher:
+        with _CLIENT_CREATION:  # one publisher, so one rate limiter, for all the threads publishing here
+            if self._publisher is None:
+                hub = self._session.client("securityhub", region_name=self.region, config=client_config())
+                self._publisher = SecurityHubPublisher(hub, RateLimiter(self._calls_per_second))
+            return self._publisher
 
 
 @dataclass
@@ -217,11 +239,8 @@ class Scanner:
         """The clients that act in one account and Region, made once and shared by its clusters' threads."""
         key = (account_id, region)
         if key not in self._targets:
-            hub = session.client("securityhub", region_name=region, config=client_config())
-            self._targets[key] = RegionTarget(
-                account_id, region, self.own.partition,
-                session.client("eks", region_name=region, config=discovery.AWS_CALLS), TokenSource(session, region),
-                SecurityHubPublisher(hub, RateLimiter(self.calls_per_second)))
+            self._targets[key] = RegionTarget(account_id, region, self.own.partition, session,
+                                              self.calls_per_second)
         return self._targets[key]
 
     def target_for(self, account_id: str, region: str) -> RegionTarget:

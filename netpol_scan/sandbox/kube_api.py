@@ -762,15 +762,16 @@ class _TlsHttpServer(ThreadingHTTPServer):
 class KubeApiServer:
     """Serves one Cluster on https://127.0.0.1:<ephemeral port> with a fresh CA."""
 
-    def __init__(self, cluster: Cluster, verifier: EksTokenVerifier):
+    def __init__(self, cluster: Cluster, verifier: EksTokenVerifier, poll_interval: float = 0.05):
         self.cluster = cluster
         self.verifier = verifier
         tls = generate_tls()
         self.ca_pem = tls.ca_pem
         handler = type("BoundHandler", (_Handler,), {"api": self})
         self._httpd = _TlsHttpServer(handler, _server_context(tls))
-        # A short poll interval keeps stop() quick: it waits for serve_forever's next poll.
-        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(0.05,),
+        # A short poll interval keeps stop() quick: it waits for serve_forever's next poll. Hundreds of servers
+        # (a fleet benchmark) want a long one: each poll is a wake-up that costs CPU.
+        self._thread = threading.Thread(target=self._httpd.serve_forever, args=(poll_interval,),
                                         name=f"kube-api-{cluster.name}", daemon=True)
 
     @property
