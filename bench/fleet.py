@@ -40,6 +40,8 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from bench.common import pin_to_cpu, verdict
+
 REGIONS = ("eu-west-1", "us-east-1", "ap-southeast-2")
 ACCOUNTS = 30
 MIN_NAMESPACES, MAX_NAMESPACES = 5, 5_000
@@ -55,14 +57,6 @@ SERVER_POLL_SECONDS = 2.0  # 300 API servers polling every 50 ms woke 6,000 time
 DENY_ALL = {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
 
 
-def _pin(cpu_index: int) -> None:
-    """Servers on the last CPU, the client (and moto) on the first, when there are two or more."""
-    try:
-        cpus = sorted(os.sched_getaffinity(0))
-        if len(cpus) >= 2:
-            os.sched_setaffinity(0, {cpus[cpu_index]})
-    except (AttributeError, OSError):
-        pass
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -208,7 +202,7 @@ def serve(conn: Any, specs: list[dict[str, Any]], seed: int, pin: bool) -> None:
     servers, sink, world = [], None, None
     try:
         if pin:
-            _pin(-1)
+            pin_to_cpu(-1)
         from netpol_scan.sandbox.aws_world import World
         from netpol_scan.sandbox.kube_api import KubeApiServer
 
@@ -497,7 +491,7 @@ def main(argv: list[str] | None = None) -> int:
             raise RuntimeError(f"the server process failed:\n{message[1]}")
         _, env, hub_endpoint = message
         if pin:
-            _pin(0)
+            pin_to_cpu(0)
         session, queue = setup_client(env, hub_endpoint, specs,
                                       ["fleet-bench-c1", f"fleet-bench-c{args.concurrency}"])
         print(f"setup: {time.perf_counter() - started:.1f} s (servers, moto EKS clusters, queue)", flush=True)
@@ -507,7 +501,7 @@ def main(argv: list[str] | None = None) -> int:
                         f"fleet-bench-c{args.concurrency}", args.concurrency, args.entry, len(specs)),
                 measure(f"concurrency {args.concurrency}, unchanged second scan", session, queue, far,
                         f"fleet-bench-c{args.concurrency}", args.concurrency, args.entry, len(specs))]
-        return verdict(runs, specs)
+        return report(runs, specs)
     finally:
         if child.is_alive():
             try:
@@ -520,7 +514,7 @@ def main(argv: list[str] | None = None) -> int:
                 child.join(10)
 
 
-def verdict(runs: list[dict[str, Any]], specs: list[dict[str, Any]]) -> int:
+def report(runs: list[dict[str, Any]], specs: list[dict[str, Any]]) -> int:
     one, many, second = runs
     violations = []
     print()
@@ -572,13 +566,7 @@ def verdict(runs: list[dict[str, Any]], specs: list[dict[str, Any]]) -> int:
     print(f"headline: concurrency {many['concurrency']} is {speedup:.1f}x faster than 1 (floor {MIN_SPEEDUP:g}x); "
           f"findings imported: first scan {first_imported:,}, unchanged second scan "
           f"{second['summary'].get('findings_imported')} (floor 0)")
-    if violations:
-        print("FLOORS VIOLATED:")
-        for violation in violations:
-            print(f"  - {violation}")
-        return 1
-    print("all floors met")
-    return 0
+    return verdict(violations)
 
 
 if __name__ == "__main__":

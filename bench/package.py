@@ -32,7 +32,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from bench.floors import verdict
+from bench.common import verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD_DIR = ROOT / ".aws-sam" / "build"

@@ -29,7 +29,7 @@ import sys
 import traceback
 from typing import Any
 
-from bench.floors import verdict
+from bench.common import pin_to_cpu, verdict
 
 REGION = "eu-west-1"
 STS_HOST = f"sts.{REGION}.amazonaws.com"
@@ -64,14 +64,6 @@ def clean_aws_environment() -> None:
     os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
 
 
-def _pin(cpu_index: int) -> None:
-    """Server on the last CPU, clients on the first, when there are two or more (2 cores here)."""
-    try:
-        cpus = sorted(os.sched_getaffinity(0))
-        if len(cpus) >= 2:
-            os.sched_setaffinity(0, {cpus[cpu_index]})
-    except (AttributeError, OSError):
-        pass
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -176,7 +168,7 @@ def serve(conn: Any, namespaces: int, policies: int, payload: str, pin: bool) ->
     """Server process: builds the cluster, serves it, answers commands on `conn` until "stop"."""
     try:
         if pin:
-            _pin(-1)
+            pin_to_cpu(-1)
         from netpol_scan.sandbox.kube_api import EksTokenVerifier, KubeApiServer
 
         cluster = build_cluster(namespaces, policies, payload)
@@ -212,7 +204,7 @@ def measure(conn: Any, variant: str, endpoint: str, ca_data: str, trace: bool, p
 
 def _measure(variant: str, endpoint: str, ca_data: str, trace: bool, pin: bool) -> dict[str, Any]:
     if pin:
-        _pin(0)
+        pin_to_cpu(0)
     # Every import first: import time is not part of what is measured.
     import datetime as dt
     import gc
