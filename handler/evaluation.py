@@ -1,7 +1,10 @@
 """Evaluation of one snapshot: every control, then the exemptions. Pure once the exemptions are loaded."""
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import gc
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import boto3
@@ -25,9 +28,25 @@ class Evaluator:
                    exemptions.load(settings.exemptions_source, session, settings.default_region, namespace_controls))
 
     def evaluate(self, snapshot: ClusterSnapshot, now: str | None = None) -> list[ControlResult]:
-        results = [r for control in CONTROLS if control.evaluate for r in control.evaluate(snapshot, self.options)]
-        now = now or dt.datetime.now(dt.timezone.utc).isoformat()
-        return exemptions.apply(results, snapshot.cluster.ref, snapshot.namespaces, self.exemptions, now)
+        with _collector_paused():
+            results = [r for control in CONTROLS if control.evaluate
+                       for r in control.evaluate(snapshot, self.options)]
+            now = now or dt.datetime.now(dt.timezone.utc).isoformat()
+            return exemptions.apply(results, snapshot.cluster.ref, snapshot.namespaces, self.exemptions, now)
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Evaluation makes tens of thousands of small objects and no reference cycles (reference counting frees
+    them all), while each pass of the cyclic collector walks the whole snapshot: pausing it took a sixth off the
+    evaluation of a 10,000-namespace cluster (bench/scan_one_cluster.py)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
 
 
 def evaluate(snapshot: ClusterSnapshot, evaluator: Evaluator = Evaluator(), now: str | None = None) -> list[ControlResult]:

@@ -28,16 +28,14 @@ def evaluate(snapshot: ClusterSnapshot, options: EvaluationOptions = EvaluationO
         counted = sorted(e.short_name for e in coverage.effects
                          if e.counts and (e.api_group == KUBERNETES_GROUP or not options.networking_k8s_io_only))
         unknown = () if options.networking_k8s_io_only else snapshot.unreadable + coverage.errors
-        result = _verdict(namespace, counted, unknown, cluster, options)
-        if not enforced and result.status is not ComplianceStatus.WARNING:
-            result = ControlResult(result.control_id, result.namespace, result.status, result.title,
-                                   f"{result.description} {policy_enforcement.NOT_ENFORCED}", result.evidence)
-        results.append(result)
+        results.append(_verdict(namespace, counted, unknown, cluster, options,
+                                "" if enforced else f" {policy_enforcement.NOT_ENFORCED}"))
     return results
 
 
 def _verdict(namespace: Namespace, policies: list[str], unknown: tuple[str, ...], cluster: str,
-             options: EvaluationOptions) -> ControlResult:
+             options: EvaluationOptions, not_enforced: str) -> ControlResult:
+    """`not_enforced` ends every description but a Terminating namespace's when no engine enforces policies."""
     where = f"Namespace '{namespace.name}' of EKS cluster '{cluster}'"
     evidence = tuple(policies[:MAX_EVIDENCE])
     if namespace.terminating:
@@ -53,21 +51,22 @@ def _verdict(namespace: Namespace, policies: list[str], unknown: tuple[str, ...]
             CONTROL_ID, namespace.name, ComplianceStatus.PASSED,
             title=f"Namespace {namespace.name} has network policies defined",
             description=f"{where} has {len(policies)} {kinds} object(s) defined for it: {shown}. "
-                        "CIS Kubernetes 5.3.2 / CIS EKS 4.3.2 require at least one.", evidence=evidence)
+                        f"CIS Kubernetes 5.3.2 / CIS EKS 4.3.2 require at least one.{not_enforced}",
+            evidence=evidence)
     if unknown:
         return ControlResult(
             CONTROL_ID, namespace.name, ComplianceStatus.NOT_AVAILABLE,
             title=f"Namespace {namespace.name}: network policies could not all be read",
             description=f"{where} has no policy the scanner could read, but some could not be read or "
                         f"interpreted, and they may be its: {'; '.join(unknown)}. Grant the scan role list on "
-                        "those kinds (infra/kubernetes/rbac.yaml).")
+                        f"those kinds (infra/kubernetes/rbac.yaml).{not_enforced}")
     return ControlResult(
         CONTROL_ID, namespace.name, ComplianceStatus.FAILED,
         title=f"Namespace {namespace.name} has no network policy",
         description=f"{where} has no NetworkPolicy. Until one selects its pods, every pod in it accepts "
                     "connections from, and opens connections to, any pod or address the cluster network "
                     "reaches, so one compromised workload can move laterally to it or from it "
-                    "(CIS Kubernetes 5.3.2 / CIS EKS 4.3.2).")
+                    f"(CIS Kubernetes 5.3.2 / CIS EKS 4.3.2).{not_enforced}")
 
 
 CONTROL = Control(
