@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from handler.errors import PolicyError
 from handler.policy.selectors import UNKNOWN, Reach, Resolver, all_of, any_of
@@ -71,18 +72,18 @@ class _Parser:
         return token
 
     def disjunction(self) -> Node:
-        terms = [self.conjunction()]
-        while self.peek() == "||":
-            self.take()
-            terms.append(self.conjunction())
-        return terms[0] if len(terms) == 1 else (lambda resolve: any_of(t(resolve) for t in terms))
+        return self._chain("||", self.conjunction, any_of)
 
     def conjunction(self) -> Node:
-        terms = [self.unary()]
-        while self.peek() == "&&":
+        return self._chain("&&", self.unary, all_of)
+
+    def _chain(self, operator: str, operand: Callable[[], Node], combine: Callable[[Iterable[Any]], Any]) -> Node:
+        """operand (operator operand)*, combined left to right; a single operand stands for itself."""
+        terms = [operand()]
+        while self.peek() == operator:
             self.take()
-            terms.append(self.unary())
-        return terms[0] if len(terms) == 1 else (lambda resolve: all_of(t(resolve) for t in terms))
+            terms.append(operand())
+        return terms[0] if len(terms) == 1 else (lambda resolve: combine(t(resolve) for t in terms))
 
     def unary(self) -> Node:
         if self.peek() == "!":
