@@ -114,9 +114,8 @@ class FleetStore:
         return len(self.reports.keys(f"{_run_prefix(run_id)}clusters/"))
 
     def open_run_ids(self) -> list[str]:
-        """Runs with a manifest whose report has not been written."""
-        manifests = [k for k in self.reports.keys(FLEET_PREFIX) if k.endswith("/manifest.json")]
-        run_ids = [k[len(FLEET_PREFIX) + len("run="):-len("/manifest.json")] for k in manifests]
+        """Runs whose report has not been written. One listing entry per run folder, not per cluster result."""
+        run_ids = [folder[len(f"{FLEET_PREFIX}run="):-1] for folder in self.reports.folders(FLEET_PREFIX)]
         return [r for r in run_ids if not self.reports.exists(report_key_of(r))]
 
 

@@ -101,6 +101,14 @@ class ReportStore:
         except (ClientError, BotoCoreError) as error:
             raise PublishError(f"cannot list s3://{self.bucket}/{prefix}: {error}") from error
 
+    def folders(self, prefix: str) -> list[str]:
+        """The `folder/` names right under a prefix (S3 common prefixes): one entry each, whatever they hold."""
+        try:
+            return [common["Prefix"] for page in self._s3.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=prefix, Delimiter="/") for common in page.get("CommonPrefixes", [])]
+        except (ClientError, BotoCoreError) as error:
+            raise PublishError(f"cannot list s3://{self.bucket}/{prefix}: {error}") from error
+
     def exists(self, key: str) -> bool:
         try:
             self._s3.head_object(Bucket=self.bucket, Key=key)

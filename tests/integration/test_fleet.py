@@ -187,3 +187,24 @@ def test_a_worker_short_of_time_publishes_nothing_and_the_task_comes_back(world,
         f["GeneratorId"] != NETPOL_GENERATOR for f in world.findings(ACCOUNTS[0], REGIONS[0]))
     queue.drain()  # with time to spare, the same task is scanned whole
     assert len(by_namespace(world.findings(ACCOUNTS[0], REGIONS[0]), "late")) == 1
+
+
+def test_a_run_whose_tasks_never_finished_is_reported_once_its_deadline_passed(world, queue):
+    import boto3
+
+    from handler import fleet as fanout
+    from handler.config import Settings
+
+    scanner = worker.worker_scanner(Settings.from_env(), boto3.Session())
+    store = fanout.FleetStore(scanner.store)
+    lost = "20200101T000000Z-0000dead"
+    store.put_manifest(fanout.RunManifest(lost, "2020-01-01T00:00:00.000Z", "2020-01-01T06:00:00.000Z",
+                                          [[ACCOUNTS[0], REGIONS[0], "gone", False]]))
+    assert store.open_run_ids() == [lost]
+
+    fanout.finalize_overdue(scanner, store)
+
+    report = s3_json(world, fanout.report_key_of(lost))
+    assert report["summary"]["clusters_failed"] == 1
+    assert "never finished" in report["summary"]["failures"][0]["error"]
+    assert store.open_run_ids() == []
