@@ -28,8 +28,7 @@ from handler.evaluation import Evaluator
 from handler.errors import ClusterReadError, DiscoveryError, PublishError, ScannerError
 from handler.models import ClusterRef, ClusterSnapshot, ComplianceStatus, ControlResult
 from handler.publish.s3 import GzipJsonLines, ReportStore
-from handler.publish.securityhub import (CALLS_PER_SECOND, RateLimiter, Rejection, SecurityHubPublisher,
-                                         client_config)
+from handler.publish.securityhub import CALLS_PER_SECOND, RateLimiter, Rejection, SecurityHubPublisher, hub_client
 from handler.state import ClusterState, Plan, plan_deleted, plan_scanned, plan_unreadable
 
 # A cluster is not started with less time than this left, and its findings are not published without the
@@ -113,8 +112,8 @@ class RegionTarget:
     def publisher(self) -> SecurityHubPublisher:
         with _CLIENT_CREATION:  # one publisher, so one rate limiter, for all the threads publishing here
             if self._publisher is None:
-                hub = self._session.client("securityhub", region_name=self.region, config=client_config())
-                self._publisher = SecurityHubPublisher(hub, RateLimiter(self._calls_per_second))
+                self._publisher = SecurityHubPublisher(hub_client(self._session, self.region),
+                                                       RateLimiter(self._calls_per_second))
             return self._publisher
 
 
@@ -320,8 +319,8 @@ class Scanner:
         self._require_time(PUBLISH_MARGIN_SECONDS + len(plan.send_ids) / 100 / self.calls_per_second * 2,
                            "not published")
         written = GzipJsonLines()
-        imported = target.publisher.import_sized(
-            (f, size) for f, size in written.tee(plan.findings()) if f["Id"] in plan.send_ids)
+        imported = target.publisher.import_encoded(
+            (f, line) for f, line in written.tee(plan.findings()) if f["Id"] in plan.send_ids)
         outcome.findings_imported, outcome.rejected = imported.imported, imported.rejected
         settled = plan.settle(previous, [r.finding_id for r in imported.rejected])
         if settled != previous:  # an unchanged cluster's state is not written again

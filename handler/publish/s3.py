@@ -21,6 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from handler.errors import PublishError
 from handler.models import ClusterRef
+from handler.publish import compact_json
 from handler.state import ClusterState
 
 STATE_PREFIX = "state/"
@@ -73,7 +74,7 @@ class ReportStore:
                 if key[len(prefix):].startswith("cluster=") and key.endswith(".json.gz")]
 
     def save_state(self, state: ClusterState) -> None:
-        self._put(state_key(state.cluster), gzip.compress(_json(state.to_dict())), "application/gzip")
+        self._put(state_key(state.cluster), gzip.compress(compact_json(state.to_dict())), "application/gzip")
 
     def write_findings(self, cluster: ClusterRef, date: str, run_id: str, lines: GzipJsonLines) -> str:
         key = findings_key(cluster, date, run_id)
@@ -86,7 +87,7 @@ class ReportStore:
         return key
 
     def put_json(self, key: str, data: Any) -> None:
-        self._put(key, _json(data), "application/json")
+        self._put(key, compact_json(data), "application/json")
 
     def get_json(self, key: str) -> Any:
         try:
@@ -134,17 +135,15 @@ class GzipJsonLines:
         self._buffer = io.BytesIO()
         self._gzip = gzip.GzipFile(fileobj=self._buffer, mode="wb")
 
-    def tee(self, records: Iterable[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], int]]:
-        """Each record with the size of its JSON encoding: encoded once, for the file and for the limits."""
+    def tee(self, records: Iterable[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], bytes]]:
+        """Each record with its JSON encoding: encoded once, for the file and for whoever reads the records on."""
         for record in records:
-            line = _json(record)
+            line = compact_json(record)
             self._gzip.write(line + b"\n")
-            yield record, len(line)
+            yield record, line
 
     def close(self) -> bytes:
         self._gzip.close()
         return self._buffer.getvalue()
 
 
-def _json(data: Any) -> bytes:
-    return json.dumps(data, separators=(",", ":"), sort_keys=True).encode()

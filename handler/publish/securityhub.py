@@ -3,10 +3,13 @@
 Limits: at most 100 findings and 6 MB a call, 10 calls a second per account and Region (burst 30). Throttled
 calls are retried by botocore's adaptive retry mode (see `client_config`); findings that come back in
 FailedFindings with a transient error are retried here; the rest are reported, never silently lost.
+
+Each finding is JSON-encoded once (for the S3 file and the 240 KB check), and those bytes are the request body:
+botocore's serializer would walk the Security Hub model for every finding to write the same JSON, about 108 µs
+a finding, a third of a fleet scan's CPU. `hub_client` makes a client that sends such prebuilt bodies.
 """
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -16,6 +19,8 @@ from typing import Any
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from handler.publish import compact_json
+
 MAX_BATCH_FINDINGS = 100
 MAX_BATCH_BYTES = 6 * 1024 * 1024 - 64 * 1024  # below 6 MB, leaving room for the request envelope
 MAX_FINDING_BYTES = 240 * 1024
@@ -24,6 +29,40 @@ FINDING_ATTEMPTS = 4
 # Rejections that the same finding sent again cannot fix: report them at once.
 PERMANENT_ERRORS = frozenset({"InvalidInput", "InvalidInputException", "InvalidAccess", "InvalidAccessException",
                               "AccessDenied", "AccessDeniedException", "ValidationException", "TooLarge"})
+
+
+EncodedFinding = tuple[dict[str, Any], bytes]  # a finding and its JSON encoding
+_BODY = "netpol_scanner_body"  # where a prebuilt body waits in botocore's request context
+
+
+def hub_client(session: Any, region: str) -> Any:
+    """A Security Hub client with `client_config` that sends an EncodedBatch's prebuilt body (botocore events:
+    the parameters are swapped before serialization, the body after it; signing and retries are botocore's)."""
+    client = session.client("securityhub", region_name=region, config=client_config())
+    client.meta.events.register("before-parameter-build.securityhub.BatchImportFindings", _hold_body)
+    client.meta.events.register("before-call.securityhub.BatchImportFindings", _use_body)
+    return client
+
+
+class EncodedBatch(list):
+    """Findings for one call, with the request body made from their encodings. Without `hub_client`'s hooks it
+    is a plain list of findings, which botocore serializes itself."""
+
+    def __init__(self, encoded: list[EncodedFinding]) -> None:
+        super().__init__(finding for finding, _ in encoded)
+        self.body = b'{"Findings":[' + b",".join(line for _, line in encoded) + b"]}"
+
+
+def _hold_body(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+    findings = params.get("Findings")
+    if isinstance(findings, EncodedBatch):
+        context[_BODY] = findings.body
+        params["Findings"] = []  # nothing left for the serializer to walk
+
+
+def _use_body(params: dict[str, Any], context: dict[str, Any], **_: Any) -> None:
+    if _BODY in context:
+        params["body"] = context[_BODY]
 
 
 def client_config() -> Config:
@@ -79,13 +118,13 @@ class SecurityHubPublisher:
         self._sleep = sleep
 
     def import_findings(self, findings: Iterable[dict[str, Any]]) -> ImportOutcome:
-        return self.import_sized((finding, _size(finding)) for finding in findings)
+        return self.import_encoded((finding, compact_json(finding)) for finding in findings)
 
-    def import_sized(self, sized: Iterable[tuple[dict[str, Any], int]]) -> ImportOutcome:
-        """Imports findings, each with its encoded size, as they come, a batch at a time; each batch's transient
+    def import_encoded(self, encoded: Iterable[EncodedFinding]) -> ImportOutcome:
+        """Imports findings, each with its JSON encoding, as they come, a batch at a time; each batch's transient
         failures are retried before the next batch is built, so memory holds one batch, not the cluster's."""
         outcome = ImportOutcome()
-        for batch in _batches(_within_limit(sized, outcome)):
+        for batch in _batches(_within_limit(encoded, outcome)):
             pending = batch
             for attempt in range(FINDING_ATTEMPTS):
                 if attempt:
@@ -95,22 +134,23 @@ class SecurityHubPublisher:
                     break
         return outcome
 
-    def _send(self, batch: list[dict[str, Any]], outcome: ImportOutcome, last_attempt: bool) -> list[dict[str, Any]]:
+    def _send(self, batch: list[EncodedFinding], outcome: ImportOutcome, last_attempt: bool) -> list[EncodedFinding]:
         """Sends one batch; returns the findings worth sending again."""
         self._limiter.wait()
         outcome.calls += 1
         try:
-            response = self._client.batch_import_findings(Findings=batch)
+            response = self._client.batch_import_findings(Findings=EncodedBatch(batch))
         except ClientError as error:
             err = error.response.get("Error", {})
             failed = [{"Id": f["Id"], "ErrorCode": err.get("Code", "ClientError"),
-                       "ErrorMessage": err.get("Message", str(error))} for f in batch]
+                       "ErrorMessage": err.get("Message", str(error))} for f, _ in batch]
         except BotoCoreError as error:
-            failed = [{"Id": f["Id"], "ErrorCode": type(error).__name__, "ErrorMessage": str(error)} for f in batch]
+            failed = [{"Id": f["Id"], "ErrorCode": type(error).__name__, "ErrorMessage": str(error)}
+                      for f, _ in batch]
         else:
             failed = response.get("FailedFindings", [])
             outcome.imported += response.get("SuccessCount", len(batch) - len(failed))
-        by_id = {f["Id"]: f for f in batch}
+        by_id = {f["Id"]: (f, line) for f, line in batch}
         retry = []
         for failure in failed:
             code = failure.get("ErrorCode", "Unknown")
@@ -123,31 +163,27 @@ class SecurityHubPublisher:
 
 def batches(findings: Iterable[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
     """Consecutive batches of at most 100 findings and about 6 MB."""
-    return _batches((finding, _size(finding)) for finding in findings)
+    for batch in _batches((finding, compact_json(finding)) for finding in findings):
+        yield [finding for finding, _ in batch]
 
 
-def _batches(sized: Iterable[tuple[dict[str, Any], int]]) -> Iterator[list[dict[str, Any]]]:
-    batch: list[dict[str, Any]] = []
+def _batches(encoded: Iterable[EncodedFinding]) -> Iterator[list[EncodedFinding]]:
+    batch: list[EncodedFinding] = []
     total = 0
-    for finding, size in sized:
-        if batch and (len(batch) == MAX_BATCH_FINDINGS or total + size > MAX_BATCH_BYTES):
+    for finding, line in encoded:
+        if batch and (len(batch) == MAX_BATCH_FINDINGS or total + len(line) + 1 > MAX_BATCH_BYTES):
             yield batch
             batch, total = [], 0
-        batch.append(finding)
-        total += size
+        batch.append((finding, line))
+        total += len(line) + 1  # and its comma
     if batch:
         yield batch
 
 
-def _within_limit(sized: Iterable[tuple[dict[str, Any], int]],
-                  outcome: ImportOutcome) -> Iterator[tuple[dict[str, Any], int]]:
+def _within_limit(encoded: Iterable[EncodedFinding], outcome: ImportOutcome) -> Iterator[EncodedFinding]:
     """A finding over Security Hub's 240 KB is rejected here, never sent."""
-    for finding, size in sized:
-        if size > MAX_FINDING_BYTES:
+    for finding, line in encoded:
+        if len(line) > MAX_FINDING_BYTES:
             outcome.rejected.append(Rejection(finding["Id"], "TooLarge", f"over {MAX_FINDING_BYTES} bytes"))
         else:
-            yield finding, size
-
-
-def _size(finding: dict[str, Any]) -> int:
-    return len(json.dumps(finding, separators=(",", ":")).encode())
+            yield finding, line

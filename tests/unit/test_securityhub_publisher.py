@@ -252,3 +252,85 @@ def test_spacing_across_threads():
     for t in threads:
         t.join(5)
     assert sorted(clock.sleeps) == pytest.approx([k / 10 for k in range(1, 8)])
+
+
+# -- prebuilt request bodies ------------------------------------------------------------------------------------
+
+def answer(request, status: int, body: bytes):
+    """An HTTP answer to a request caught at botocore's `before-send` event (nothing goes on the network)."""
+    from botocore.awsrequest import AWSResponse
+
+    raw = type("Raw", (), {"stream": lambda self, *args, **kwargs: iter([body])})()
+    return AWSResponse(request.url, status, {"Content-Type": "application/json"}, raw)
+
+
+class Captured:
+    """The requests as they would go on the wire, each answered with success."""
+
+    def __init__(self, client) -> None:
+        self.bodies: list[bytes] = []
+        client.meta.events.register("before-send.securityhub.BatchImportFindings", self)
+
+    def __call__(self, request, **_):
+        self.bodies.append(request.body)
+        return answer(request, 200, b'{"SuccessCount":0,"FailedCount":0,"FailedFindings":[]}')
+
+
+def session():
+    import boto3
+
+    return boto3.Session(aws_access_key_id="AKIDEXAMPLE", aws_secret_access_key="secret", region_name="eu-west-1")
+
+
+def asff_findings(count: int) -> list[dict]:
+    """Findings as handler.asff builds them, with unicode and nested resources."""
+    from tests.unit.test_asff import eks_cluster, finding, info, result
+    from handler.asff import cluster_resource
+    from handler.discovery import _asff_details
+    from handler.models import ComplianceStatus
+
+    resource = cluster_resource(info(details=_asff_details(eks_cluster())))
+    return [finding(result(ComplianceStatus.FAILED, namespace=f"team-{i}", evidence=("deny-all", "naïve ☃")),
+                    resource=resource) for i in range(count)]
+
+
+def test_prebuilt_body_is_what_botocore_would_serialize():
+    from handler.publish.securityhub import hub_client
+
+    findings = asff_findings(3)
+    own = session().client("securityhub", config=client_config())
+    prebuilt = hub_client(session(), "eu-west-1")
+    by_botocore, by_us = Captured(own), Captured(prebuilt)
+    SecurityHubPublisher(own, limiter=NoWait()).import_findings(findings)
+    SecurityHubPublisher(prebuilt, limiter=NoWait()).import_findings(findings)
+    assert len(by_botocore.bodies) == len(by_us.bodies) == 1
+    assert json.loads(by_us.bodies[0]) == json.loads(by_botocore.bodies[0]) == {"Findings": findings}
+
+
+def test_prebuilt_body_is_signed_and_kept_on_retry():
+    from handler.publish.securityhub import hub_client
+
+    client = hub_client(session(), "eu-west-1")
+    seen: list[tuple[bytes, str]] = []
+
+    def throttle_once(request, **_):
+        seen.append((request.body, request.headers["Authorization"].decode()))
+        if len(seen) == 1:
+            return answer(request, 429, b'{"__type":"TooManyRequestsException","message":"slow down"}')
+        return answer(request, 200, b'{"SuccessCount":2,"FailedCount":0,"FailedFindings":[]}')
+
+    client.meta.events.register("before-send.securityhub.BatchImportFindings", throttle_once)
+    outcome = SecurityHubPublisher(client, limiter=NoWait()).import_findings(asff_findings(2))
+    assert outcome.imported == 2 and not outcome.rejected
+    assert len(seen) == 2 and seen[0][0] == seen[1][0]  # botocore's retry sent the same prebuilt body
+    assert len(json.loads(seen[0][0])["Findings"]) == 2
+    assert all("SignedHeaders=" in auth and "Signature=" in auth for _, auth in seen)
+
+
+def test_encoded_batch_without_hooks_is_a_plain_list():
+    from handler.publish.securityhub import EncodedBatch
+
+    findings = [make(1), make(2)]
+    batch = EncodedBatch([(f, json.dumps(f).encode()) for f in findings])
+    assert list(batch) == findings
+    assert json.loads(batch.body) == {"Findings": findings}
