@@ -562,6 +562,11 @@ def report(runs: list[dict[str, Any]], specs: list[dict[str, Any]]) -> int:
     if second["summary"].get("findings_imported") != 0 or second["hub"]["calls"]:
         violations.append(f"the unchanged second scan imported {second['summary'].get('findings_imported')} findings "
                           f"in {second['hub']['calls']} Security Hub calls (floor: 0)")
+    # However many workers, a run takes at least its scheduled handler plus its slowest cluster: at concurrency 1
+    # the run is the sum of all clusters, so their ratio bounds the speedup even with a CPU per worker.
+    bound = one["wall"] / (many["schedule"] + one["cluster_seconds_max"])
+    print(f"critical path: scheduled handler {many['schedule']:.1f} s + slowest cluster alone "
+          f"{one['cluster_seconds_max']:.1f} s: no concurrency can be more than {bound:.1f}x faster than 1")
     print()
     print(f"headline: concurrency {many['concurrency']} is {speedup:.1f}x faster than 1 (floor {MIN_SPEEDUP:g}x); "
           f"findings imported: first scan {first_imported:,}, unchanged second scan "
