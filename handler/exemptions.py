@@ -18,7 +18,7 @@ import datetime as dt
 import fnmatch
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import boto3
@@ -166,17 +166,18 @@ def _exempted(result: ControlResult, cluster: ClusterRef, namespace: Namespace |
     active = [e for e in found if e.in_force(now)]
     if active:
         chosen = max(active, key=lambda e: e.until or dt.datetime.max.replace(tzinfo=dt.timezone.utc))
-        return replace(result, status=ComplianceStatus.WARNING, title=f"{result.title} (exempted)",
-                       description=f"Exempted by {chosen.by} until {_show(chosen)}: {chosen.reason}. "
-                                   f"Not counted as failing while the exemption is in force. {result.description}",
-                       fields=_fields(chosen, "in force"))
+        return result._replace(status=ComplianceStatus.WARNING, title=f"{result.title} (exempted)",
+                               description=f"Exempted by {chosen.by} until {_show(chosen)}: {chosen.reason}. "
+                                           "Not counted as failing while the exemption is in force. "
+                                           f"{result.description}",
+                               fields=_fields(chosen, "in force"))
     if found:
         last = max(found, key=lambda e: e.until)  # every one has expired, so each has an until
-        return replace(result, description=f"The exemption by {last.by} expired on {_show(last)} "
+        return result._replace(description=f"The exemption by {last.by} expired on {_show(last)} "
                                            f"({last.reason}). {result.description}",
-                       fields=_fields(last, "expired"))
+                               fields=_fields(last, "expired"))
     if ignored:
-        return replace(result, description=f"{result.description} Note: {ignored}.")
+        return result._replace(description=f"{result.description} Note: {ignored}.")
     return result
 
 

@@ -11,25 +11,42 @@ A namespace with no default deny found while some policy kind could not be read 
 """
 from __future__ import annotations
 
-from handler.controls.base import Control, EvaluationOptions
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from handler.controls.base import Control, Evaluate, EvaluationOptions
 from handler.models import ClusterSnapshot, ComplianceStatus, ControlResult, Namespace
-from handler.policy import EGRESS, INGRESS, Reach
+from handler.policy import EGRESS, INGRESS, Effect, Reach
 from handler.policy.coverage import NamespaceCoverage
 
 MAX_NAMED = 10
 
 
-def _evaluator(direction: str, control_id: str):
+def _evaluator(direction: str, control_id: str) -> Evaluate:
     def evaluate(snapshot: ClusterSnapshot, options: EvaluationOptions = EvaluationOptions()) -> list[ControlResult]:
-        return [_verdict(direction, control_id, ns, snapshot.coverage[ns.name], snapshot.unreadable,
-                         snapshot.cluster.ref.name) for ns in snapshot.namespaces]
+        cluster, coverage = snapshot.cluster.ref.name, snapshot.coverage
+        return [_verdict(direction, control_id, ns, coverage[ns.name], snapshot.unreadable, cluster)
+                for ns in snapshot.namespaces]
     return evaluate
 
 
-def _verdict(direction: str, control_id: str, namespace: Namespace, coverage: NamespaceCoverage,
-             unreadable: tuple[str, ...], cluster: str) -> ControlResult:
+class _Isolation(NamedTuple):
+    """What one direction's policies do to a namespace."""
+
+    denies: Sequence[str]  # sorted: put all of its pods in default deny, and admit nothing over it
+    openers: Sequence[str]  # sorted: admit everything to all of its pods, over any deny
+    evidence: tuple[str, ...]  # the first MAX_NAMED of each
+    named: str  # the sentence naming the rules that admit every source (destination), or ""
+
+
+NOT_ISOLATED = _Isolation((), (), (), "")  # of every namespace that no policy applies to
+
+
+def _isolation(direction: str, effects: tuple[Effect, ...]) -> _Isolation:
+    if not effects:  # most namespaces of a large cluster: nothing to sort or name
+        return NOT_ISOLATED
     denies, openers, open_rules = [], [], []
-    for effect in coverage.effects:  # one pass: this runs for every namespace of every cluster
+    for effect in effects:
         d = effect.ingress if direction == INGRESS else effect.egress
         if d.reach is Reach.ALL:
             if d.isolates and not d.admits_everything:
@@ -40,11 +57,16 @@ def _verdict(direction: str, control_id: str, namespace: Namespace, coverage: Na
             open_rules.append(f"{effect.short_name} ({'; '.join(d.open_rules)})")
     denies.sort()
     openers.sort()
-    where = f"Namespace '{namespace.name}' of EKS cluster '{cluster}'"
-    word = direction.lower()
     named = f" Policies admitting every {'source' if direction == INGRESS else 'destination'}: " \
             f"{', '.join(sorted(open_rules)[:MAX_NAMED])}." if open_rules else ""
-    evidence = tuple(denies[:MAX_NAMED] + openers[:MAX_NAMED])
+    return _Isolation(denies, openers, tuple(denies[:MAX_NAMED] + openers[:MAX_NAMED]), named)
+
+
+def _verdict(direction: str, control_id: str, namespace: Namespace, coverage: NamespaceCoverage,
+             unreadable: tuple[str, ...], cluster: str) -> ControlResult:
+    denies, openers, evidence, named = _isolation(direction, coverage.effects)
+    where = f"Namespace '{namespace.name}' of EKS cluster '{cluster}'"
+    word = direction.lower()
     if namespace.terminating:
         return ControlResult(control_id, namespace.name, ComplianceStatus.WARNING,
                              f"Namespace {namespace.name} is being deleted; {word} isolation not applicable",

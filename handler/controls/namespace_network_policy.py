@@ -13,6 +13,8 @@ from __future__ import annotations
 from handler.controls import policy_enforcement
 from handler.controls.base import Control, EvaluationOptions
 from handler.models import ClusterSnapshot, ComplianceStatus, ControlResult, Namespace
+from handler.policy import Effect
+from handler.policy.coverage import NamespaceCoverage
 
 CONTROL_ID = "cis-k8s-5.3.2"
 MAX_EVIDENCE = 20  # policy names quoted in a finding; the count is always exact
@@ -20,22 +22,22 @@ KUBERNETES_GROUP = "networking.k8s.io"
 
 
 def evaluate(snapshot: ClusterSnapshot, options: EvaluationOptions = EvaluationOptions()) -> list[ControlResult]:
-    cluster = snapshot.cluster.ref.name
+    cluster, coverage = snapshot.cluster.ref.name, snapshot.coverage
     enforced = policy_enforcement.status(snapshot) is not ComplianceStatus.FAILED
-    results = []
-    for namespace in snapshot.namespaces:
-        coverage = snapshot.coverage[namespace.name]
-        counted = sorted(e.short_name for e in coverage.effects
-                         if e.counts and (e.api_group == KUBERNETES_GROUP or not options.networking_k8s_io_only))
-        unknown = () if options.networking_k8s_io_only else snapshot.unreadable + coverage.errors
-        results.append(_verdict(namespace, counted, unknown, cluster, options,
-                                "" if enforced else f" {policy_enforcement.NOT_ENFORCED}"))
-    return results
+    not_enforced = "" if enforced else f" {policy_enforcement.NOT_ENFORCED}"
+    return [_verdict(ns, coverage[ns.name], snapshot.unreadable, cluster, options, not_enforced)
+            for ns in snapshot.namespaces]
 
 
-def _verdict(namespace: Namespace, policies: list[str], unknown: tuple[str, ...], cluster: str,
+def _counted(effects: tuple[Effect, ...], options: EvaluationOptions) -> list[str]:
+    return sorted(e.short_name for e in effects
+                  if e.counts and (e.api_group == KUBERNETES_GROUP or not options.networking_k8s_io_only))
+
+
+def _verdict(namespace: Namespace, coverage: NamespaceCoverage, unreadable: tuple[str, ...], cluster: str,
              options: EvaluationOptions, not_enforced: str) -> ControlResult:
     """`not_enforced` ends every description but a Terminating namespace's when no engine enforces policies."""
+    policies = _counted(coverage.effects, options) if coverage.effects else []  # none, in most namespaces
     where = f"Namespace '{namespace.name}' of EKS cluster '{cluster}'"
     evidence = tuple(policies[:MAX_EVIDENCE])
     if namespace.terminating:
@@ -53,6 +55,7 @@ def _verdict(namespace: Namespace, policies: list[str], unknown: tuple[str, ...]
             description=f"{where} has {len(policies)} {kinds} object(s) defined for it: {shown}. "
                         f"CIS Kubernetes 5.3.2 / CIS EKS 4.3.2 require at least one.{not_enforced}",
             evidence=evidence)
+    unknown = () if options.networking_k8s_io_only else unreadable + coverage.errors
     if unknown:
         return ControlResult(
             CONTROL_ID, namespace.name, ComplianceStatus.NOT_AVAILABLE,

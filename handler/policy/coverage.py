@@ -2,17 +2,19 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from handler.errors import PolicyError
-from handler.models import ClusterSnapshot, NetworkPolicy
+from handler.models import ClusterSnapshot, Namespace, NetworkPolicy
 from handler.policy.semantics import Effect, analyze
 
 
-@dataclass(frozen=True)
-class NamespaceCoverage:
+class NamespaceCoverage(NamedTuple):  # one per namespace with policies: a named tuple, as models.py says why
     effects: tuple[Effect, ...] = ()  # policies that can apply to the namespace's pods
     errors: tuple[str, ...] = ()  # policies that could not be interpreted, with why
+
+
+NOTHING = NamespaceCoverage()  # of every namespace no policy can apply to: most, in a large cluster
 
 
 def namespace_coverage(snapshot: ClusterSnapshot) -> dict[str, NamespaceCoverage]:
@@ -20,16 +22,18 @@ def namespace_coverage(snapshot: ClusterSnapshot) -> dict[str, NamespaceCoverage
     clusterwide: list[NetworkPolicy] = []
     for policy in snapshot.policies:
         (namespaced[policy.namespace] if policy.namespace else clusterwide).append(policy)
-    coverage = {}
-    for namespace in snapshot.namespaces:
-        effects, errors = [], []
-        for policy in namespaced.get(namespace.name, []) + clusterwide:
-            try:
-                effect = analyze(policy, namespace)
-            except PolicyError as error:
-                errors.append(str(error))
-                continue
-            if effect is not None:
-                effects.append(effect)
-        coverage[namespace.name] = NamespaceCoverage(tuple(effects), tuple(errors))
-    return coverage
+    return {namespace.name: _coverage(namespace, namespaced.get(namespace.name, []) + clusterwide)
+            if clusterwide or namespace.name in namespaced else NOTHING for namespace in snapshot.namespaces}
+
+
+def _coverage(namespace: Namespace, policies: list[NetworkPolicy]) -> NamespaceCoverage:
+    effects, errors = [], []
+    for policy in policies:
+        try:
+            effect = analyze(policy, namespace)
+        except PolicyError as error:
+            errors.append(str(error))
+            continue
+        if effect is not None:
+            effects.append(effect)
+    return NamespaceCoverage(tuple(effects), tuple(errors))

@@ -50,8 +50,11 @@ def selector_reach(selector: Mapping[str, Any] | None, resolve: Resolver) -> Rea
         return Reach.ALL
     if not isinstance(selector, Mapping):
         raise PolicyError(f"a label selector must be an object, got {selector!r}")
-    terms = [_equals(str(k), v, resolve) for k, v in (selector.get("matchLabels") or {}).items()]
-    terms += [_expression(e, resolve) for e in selector.get("matchExpressions") or ()]
+    labels, expressions = selector.get("matchLabels"), selector.get("matchExpressions")
+    if not labels and not expressions:  # `{}`, as most podSelectors are: nothing to resolve
+        return Reach.ALL
+    terms = [_equals(str(k), v, resolve) for k, v in (labels or {}).items()]
+    terms += [_expression(e, resolve) for e in expressions or ()]
     return all_of(terms)
 
 

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import enum
 import ipaddress
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
 from handler.errors import PolicyError
 from handler.models import Namespace, NetworkPolicy
@@ -35,8 +34,9 @@ class Scope(enum.IntEnum):
     EVERYWHERE = 2  # every pod and every address outside the cluster
 
 
-@dataclass(frozen=True)
-class Direction:
+# Named tuples, not frozen dataclasses (models.py says why): an Effect and its Directions are made for every
+# policy and namespace it applies to, and building them as frozen dataclasses was a third of the analysis.
+class Direction(NamedTuple):
     reach: Reach = Reach.NONE
     isolates: bool = False
     open_rules: tuple[str, ...] = ()
@@ -44,27 +44,23 @@ class Direction:
     opens_over_isolation: bool = True  # False for BaselineAdminNetworkPolicy: any NetworkPolicy overrides it
 
 
-@dataclass(frozen=True)
-class Effect:
-    policy: str  # "<Kind> <namespace>/<name>" or "<Kind> <name>"
+INACTIVE = Direction()  # of a direction the policy does not apply to
+
+
+class Effect(NamedTuple):
     kind: str
     counts: bool
     ingress: Direction
     egress: Direction
     api_group: str = ""
     name: str = ""
-
-    @property
-    def short_name(self) -> str:
-        """How a finding names it: a NetworkPolicy by its name, any other kind with its kind."""
-        return self.name if self.api_group == "networking.k8s.io" else f"{self.kind} {self.name}"
+    short_name: str = ""  # how a finding names it: a NetworkPolicy by its name, any other kind with its kind
 
     def direction(self, name: str) -> Direction:
         return self.ingress if name == INGRESS else self.egress
 
 
-@dataclass(frozen=True)
-class _Rule:
+class _Rule(NamedTuple):
     """One allow (or deny) rule reduced to what isolation needs: who it reaches and whether ports are open."""
 
     scope: Scope
@@ -94,7 +90,9 @@ def analyze(policy: NetworkPolicy, namespace: Namespace) -> Effect | None:
 
 def _effect(policy: NetworkPolicy, counts: bool, ingress: Direction, egress: Direction) -> Effect:
     # Built whole, once: a copy made afterwards to add the group and name cost a third of the analysis.
-    return Effect(label(policy), policy.kind, counts, ingress, egress, policy.api_version.split("/")[0], policy.name)
+    group = policy.api_version.split("/")[0]
+    short_name = policy.name if group == "networking.k8s.io" else f"{policy.kind} {policy.name}"
+    return Effect(policy.kind, counts, ingress, egress, group, policy.name, short_name)
 
 
 # -- networking.k8s.io/v1 NetworkPolicy --------------------------------------------------------------------------
@@ -115,7 +113,7 @@ def _default_k8s_types(spec: Mapping[str, Any]) -> list[str]:
 
 def _k8s_direction(reach: Reach, active: bool, rules: Sequence[Any] | None, peers_key: str, name: str) -> Direction:
     if not active:
-        return Direction()
+        return INACTIVE
     reduced = [_Rule(_k8s_scope(rule.get(peers_key)), not rule.get("ports")) for rule in rules or ()]
     return _direction(reach, True, reduced, name)
 
@@ -123,7 +121,7 @@ def _k8s_direction(reach: Reach, active: bool, rules: Sequence[Any] | None, peer
 def _k8s_scope(peers: Sequence[Mapping[str, Any]] | None) -> Scope:
     if not peers:  # no `from`/`to`: every source or destination
         return Scope.EVERYWHERE
-    return max((_k8s_peer_scope(peer) for peer in peers), default=Scope.LIMITED)
+    return max(map(_k8s_peer_scope, peers), default=Scope.LIMITED)
 
 
 def _k8s_peer_scope(peer: Mapping[str, Any]) -> Scope:
@@ -184,7 +182,7 @@ def _cilium_direction(rule: Mapping[str, Any], resolve: Resolver, clusterwide: b
                       endpoints_key: str, entities_key: str, cidr_keys: tuple[str, str]) -> Direction:
     allows, denies = rule.get(name) or [], rule.get(f"{name}Deny") or []
     if not allows and not denies:
-        return Direction()
+        return INACTIVE
     default_deny = (rule.get("enableDefaultDeny") or {}).get(name, True) is not False
     reduced = [_cilium_rule(r, clusterwide, endpoints_key, entities_key, cidr_keys) for r in allows]
     return _direction(_cilium_reach(rule, resolve), default_deny, reduced, name)
@@ -215,7 +213,7 @@ def _cilium_rule(rule: Mapping[str, Any], clusterwide: bool, endpoints_key: str,
 def _calico(policy: NetworkPolicy, namespace: Namespace) -> Effect:
     spec = policy.spec
     if spec.get("preDNAT") or spec.get("doNotTrack"):
-        return _effect(policy, False, Direction(), Direction())  # host endpoints only
+        return _effect(policy, False, INACTIVE, INACTIVE)  # host endpoints only
     reach = _calico_reach(spec, namespace)
     types = spec.get("types") or _default_calico_types(spec)
     counts = bool(policy.namespace) or _names_namespace(reach, lambda ns: _calico_reach(spec, ns))
@@ -254,7 +252,7 @@ def _default_calico_types(spec: Mapping[str, Any]) -> list[str]:
 def _calico_direction(reach: Reach, active: bool, rules: Sequence[Any] | None, peer_key: str,
                       namespaced: bool) -> Direction:
     if not active:
-        return Direction()
+        return INACTIVE
     reduced = [_calico_rule(rule, peer_key, namespaced) for rule in rules or ()]
     return _direction(reach, True, reduced, "ingress" if peer_key == "source" else "egress")
 
@@ -308,7 +306,7 @@ def _admin_reach(subject: Mapping[str, Any], namespace: Namespace) -> Reach:
 def _admin_direction(reach: Reach, rules: Sequence[Any] | None, peers_key: str, baseline: bool,
                      name: str) -> Direction:
     if not rules or reach is Reach.NONE:
-        return Direction()
+        return INACTIVE
     reduced = [_Rule(max((_admin_peer_scope(p) for p in rule.get(peers_key) or ()), default=Scope.LIMITED),
                      not rule.get("ports"), allows=rule.get("action") == "Allow") for rule in rules]
     # No implicit deny here: only a Deny rule for every pod on every port isolates.
@@ -340,7 +338,9 @@ def _pods_peer(holder: Mapping[str, Any]) -> Mapping[str, Any]:
 
 # -- shared ------------------------------------------------------------------------------------------------------
 
-def _direction(reach: Reach, isolates: bool, rules: Iterable[_Rule], name: str) -> Direction:
+def _direction(reach: Reach, isolates: bool, rules: Sequence[_Rule], name: str) -> Direction:
+    if not rules:  # a default deny, or a direction with no rule: nothing to name
+        return Direction(reach, isolates and reach is not Reach.NONE)
     open_rules, everything = [], False
     for number, rule in enumerate(rules, 1):
         if rule.allows and rule.scope >= Scope.ALL_PODS:
@@ -357,7 +357,7 @@ def _merge(directions: list[Direction]) -> Direction:
     rules that isolate, so a wide rule without a deny section never makes a narrow one isolate everything."""
     active = [d for d in directions if d.reach is not Reach.NONE]
     if not active:
-        return Direction()
+        return INACTIVE
     isolating = [d for d in active if d.isolates]
     reach = max(d.reach for d in (isolating or active))
     return Direction(reach, bool(isolating), tuple(r for d in active for r in d.open_rules),

@@ -7,6 +7,7 @@ import pytest
 
 from handler.controls import CONTROLS, CONTROLS_BY_ID, namespace_network_policy, scan_status
 from handler.controls.namespace_network_policy import MAX_EVIDENCE
+from handler.evaluation import evaluate
 from handler.models import (ClusterInfo, ClusterRef, ClusterSnapshot, ComplianceStatus, Namespace, NetworkPolicy)
 
 REF = ClusterRef("123456789012", "eu-west-1", "alpha")
@@ -117,3 +118,30 @@ def test_not_available_result_names_cluster_and_reason():
     assert r.status is ComplianceStatus.NOT_AVAILABLE and r.namespace is None
     assert r.control_id == scan_status.CONTROL_ID
     assert "alpha" in r.title and "HTTP 403" in r.description and str(REF) in r.description
+
+
+def test_identical_policies_stamped_into_namespaces_each_name_their_own_namespace_and_policy():
+    """Stamped policies (the same spec in namespace after namespace) and namespaces without any share objects in
+    the evaluation (one empty coverage, one empty isolation): every finding still names its own namespace, its
+    cluster and the policies of that namespace only."""
+    deny_all = {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+    policies = [NetworkPolicy("a", "deny-a", deny_all), NetworkPolicy("b", "deny-b", dict(deny_all)),
+                NetworkPolicy("b", "allow-dns", {"podSelector": {}, "policyTypes": ["Egress"],
+                                                 "egress": [{"ports": [{"port": 53, "protocol": "UDP"}]}]})]
+    snap = ClusterSnapshot(ClusterInfo(REF, "https://x", ""), (Namespace("a"), Namespace("b"), Namespace("c"),
+                                                               Namespace("d")), tuple(policies))
+    by = {(r.control_id, r.namespace): r for r in evaluate(snap)}
+    for control in ("netpol-default-deny-ingress", "netpol-default-deny-egress", namespace_network_policy.CONTROL_ID):
+        for name in "abcd":
+            r = by[(control, name)]
+            assert f"Namespace {name} " in r.title and f"Namespace '{name}' of EKS cluster 'alpha'" in r.description
+    five32 = namespace_network_policy.CONTROL_ID
+    assert by[(five32, "a")].evidence == ("deny-a",) and by[(five32, "b")].evidence == ("allow-dns", "deny-b")
+    assert "deny-a" not in by[(five32, "b")].description and "deny-b" not in by[(five32, "a")].description
+    assert by[("netpol-default-deny-ingress", "b")].evidence == ("deny-b",)
+    assert "allow-dns (egress rule 1 admits every destination on some ports)" in \
+        by[("netpol-default-deny-egress", "b")].description
+    assert "allow-dns" not in by[("netpol-default-deny-egress", "a")].description
+    for name in "cd":
+        assert by[(five32, name)].status is ComplianceStatus.FAILED and by[(five32, name)].evidence == ()
+        assert by[("netpol-default-deny-egress", name)].status is ComplianceStatus.FAILED
