@@ -29,7 +29,7 @@ from kubernetes.client import ApiClient, Configuration
 
 from handler import engine_reader
 from handler.errors import ClusterReadError, ForbiddenError
-from handler.models import ClusterInfo, ClusterSnapshot, Namespace, NetworkPolicy
+from handler.models import EMPTY, ClusterInfo, ClusterSnapshot, Namespace, NetworkPolicy
 
 NAMESPACES_PATH = "/api/v1/namespaces"
 NETWORK_POLICIES_PATH = "/apis/networking.k8s.io/v1/networkpolicies"
@@ -73,16 +73,12 @@ class ClusterReader:
         """Any cluster, through a client configured elsewhere (a kubeconfig context, for `netpol-scan cluster`):
         the same lists, paging and fault handling. Closes the client."""
         with _Session(cluster, api, self.limits, self._sleep) as session:
-            namespace_items = session.list_all(NAMESPACES_PATH, METADATA_ONLY)
-            policy_items = session.list_all(NETWORK_POLICIES_PATH, JSON)
+            namespaces = session.list_all(NAMESPACES_PATH, METADATA_ONLY, _namespace)
+            policies = session.list_all(NETWORK_POLICIES_PATH, JSON, _policy)
             engines = engine_reader.read_engines(session)
-            try:
-                namespaces = tuple(_namespace(item) for item in namespace_items)
-                policies = tuple(_policy(item) for item in policy_items) + engines.policies
-            except (KeyError, TypeError, AttributeError) as error:
-                raise ClusterReadError(f"malformed list item from {cluster.endpoint}: {error!r}") from error
-            return ClusterSnapshot(cluster, namespaces, policies, api_requests=session.requests,
-                                   unreadable=engines.unreadable, enforcement=engines.enforcement)
+            return ClusterSnapshot(cluster, tuple(namespaces), tuple(policies) + engines.policies,
+                                   api_requests=session.requests, unreadable=engines.unreadable,
+                                   enforcement=engines.enforcement)
 
 
 def api_client(cluster: ClusterInfo, token: str, limits: ReadLimits) -> ApiClient:
@@ -127,11 +123,14 @@ class _Session:
     def __exit__(self, *exc: object) -> None:
         self.api.close()
 
-    def list_all(self, path: str, accept: str) -> list[Mapping[str, Any]]:
-        """Every item of a list, page by page; restarts from the first page when a continue token expires."""
+    def list_all(self, path: str, accept: str,
+                 convert: Callable[[Mapping[str, Any]], Any] | None = None) -> list[Any]:
+        """Every item of a list, page by page, each made into what `convert` makes of it as its page arrives (the
+        rest of a page is freed before the next is read: less memory, and less of it to take from the system);
+        restarts from the first page when a continue token expires."""
         for _ in range(MAX_LIST_RESTARTS + 1):
             try:
-                return self._pages(path, accept)
+                return self._pages(path, accept, convert)
             except _ContinueExpired:
                 continue
         raise ClusterReadError(f"{path}: the list kept expiring (410 Gone) after {MAX_LIST_RESTARTS} restarts")
@@ -143,18 +142,28 @@ class _Session:
         except _NotFound:
             return None
 
-    def _pages(self, path: str, accept: str) -> list[Mapping[str, Any]]:
-        items: list[Mapping[str, Any]] = []
+    def _pages(self, path: str, accept: str, convert: Callable[[Mapping[str, Any]], Any] | None) -> list[Any]:
+        items: list[Any] = []
         token: str | None = None
         while True:
             query: list[tuple[str, Any]] = [("limit", self.limits.page_size)]
             if token:
                 query.append(("continue", token))
-            page = self._get(path, query, accept)
-            items.extend(page.get("items") or ())
-            token = (page.get("metadata") or {}).get("continue")
+            token = self._page(path, query, accept, convert, items)
             if not token:
                 return items
+
+    def _page(self, path: str, query: list[tuple[str, Any]], accept: str,
+              convert: Callable[[Mapping[str, Any]], Any] | None, items: list[Any]) -> str | None:
+        """Adds one page's items, converted, to `items` and returns its continue token. The page is freed on
+        return, before the next request, so that the next page is parsed into the memory it held."""
+        page = self._get(path, query, accept)
+        page_items = page.get("items") or ()
+        try:
+            items.extend(page_items if convert is None else map(convert, page_items))
+        except (KeyError, TypeError, AttributeError) as error:
+            raise ClusterReadError(f"malformed list item from {self.cluster.endpoint}: {error!r}") from error
+        return (page.get("metadata") or {}).get("continue")
 
     def _get(self, path: str, query: list[tuple[str, Any]], accept: str) -> Mapping[str, Any]:
         for attempt in range(1, self.limits.attempts + 1):
@@ -198,14 +207,13 @@ class _Session:
 def _namespace(item: Mapping[str, Any]) -> Namespace:
     meta = item.get("metadata") or {}
     # Metadata-only lists carry no status: kube-apiserver sets deletionTimestamp when phase turns Terminating.
-    terminating = bool(meta.get("deletionTimestamp")) or (item.get("status") or {}).get("phase") == "Terminating"
-    return Namespace(name=meta["name"], labels=meta.get("labels") or {}, annotations=meta.get("annotations") or {},
-                     terminating=terminating)
+    terminating = bool(meta.get("deletionTimestamp")) or (item.get("status") or EMPTY).get("phase") == "Terminating"
+    return Namespace(meta["name"], meta.get("labels") or EMPTY, meta.get("annotations") or EMPTY, terminating)
 
 
 def _policy(item: Mapping[str, Any]) -> NetworkPolicy:
     meta = item.get("metadata") or {}
-    return NetworkPolicy(namespace=meta["namespace"], name=meta["name"], spec=item.get("spec") or {})
+    return NetworkPolicy(meta["namespace"], meta["name"], item.get("spec") or EMPTY)
 
 
 def _decode(body: bytes, path: str) -> Mapping[str, Any]:

@@ -1,14 +1,17 @@
-"""The pure helpers of handler.cluster_reader: list items, Retry-After, error reasons, the cluster CA."""
+"""The pure helpers of handler.cluster_reader: list items, Retry-After, error reasons, the cluster CA; and list
+items made into namespaces and policies page by page, through a stand-in for the kubernetes client."""
 from __future__ import annotations
 
 import base64
 import json
 import math
+import pickle
+from typing import Any
 
 import pytest
 
-from handler.cluster_reader import (MAX_RETRY_AFTER_SECONDS, _ca_pem, _decode, _explain, _namespace, _policy,
-                                    _retry_after)
+from handler.cluster_reader import (MAX_RETRY_AFTER_SECONDS, ClusterReader, _ca_pem, _decode, _explain, _namespace,
+                                    _policy, _retry_after)
 from handler.errors import ClusterReadError
 from handler.models import ClusterInfo, ClusterRef
 
@@ -44,6 +47,17 @@ def test_full_namespace_terminating_phase():
 def test_namespace_null_labels_become_empty():
     ns = _namespace({"metadata": {"name": "n", "labels": None, "annotations": None, "deletionTimestamp": None}})
     assert dict(ns.labels) == {} and dict(ns.annotations) == {} and ns.terminating is False
+
+
+def test_absent_labels_and_annotations_are_an_empty_mapping_that_cannot_be_filled():
+    ns = _namespace({"metadata": {"name": "n"}})
+    assert ns.labels == {} and ns.annotations == {} and json.dumps(ns.labels) == "{}"
+    with pytest.raises(TypeError):
+        ns.labels["team"] = "a"  # shared by every namespace without labels: it must stay empty
+    with pytest.raises(TypeError):
+        ns.annotations.update(owner="x")
+    assert pickle.loads(pickle.dumps(ns)) == ns
+    assert _namespace({"metadata": {"name": "m"}}).labels == {}
 
 
 def test_namespace_without_name_raises_key_error():
@@ -137,3 +151,53 @@ def test_ca_pem_rejects_non_base64(ca_data):
 def test_ca_pem_rejects_non_pem(raw):
     with pytest.raises(ClusterReadError, match="alpha"):
         _ca_pem(info(base64.b64encode(raw).decode()))
+
+
+# -- list items through the reader ----------------------------------------------------------------------------
+
+class _Response:
+    def __init__(self, status: int, page: Any) -> None:
+        self.status, self._body = status, json.dumps(page).encode()
+
+    def read(self) -> bytes:
+        return self._body
+
+    def getheaders(self) -> dict[str, str]:
+        return {}
+
+
+class _Api:
+    """The kubernetes ApiClient as the reader uses it: one list page per path, 404 for anything else."""
+
+    def __init__(self, pages: dict[str, Any]) -> None:
+        self.pages, self.paths = pages, []
+
+    def param_serialize(self, method: str, path: str, **_: Any) -> tuple[str]:
+        return (path,)
+
+    def call_api(self, path: str, **_: Any) -> _Response:
+        self.paths.append(path)
+        return _Response(200, self.pages[path]) if path in self.pages else _Response(404, {})
+
+    def close(self) -> None:
+        pass
+
+
+def test_list_items_become_namespaces_and_policies():
+    api = _Api({"/api/v1/namespaces": {"items": [{"metadata": {"name": "a", "labels": {"team": "x"}}},
+                                                 {"metadata": {"name": "b", "deletionTimestamp": "t"}}]},
+                "/apis/networking.k8s.io/v1/networkpolicies": {"items": [
+                    {"metadata": {"namespace": "a", "name": "deny"}, "spec": {"podSelector": {}}}]},
+                "/apis": {"groups": []}})
+    snapshot = ClusterReader().read_with(info(""), api)
+    assert [(n.name, dict(n.labels), n.terminating) for n in snapshot.namespaces] == [("a", {"team": "x"}, False),
+                                                                                     ("b", {}, True)]
+    assert [(p.namespace, p.name, dict(p.spec)) for p in snapshot.policies] == [("a", "deny", {"podSelector": {}})]
+    assert snapshot.api_requests == len(api.paths)
+
+
+def test_a_malformed_list_item_is_a_read_error_before_the_next_list():
+    api = _Api({"/api/v1/namespaces": {"items": [{"metadata": {"name": "a"}}, {"metadata": {"labels": {}}}]}})
+    with pytest.raises(ClusterReadError, match="malformed list item from https://example.invalid"):
+        ClusterReader().read_with(info(""), api)
+    assert api.paths == ["/api/v1/namespaces"]
