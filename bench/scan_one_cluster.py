@@ -221,7 +221,8 @@ def _measure(variant: str, endpoint: str, ca_data: str, trace: bool, pin: bool) 
                                         ReadLimits, api_client)
     from handler.models import ClusterInfo, ClusterRef, ComplianceStatus
     from handler.evaluation import evaluate
-    from handler.publish.securityhub import batches
+    from handler.publish.s3 import GzipJsonLines
+    from handler.publish.securityhub import EncodedBatch, batches
     from handler.state import plan_scanned
 
     ref = ClusterRef(ACCOUNT_ID, REGION, CLUSTER_NAME)
@@ -283,11 +284,12 @@ def _measure(variant: str, endpoint: str, ca_data: str, trace: bool, pin: bool) 
         results = evaluate(snapshot)
         scan_wall, scan_cpu = time.perf_counter() - wall0, time.process_time() - cpu0
         plan = plan_scanned(None, ref, cluster_resource(info), results, now)
-        # Built and batched as the pipeline publishes them: one batch of 100 alive at a time.
+        # As the pipeline publishes them: each finding built, encoded once and compressed for the S3 file, then
+        # batched into request bodies; one batch of 100 alive at a time.
         built, json_bytes = 0, 0
-        for batch in batches(plan.findings()):
+        for batch in batches(GzipJsonLines().tee(plan.findings())):
             built += len(batch)
-            json_bytes += len(json.dumps(batch, separators=(",", ":")))
+            json_bytes += len(EncodedBatch(batch).body)
         wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
         if trace:
             out["traced_findings_mb"] = tracemalloc.get_traced_memory()[0] / 1e6 - out["traced_snapshot_mb"]

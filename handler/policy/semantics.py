@@ -56,9 +56,6 @@ class Effect(NamedTuple):
     name: str = ""
     short_name: str = ""  # how a finding names it: a NetworkPolicy by its name, any other kind with its kind
 
-    def direction(self, name: str) -> Direction:
-        return self.ingress if name == INGRESS else self.egress
-
 
 class _Rule(NamedTuple):
     """One allow (or deny) rule reduced to what isolation needs: who it reaches and whether ports are open."""

@@ -124,7 +124,7 @@ class SecurityHubPublisher:
         """Imports findings, each with its JSON encoding, as they come, a batch at a time; each batch's transient
         failures are retried before the next batch is built, so memory holds one batch, not the cluster's."""
         outcome = ImportOutcome()
-        for batch in _batches(_within_limit(encoded, outcome)):
+        for batch in batches(_within_limit(encoded, outcome)):
             pending = batch
             for attempt in range(FINDING_ATTEMPTS):
                 if attempt:
@@ -161,13 +161,8 @@ class SecurityHubPublisher:
         return retry
 
 
-def batches(findings: Iterable[dict[str, Any]]) -> Iterator[list[dict[str, Any]]]:
-    """Consecutive batches of at most 100 findings and about 6 MB."""
-    for batch in _batches((finding, compact_json(finding)) for finding in findings):
-        yield [finding for finding, _ in batch]
-
-
-def _batches(encoded: Iterable[EncodedFinding]) -> Iterator[list[EncodedFinding]]:
+def batches(encoded: Iterable[EncodedFinding]) -> Iterator[list[EncodedFinding]]:
+    """Consecutive batches of at most 100 findings and about 6 MB of encoded JSON."""
     batch: list[EncodedFinding] = []
     total = 0
     for finding, line in encoded:

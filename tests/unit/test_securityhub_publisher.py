@@ -7,6 +7,7 @@ import threading
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
+from handler.publish import compact_json
 from handler.publish.securityhub import (FINDING_ATTEMPTS, MAX_BATCH_BYTES, MAX_BATCH_FINDINGS, MAX_FINDING_BYTES,
                                          RateLimiter, SecurityHubPublisher, batches, client_config)
 
@@ -56,15 +57,19 @@ def client_error(code: str) -> ClientError:
 
 # -- batching -------------------------------------------------------------------------------------------------
 
+def encoded(findings):
+    return [(f, compact_json(f)) for f in findings]
+
+
 def test_batches_of_100():
-    found = list(batches([make(i) for i in range(250)]))
+    found = [[f for f, _ in b] for b in batches(encoded(make(i) for i in range(250)))]
     assert [len(b) for b in found] == [100, 100, 50]
     assert [f["Id"] for b in found for f in b] == [make(i)["Id"] for i in range(250)]
 
 
 def test_batches_split_by_size():
     findings = [make(i, pad=200 * 1024) for i in range(100)]
-    found = list(batches(findings))
+    found = [[f for f, _ in b] for b in batches(encoded(findings))]
     assert len(found) > 1
     assert all(sum(size(f) for f in b) <= MAX_BATCH_BYTES for b in found)
     assert all(len(b) <= MAX_BATCH_FINDINGS for b in found)
@@ -75,7 +80,7 @@ def test_batches_split_by_size():
 
 
 def test_batches_empty():
-    assert list(batches([])) == []
+    assert list(batches(encoded([]))) == []
 
 
 def test_all_imported_in_three_calls():
