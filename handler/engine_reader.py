@@ -21,7 +21,7 @@ from handler.errors import ForbiddenError
 from handler.models import EnforcementEvidence, NetworkPolicy
 
 JSON = "application/json"
-# group -> (plural, kind) the scanner has semantics for (handler/policy/semantics.py).
+# group -> (plural, kind) the scanner has semantics for (handler/policy/engines/).
 POLICY_KINDS: dict[str, tuple[tuple[str, str], ...]] = {
     "cilium.io": (("ciliumnetworkpolicies", "CiliumNetworkPolicy"),
                   ("ciliumclusterwidenetworkpolicies", "CiliumClusterwideNetworkPolicy")),

@@ -5,7 +5,7 @@ all of its pods, puts them in default deny for that direction (Kubernetes policy
 sections, Calico types, an AdminNetworkPolicy Deny of every pod) and has no rule admitting everything; and no
 policy that selects all of its pods admits everything (Kubernetes unions allow rules, so one allow-all policy
 undoes the deny). FAILED otherwise. Policies that admit every source (destination), on all ports or some, are
-named in every finding. The rules are in handler/policy/semantics.py and docs/policy-semantics.md.
+named in every finding. The rules are in handler/policy/engines/ and docs/policy-semantics.md.
 
 A namespace with no default deny found while some policy kind could not be read is NOT_AVAILABLE.
 """

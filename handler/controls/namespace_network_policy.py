@@ -3,7 +3,7 @@
 A namespace passes when at least one policy is defined for it: a networking.k8s.io/v1 NetworkPolicy in it, or,
 where the cluster serves them, a CiliumNetworkPolicy or Calico NetworkPolicy in it, or a
 CiliumClusterwideNetworkPolicy, Calico GlobalNetworkPolicy or (Baseline)AdminNetworkPolicy whose selectors reach
-it (handler/policy/semantics.py). With EvaluationOptions.networking_k8s_io_only, only NetworkPolicies count.
+it (handler/policy/engines/). With EvaluationOptions.networking_k8s_io_only, only NetworkPolicies count.
 Namespaces being deleted are reported as such (WARNING), not as failures. A namespace with no policy found while
 some policy kind could not be read is NOT_AVAILABLE, never FAILED: the unread policies may be its.
 Every finding says when nothing enforces the policies on the cluster (CIS 5.3.1).

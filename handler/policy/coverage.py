@@ -6,7 +6,7 @@ from typing import NamedTuple
 
 from handler.errors import PolicyError
 from handler.models import ClusterSnapshot, Namespace, NetworkPolicy
-from handler.policy.semantics import Effect, analyze
+from handler.policy.engines import Effect, analyze
 
 
 class NamespaceCoverage(NamedTuple):  # one per namespace with policies: a named tuple, as models.py says why

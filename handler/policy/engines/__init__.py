@@ -1,0 +1,40 @@
+"""One pure analyzer per policy API, and the one table that says which analyzer reads which kind.
+
+A new kind is a new module here with an `analyze(policy, namespace) -> Effect` and one line in ANALYZERS.
+"""
+from __future__ import annotations
+
+from handler.errors import PolicyError
+from handler.models import Namespace, NetworkPolicy
+from handler.policy.engines import calico, cilium, cluster_network_policy, kubernetes
+from handler.policy.engines.common import EGRESS, INGRESS, Analyzer, Direction, Effect, label
+
+ANALYZERS: dict[tuple[str, str], Analyzer] = {
+    ("networking.k8s.io", "NetworkPolicy"): kubernetes.analyze,
+    ("cilium.io", "CiliumNetworkPolicy"): cilium.analyze,
+    ("cilium.io", "CiliumClusterwideNetworkPolicy"): cilium.analyze,
+    ("projectcalico.org", "NetworkPolicy"): calico.analyze,
+    ("projectcalico.org", "GlobalNetworkPolicy"): calico.analyze,
+    ("crd.projectcalico.org", "NetworkPolicy"): calico.analyze,
+    ("crd.projectcalico.org", "GlobalNetworkPolicy"): calico.analyze,
+    ("policy.networking.k8s.io", "AdminNetworkPolicy"): cluster_network_policy.analyze,
+    ("policy.networking.k8s.io", "BaselineAdminNetworkPolicy"): cluster_network_policy.analyze,
+}
+
+__all__ = ["ANALYZERS", "EGRESS", "INGRESS", "Direction", "Effect", "analyze", "label"]
+
+
+def analyze(policy: NetworkPolicy, namespace: Namespace) -> Effect | None:
+    """The policy's effect on `namespace`, or None when it cannot apply there (a namespaced policy elsewhere)."""
+    group = policy.api_version.split("/")[0]
+    analyzer = ANALYZERS.get((group, policy.kind))
+    if analyzer is None:
+        raise PolicyError(f"{label(policy)}: no semantics for {policy.api_version} {policy.kind}")
+    if policy.namespace and policy.namespace != namespace.name:
+        return None
+    try:
+        return analyzer(policy, namespace)
+    except PolicyError as error:
+        raise PolicyError(f"{label(policy)}: {error}") from error
+    except (AttributeError, TypeError, ValueError) as error:
+        raise PolicyError(f"{label(policy)}: malformed spec ({error})") from error

@@ -1,0 +1,125 @@
+"""What every engine's analyzer shares: the answer it gives (Effect, Direction) and the reductions behind it.
+
+For a (policy, namespace) pair an analyzer answers, per direction (ingress, egress):
+- reach: which pods of the namespace the policy selects for that direction (NONE, SOME, ALL; see selectors.py);
+- isolates: whether being selected puts those pods into default deny for that direction;
+- open_rules: the rules that admit traffic from (to) every pod of the cluster or everywhere, named for the
+  finding; `admits_everything` when one of them also leaves every port open.
+and `counts`: whether the policy is one "defined for" the namespace in the sense of CIS 5.3.2.
+
+The rules, kind by kind, are written out in docs/policy-semantics.md; tests check every one of them.
+"""
+from __future__ import annotations
+
+import enum
+import ipaddress
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+from handler.errors import PolicyError
+from handler.models import Namespace, NetworkPolicy
+from handler.policy.selectors import UNKNOWN, Reach
+
+INGRESS, EGRESS = "Ingress", "Egress"
+NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # set by kube-apiserver on every namespace since 1.22
+NO_SUCH_NAMESPACE = Namespace(name="\0no-such-namespace")  # to tell selectors that name a namespace from others
+
+
+class Scope(enum.IntEnum):
+    """How far the peers of a rule reach."""
+
+    LIMITED = 0
+    ALL_PODS = 1  # every pod of the cluster
+    EVERYWHERE = 2  # every pod and every address outside the cluster
+
+
+# Named tuples, not frozen dataclasses (models.py says why): an Effect and its Directions are made for every
+# policy and namespace it applies to, and building them as frozen dataclasses was a third of the analysis.
+class Direction(NamedTuple):
+    reach: Reach = Reach.NONE
+    isolates: bool = False
+    open_rules: tuple[str, ...] = ()
+    admits_everything: bool = False
+    opens_over_isolation: bool = True  # False for BaselineAdminNetworkPolicy: any NetworkPolicy overrides it
+
+
+INACTIVE = Direction()  # of a direction the policy does not apply to
+
+
+class Effect(NamedTuple):
+    kind: str
+    counts: bool
+    ingress: Direction
+    egress: Direction
+    api_group: str = ""
+    name: str = ""
+    short_name: str = ""  # how a finding names it: a NetworkPolicy by its name, any other kind with its kind
+
+
+Analyzer = Callable[[NetworkPolicy, Namespace], Effect]
+
+
+class _Rule(NamedTuple):
+    """One allow (or deny) rule reduced to what isolation needs: who it reaches and whether ports are open."""
+
+    scope: Scope
+    all_ports: bool
+    allows: bool = True
+
+
+def label(policy: NetworkPolicy) -> str:
+    return f"{policy.kind} {policy.namespace}/{policy.name}" if policy.namespace else f"{policy.kind} {policy.name}"
+
+
+def _effect(policy: NetworkPolicy, counts: bool, ingress: Direction, egress: Direction) -> Effect:
+    # Built whole, once: a copy made afterwards to add the group and name cost a third of the analysis.
+    group = policy.api_version.split("/")[0]
+    short_name = policy.name if group == "networking.k8s.io" else f"{policy.kind} {policy.name}"
+    return Effect(policy.kind, counts, ingress, egress, group, policy.name, short_name)
+
+
+def _direction(reach: Reach, isolates: bool, rules: Sequence[_Rule], name: str) -> Direction:
+    if not rules:  # a default deny, or a direction with no rule: nothing to name
+        return Direction(reach, isolates and reach is not Reach.NONE)
+    open_rules, everything = [], False
+    for number, rule in enumerate(rules, 1):
+        if rule.allows and rule.scope >= Scope.ALL_PODS:
+            whom = "every source" if rule.scope is Scope.EVERYWHERE else "every pod of the cluster"
+            if name == "egress":
+                whom = "every destination" if rule.scope is Scope.EVERYWHERE else "every pod of the cluster"
+            open_rules.append(f"{name} rule {number} admits {whom}" + ("" if rule.all_ports else " on some ports"))
+            everything = everything or rule.all_ports
+    return Direction(reach, isolates and reach is not Reach.NONE, tuple(open_rules), everything)
+
+
+def _merge(directions: list[Direction]) -> Direction:
+    """The rules of a multi-rule Cilium policy (`specs`) act together; the pods they isolate are those of the
+    rules that isolate, so a wide rule without a deny section never makes a narrow one isolate everything."""
+    active = [d for d in directions if d.reach is not Reach.NONE]
+    if not active:
+        return INACTIVE
+    isolating = [d for d in active if d.isolates]
+    reach = max(d.reach for d in (isolating or active))
+    return Direction(reach, bool(isolating), tuple(r for d in active for r in d.open_rules),
+                     any(d.admits_everything and d.reach is reach for d in active))
+
+
+def _names_namespace(reach: Reach, reach_of: Callable[[Namespace], Reach]) -> bool:
+    """A cluster-wide policy is defined for a namespace when it selects all of its pods, or some of them because
+    of a term about this namespace: a selector on pod labels alone (`role == 'db'` everywhere) is not."""
+    return reach is Reach.ALL or (reach is Reach.SOME and reach_of(NO_SUCH_NAMESPACE) is Reach.NONE)
+
+
+def _namespace_labels(namespace: Namespace) -> dict[str, str]:
+    return {**namespace.labels, NAMESPACE_NAME_LABEL: namespace.name}
+
+
+def _pod_labels(key: str) -> Any:
+    return UNKNOWN
+
+
+def _whole_internet(cidr: Any, excepted: Any = None) -> bool:
+    try:
+        return not excepted and ipaddress.ip_network(str(cidr), strict=False).prefixlen == 0
+    except ValueError as error:
+        raise PolicyError(f"bad CIDR {cidr!r}") from error
