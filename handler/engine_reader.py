@@ -21,15 +21,21 @@ from handler.errors import ForbiddenError
 from handler.models import EnforcementEvidence, NetworkPolicy
 
 JSON = "application/json"
-# group -> (plural, kind) the scanner has semantics for (handler/policy/engines/).
-POLICY_KINDS: dict[str, tuple[tuple[str, str], ...]] = {
-    "cilium.io": (("ciliumnetworkpolicies", "CiliumNetworkPolicy"),
-                  ("ciliumclusterwidenetworkpolicies", "CiliumClusterwideNetworkPolicy")),
-    "projectcalico.org": (("networkpolicies", "NetworkPolicy"), ("globalnetworkpolicies", "GlobalNetworkPolicy")),
-    "crd.projectcalico.org": (("networkpolicies", "NetworkPolicy"),
-                              ("globalnetworkpolicies", "GlobalNetworkPolicy")),
-    "policy.networking.k8s.io": (("adminnetworkpolicies", "AdminNetworkPolicy"),
-                                 ("baselineadminnetworkpolicies", "BaselineAdminNetworkPolicy")),
+# group -> (plural, kind, version) the scanner has semantics for (handler/policy/engines/); version None: the
+# group's preferred version. policy.networking.k8s.io serves two APIs at two versions, read side by side: v1alpha1
+# AdminNetworkPolicy and BaselineAdminNetworkPolicy, v1alpha2 ClusterNetworkPolicy (network-policy-api v0.2).
+POLICY_KINDS: dict[str, tuple[tuple[str, str, str | None], ...]] = {
+    "cilium.io": (("ciliumnetworkpolicies", "CiliumNetworkPolicy", None),
+                  ("ciliumclusterwidenetworkpolicies", "CiliumClusterwideNetworkPolicy", None)),
+    "projectcalico.org": (("networkpolicies", "NetworkPolicy", None),
+                          ("globalnetworkpolicies", "GlobalNetworkPolicy", None)),
+    "crd.projectcalico.org": (("networkpolicies", "NetworkPolicy", None),
+                              ("globalnetworkpolicies", "GlobalNetworkPolicy", None)),
+    "policy.networking.k8s.io": (("adminnetworkpolicies", "AdminNetworkPolicy", "v1alpha1"),
+                                 ("baselineadminnetworkpolicies", "BaselineAdminNetworkPolicy", "v1alpha1"),
+                                 ("clusternetworkpolicies", "ClusterNetworkPolicy", "v1alpha2")),
+    "networking.k8s.aws": (("clusternetworkpolicies", "ClusterNetworkPolicy", "v1alpha1"),
+                           ("applicationnetworkpolicies", "ApplicationNetworkPolicy", "v1alpha1")),
 }
 CALICO_VIEW_OF_KUBERNETES = "knp."
 ENGINE_OF_GROUP = {"cilium.io": "Cilium", "projectcalico.org": "Calico", "crd.projectcalico.org": "Calico"}
@@ -49,14 +55,15 @@ class EngineRead:
 
 
 def read_engines(session: Session) -> EngineRead:
-    groups = served_groups(session.get_object("/apis") or {})
+    group_list = session.get_object("/apis") or {}
+    groups, versions = served_groups(group_list), served_versions(group_list)
     if "projectcalico.org" in groups:
         groups.pop("crd.projectcalico.org", None)
     policies: list[NetworkPolicy] = []
     unreadable: list[str] = []
     for group, group_version in sorted(groups.items()):
         if group in POLICY_KINDS:
-            _read_group(session, group, group_version, policies, unreadable)
+            _read_group(session, group, group_version, versions[group], policies, unreadable)
     return EngineRead(tuple(policies), tuple(unreadable), read_enforcement(session, set(groups)))
 
 
@@ -66,11 +73,23 @@ def served_groups(group_list: Mapping[str, Any]) -> dict[str, str]:
             for g in group_list.get("groups") or () if g.get("name") and (g.get("preferredVersion") or g.get("versions"))}
 
 
-def _read_group(session: Session, group: str, group_version: str, policies: list[NetworkPolicy],
+def served_versions(group_list: Mapping[str, Any]) -> dict[str, set[str]]:
+    """group name -> every groupVersion it serves, from an APIGroupList."""
+    return {g["name"]: {v["groupVersion"] for v in g.get("versions") or () if v.get("groupVersion")}
+            for g in group_list.get("groups") or () if g.get("name")}
+
+
+def _read_group(session: Session, group: str, preferred: str, versions: set[str], policies: list[NetworkPolicy],
                 unreadable: list[str]) -> None:
-    served = {r.get("name") for r in (session.get_object(f"/apis/{group_version}") or {}).get("resources") or ()}
-    for plural, kind in POLICY_KINDS[group]:
-        if plural not in served:
+    resources: dict[str, set[str]] = {}  # groupVersion -> the plurals it serves, asked once
+    for plural, kind, version in POLICY_KINDS[group]:
+        group_version = preferred if version is None else f"{group}/{version}"
+        if group_version not in versions | {preferred}:
+            continue
+        if group_version not in resources:
+            listing = session.get_object(f"/apis/{group_version}") or {}
+            resources[group_version] = {r.get("name") for r in listing.get("resources") or ()}
+        if plural not in resources[group_version]:
             continue
         try:
             items = session.list_all(f"/apis/{group_version}/{plural}", JSON)

@@ -57,12 +57,14 @@ def namespace_for(name: str) -> Namespace:
 
 
 def classify(policy: NetworkPolicy, namespace: Namespace) -> tuple[str, ...]:
-    """(counts for 5.3.2, default-deny ingress, default-deny egress, allow-all rules) as the docs table says."""
+    """(counts for 5.3.2, default-deny ingress, default-deny egress, allow-all rules) as the docs table says;
+    "unknown" for a direction whose rules could not be interpreted, "rejected" for a policy not at all."""
     try:
         effect = analyze(policy, namespace)
     except PolicyError:
         return ("rejected",) * 4
     assert effect is not None
-    deny = [d.reach is Reach.ALL and d.isolates and not d.admits_everything for d in (effect.ingress, effect.egress)]
+    deny = ["unknown" if d.unknown else "yes" if d.reach is Reach.ALL and d.isolates and not d.admits_everything
+            else "no" for d in (effect.ingress, effect.egress)]
     opens = "+".join(name for name, d in (("in", effect.ingress), ("out", effect.egress)) if d.open_rules) or "-"
-    return ("yes" if effect.counts else "no", "yes" if deny[0] else "no", "yes" if deny[1] else "no", opens)
+    return ("yes" if effect.counts else "no", *deny, opens)

@@ -2,21 +2,26 @@
 
 PASSED when every pod of the namespace is covered by a default deny for the direction: a policy that selects
 all of its pods, puts them in default deny for that direction (Kubernetes policyTypes, Cilium's ingress/egress
-sections, Calico types, an AdminNetworkPolicy Deny of every pod) and has no rule admitting everything; and no
-policy that selects all of its pods admits everything (Kubernetes unions allow rules, so one allow-all policy
-undoes the deny). FAILED otherwise. Policies that admit every source (destination), on all ports or some, are
-named in every finding. The rules are in handler/policy/engines/ and docs/policy-semantics.md.
+sections, Calico types, an Admin or Baseline tier Deny of every pod, and for egress of every network) and has no
+rule admitting everything; and no policy that selects all of its pods admits everything (Kubernetes unions allow
+rules, so one allow-all policy undoes the deny). Admin-tier policies (AdminNetworkPolicy, ClusterNetworkPolicy
+tier Admin) come first, by priority: the first that denies or admits everything decides alone. FAILED otherwise.
+Policies that admit every source (destination), on all ports or some, are named in every finding. The rules are
+in handler/policy/engines/ and docs/policy-semantics.md.
 
-A namespace with no default deny found while some policy kind could not be read is NOT_AVAILABLE.
+NOT_AVAILABLE when the verdict depends on what could not be known: a policy kind that could not be read or a
+cluster-wide policy not interpreted, when no default deny was found; a direction not interpreted of a policy
+over all of the namespace's pods, unless an allow-all already fails the namespace.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from handler.controls.base import Control, Evaluate, EvaluationOptions
 from handler.models import ClusterSnapshot, ComplianceStatus, ControlResult, Namespace
-from handler.policy import EGRESS, INGRESS, Effect, Reach
+from handler.policy import EGRESS, INGRESS, Direction, Effect, Reach
 from handler.policy.coverage import NamespaceCoverage
 
 MAX_NAMED = 10
@@ -37,6 +42,8 @@ class _Isolation(NamedTuple):
     openers: Sequence[str]  # sorted: admit everything to all of its pods, over any deny
     evidence: tuple[str, ...]  # the first MAX_NAMED of each
     named: str  # the sentence naming the rules that admit every source (destination), or ""
+    unknown: tuple[str, ...] = ()  # policies over all of its pods not understood that could change the verdict
+    unknown_if_open: tuple[str, ...] = ()  # those that could only turn a "no default deny" into one
 
 
 NOT_ISOLATED = _Isolation((), (), (), "")  # of every namespace that no policy applies to
@@ -45,43 +52,76 @@ NOT_ISOLATED = _Isolation((), (), (), "")  # of every namespace that no policy a
 def _isolation(direction: str, effects: tuple[Effect, ...]) -> _Isolation:
     if not effects:  # most namespaces of a large cluster: nothing to sort or name
         return NOT_ISOLATED
-    denies, openers, open_rules = [], [], []
+    pick = (lambda e: e.ingress) if direction == INGRESS else (lambda e: e.egress)
+    decided, admin_unknown = _admin_tier(pick, effects)
+    denies, openers, open_rules, unknown, unknown_if_open = [], [], [], list(admin_unknown), []
     for effect in effects:
-        d = effect.ingress if direction == INGRESS else effect.egress
-        if d.reach is Reach.ALL:
-            if d.isolates and not d.admits_everything:
-                denies.append(effect.short_name)
-            if d.admits_everything and d.opens_over_isolation:
-                openers.append(effect.short_name)
+        d = pick(effect)
         if d.open_rules:
             open_rules.append(f"{effect.short_name} ({'; '.join(d.open_rules)})")
+        if d.reach is not Reach.ALL:
+            continue
+        if decided is not None and effect not in decided:
+            continue  # the Admin tier decided: nothing after it matters
+        if decided is None and effect.admin_priority is not None:
+            continue  # the Admin tier decided nothing, or passed everything on
+        if d.unknown:
+            (unknown if d.opens_over_isolation else unknown_if_open).append(d.unknown)
+        if d.isolates and not d.admits_everything:
+            denies.append(effect.short_name)
+        if d.admits_everything and d.opens_over_isolation:
+            openers.append(effect.short_name)
     denies.sort()
     openers.sort()
     named = f" Policies admitting every {'source' if direction == INGRESS else 'destination'}: " \
             f"{', '.join(sorted(open_rules)[:MAX_NAMED])}." if open_rules else ""
-    return _Isolation(denies, openers, tuple(denies[:MAX_NAMED] + openers[:MAX_NAMED]), named)
+    return _Isolation(denies, openers, tuple(denies[:MAX_NAMED] + openers[:MAX_NAMED]), named, tuple(unknown),
+                      tuple(unknown_if_open))
+
+
+def _admin_tier(pick: Callable[[Effect], Direction],
+                effects: tuple[Effect, ...]) -> tuple[tuple[Effect, ...] | None, tuple[str, ...]]:
+    """The Admin tier decides first, lowest priority first: the first policies over all of the namespace's pods
+    that deny or admit everything decide the verdict alone (an admitting one wins a tie); a Pass of everything
+    hands the rest to the lower tiers. Returns the deciding policies (None: the lower tiers decide) and the
+    Admin-tier policies not understood that come before the decision."""
+    admin = sorted((e for e in effects if e.admin_priority is not None and pick(e).reach is Reach.ALL),
+                   key=lambda e: e.admin_priority)
+    unknown: list[str] = []
+    for _, group in itertools.groupby(admin, key=lambda e: e.admin_priority):
+        policies = tuple(group)
+        unknown += [pick(e).unknown for e in policies if pick(e).unknown]
+        openers = tuple(e for e in policies if pick(e).admits_everything)
+        deciding = openers or tuple(e for e in policies if pick(e).isolates)
+        if deciding:
+            return deciding, tuple(unknown)
+        if any(pick(e).passes_everything for e in policies):
+            break
+    return None, tuple(unknown)
 
 
 def _verdict(direction: str, control_id: str, namespace: Namespace, coverage: NamespaceCoverage,
              unreadable: tuple[str, ...], cluster: str) -> ControlResult:
-    denies, openers, evidence, named = _isolation(direction, coverage.effects)
+    denies, openers, evidence, named, unknown_rules, unknown_if_open = _isolation(direction, coverage.effects)
     where = f"Namespace '{namespace.name}' of EKS cluster '{cluster}'"
     word = direction.lower()
     if namespace.terminating:
         return ControlResult(control_id, namespace.name, ComplianceStatus.WARNING,
                              f"Namespace {namespace.name} is being deleted; {word} isolation not applicable",
                              f"{where} is Terminating; it is not counted as failing.", evidence)
-    if denies and not openers:
+    if denies and not openers and not unknown_rules:
         return ControlResult(control_id, namespace.name, ComplianceStatus.PASSED,
                              f"Namespace {namespace.name} denies {word} by default",
                              f"{where}: every pod is in default deny for {word} by {', '.join(denies[:MAX_NAMED])}."
                              + named, evidence)
-    unknown = unreadable + coverage.errors
+    # A policy not understood leaves the verdict open only if it could change it: one that is not over all of the
+    # namespace's pods, or one the verdict does not depend on, does not (it stays in the run's count).
+    unknown = unknown_rules + (() if denies else unreadable + coverage.errors + unknown_if_open)
     if unknown and not openers:
         return ControlResult(control_id, namespace.name, ComplianceStatus.NOT_AVAILABLE,
                              f"Namespace {namespace.name}: {word} isolation could not be determined",
-                             f"{where} has no default deny for {word} among the policies read, but some could "
-                             f"not be read or interpreted: {'; '.join(unknown)}." + named, evidence)
+                             f"{where} has no default deny for {word} that is certain among the policies read: "
+                             f"some could not be read or interpreted: {'; '.join(unknown)}." + named, evidence)
     why = (f"{', '.join(openers[:MAX_NAMED])} admit(s) all {word} traffic for every pod" if openers
            else f"no policy puts all of its pods in default deny for {word}")
     return ControlResult(control_id, namespace.name, ComplianceStatus.FAILED,

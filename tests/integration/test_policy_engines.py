@@ -110,6 +110,9 @@ def test_every_corpus_manifest_is_read_and_classified_as_documented(corpus_serve
     coverage = snapshot.coverage[manifest.namespace]
     if want[1] == "rejected":
         assert any(manifest.document["metadata"]["name"] in e for e in coverage.errors)
+    if "unknown" in want:
+        assert any(manifest.document["metadata"]["name"] in d.unknown
+                   for e in coverage.effects for d in (e.ingress, e.egress))
 
 
 # -- discovery and reading ------------------------------------------------------------------------------------

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from handler.engine_reader import POLICY_KINDS
+
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
 INFRA = ROOT / "infra"
@@ -514,7 +516,11 @@ def test_cluster_role_reads_only_namespaces_and_policies_and_enforcement_objects
                        ("projectcalico.org", "networkpolicies"), ("projectcalico.org", "globalnetworkpolicies"),
                        ("crd.projectcalico.org", "networkpolicies"), ("crd.projectcalico.org", "globalnetworkpolicies"),
                        ("policy.networking.k8s.io", "adminnetworkpolicies"),
-                       ("policy.networking.k8s.io", "baselineadminnetworkpolicies")}
+                       ("policy.networking.k8s.io", "baselineadminnetworkpolicies"),
+                       ("policy.networking.k8s.io", "clusternetworkpolicies"),
+                       ("networking.k8s.aws", "clusternetworkpolicies"),
+                       ("networking.k8s.aws", "applicationnetworkpolicies")}
+    assert granted >= {(group, plural) for group, kinds in POLICY_KINDS.items() for plural, _, _ in kinds}
     binding = kinds["ClusterRoleBinding"]
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "netpol-scanner-read"}
     assert binding["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "netpol-scanner:readers"}]

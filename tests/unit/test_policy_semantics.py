@@ -173,16 +173,16 @@ CASES = [
     ("gnp preDNAT is host only", engine(*GNP, {"preDNAT": True, "selector": "all()"}),
      (False, N, False, False, False, N, False)),
     # AdminNetworkPolicy
-    ("anp deny every pod isolates", engine(*ANP, {"subject": {"namespaces": {"matchLabels": {"team": "a"}}},
+    ("anp deny every pod isolates", engine(*ANP, {"priority": 1, "subject": {"namespaces": {"matchLabels": {"team": "a"}}},
                                                  "ingress": [{"action": "Deny", "from": [{"namespaces": {}}]}]}),
      (True, A, True, False, False, N, False)),
-    ("anp pass does nothing", engine(*ANP, {"subject": {"namespaces": {}}, "ingress": [
+    ("anp pass does nothing", engine(*ANP, {"priority": 1, "subject": {"namespaces": {}}, "ingress": [
         {"action": "Pass", "from": [{"namespaces": {}}]}]}), (True, A, False, False, False, N, False)),
-    ("anp allow every pod", engine(*ANP, {"subject": {"namespaces": {}}, "ingress": [
+    ("anp allow every pod", engine(*ANP, {"priority": 1, "subject": {"namespaces": {}}, "ingress": [
         {"action": "Allow", "from": [{"namespaces": {}}]}]}), (True, A, False, True, True, N, False)),
-    ("anp pods subject", engine(*ANP, {"subject": {"pods": {"namespaceSelector": {}, "podSelector": {
-        "matchLabels": {"a": "b"}}}}, "ingress": [{"action": "Deny", "from": [{"namespaces": {}}]}]}),
-     (True, S, True, False, False, N, False)),
+    ("anp pods subject on pod labels alone does not count", engine(*ANP, {"priority": 1, "subject": {"pods": {
+        "namespaceSelector": {}, "podSelector": {"matchLabels": {"a": "b"}}}},
+        "ingress": [{"action": "Deny", "from": [{"namespaces": {}}]}]}), (False, S, True, False, False, N, False)),
     ("banp elsewhere", engine(*BANP, {"subject": {"namespaces": {"matchLabels": {"team": "z"}}}, "ingress": [
         {"action": "Deny", "from": [{"namespaces": {}}]}]}), (False, N, False, False, False, N, False)),
 ]

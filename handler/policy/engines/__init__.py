@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from handler.errors import PolicyError
 from handler.models import Namespace, NetworkPolicy
-from handler.policy.engines import calico, cilium, cluster_network_policy, kubernetes
-from handler.policy.engines.common import EGRESS, INGRESS, Analyzer, Direction, Effect, label
+from handler.policy.engines import application_network_policy, calico, cilium, cluster_network_policy, kubernetes
+from handler.policy.engines.common import (EGRESS, INGRESS, UNINTERPRETABLE, Analyzer, Direction, Effect, _effect,
+                                           label, why)
+from handler.policy.selectors import Reach
 
 ANALYZERS: dict[tuple[str, str], Analyzer] = {
     ("networking.k8s.io", "NetworkPolicy"): kubernetes.analyze,
@@ -19,6 +21,9 @@ ANALYZERS: dict[tuple[str, str], Analyzer] = {
     ("crd.projectcalico.org", "GlobalNetworkPolicy"): calico.analyze,
     ("policy.networking.k8s.io", "AdminNetworkPolicy"): cluster_network_policy.analyze,
     ("policy.networking.k8s.io", "BaselineAdminNetworkPolicy"): cluster_network_policy.analyze,
+    ("policy.networking.k8s.io", "ClusterNetworkPolicy"): cluster_network_policy.analyze,
+    ("networking.k8s.aws", "ClusterNetworkPolicy"): cluster_network_policy.analyze,
+    ("networking.k8s.aws", "ApplicationNetworkPolicy"): application_network_policy.analyze,
 }
 
 __all__ = ["ANALYZERS", "EGRESS", "INGRESS", "Direction", "Effect", "analyze", "label"]
@@ -34,7 +39,10 @@ def analyze(policy: NetworkPolicy, namespace: Namespace) -> Effect | None:
         return None
     try:
         return analyzer(policy, namespace)
-    except PolicyError as error:
-        raise PolicyError(f"{label(policy)}: {error}") from error
-    except (AttributeError, TypeError, ValueError) as error:
-        raise PolicyError(f"{label(policy)}: malformed spec ({error})") from error
+    except UNINTERPRETABLE as error:
+        if not policy.namespace:  # which namespaces it reaches is unknown: the caller records the error
+            raise PolicyError(f"{label(policy)}: {why(error)}") from error
+        # A namespaced policy exists in its namespace whatever its selector says: it counts for 5.3.2 there; what
+        # it does to the namespace's pods is unknown, and may concern all of them.
+        unknown = Direction(Reach.ALL, unknown=f"{label(policy)}: {why(error)}")
+        return _effect(policy, True, unknown, unknown)

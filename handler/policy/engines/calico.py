@@ -7,7 +7,8 @@ from typing import Any
 from handler.models import Namespace, NetworkPolicy
 from handler.policy.calico_selector import compile_selector
 from handler.policy.engines.common import (EGRESS, INACTIVE, INGRESS, Direction, Effect, Scope, _direction,
-                                           _effect, _names_namespace, _namespace_labels, _Rule, _whole_internet)
+                                           _effect, _guarded, _names_namespace, _namespace_labels, _Rule,
+                                           _whole_internet)
 from handler.policy.selectors import UNKNOWN, Reach, Resolver, all_of
 
 
@@ -18,8 +19,10 @@ def analyze(policy: NetworkPolicy, namespace: Namespace) -> Effect:
     reach = _calico_reach(spec, namespace)
     types = spec.get("types") or _default_calico_types(spec)
     counts = bool(policy.namespace) or _names_namespace(reach, lambda ns: _calico_reach(spec, ns))
-    ingress = _calico_direction(reach, INGRESS in types, spec.get("ingress"), "source", bool(policy.namespace))
-    egress = _calico_direction(reach, EGRESS in types, spec.get("egress"), "destination", bool(policy.namespace))
+    ingress = _guarded(policy, reach, lambda: _calico_direction(reach, INGRESS in types, spec.get("ingress"),
+                                                                "source", bool(policy.namespace)))
+    egress = _guarded(policy, reach, lambda: _calico_direction(reach, EGRESS in types, spec.get("egress"),
+                                                               "destination", bool(policy.namespace)))
     return _effect(policy, counts, ingress, egress)
 
 

@@ -5,7 +5,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from handler.models import Namespace, NetworkPolicy
-from handler.policy.engines.common import (INACTIVE, Direction, Effect, Scope, _direction, _effect, _merge,
+from handler.policy.engines.common import (INACTIVE, Direction, Effect, Scope, _direction, _effect, _guarded, _merge,
                                            _names_namespace, _namespace_labels, _Rule, _whole_internet)
 from handler.policy.selectors import UNKNOWN, Reach, Resolver, is_empty, selector_reach
 
@@ -18,10 +18,14 @@ def analyze(policy: NetworkPolicy, namespace: Namespace) -> Effect:
     # A namespaced policy only ever selects endpoints of its own namespace, whatever its selector says.
     resolve = _cilium_resolver(namespace)
     clusterwide = policy.namespace == ""
-    ingress = [_cilium_direction(rule, resolve, clusterwide, "ingress", "fromEndpoints", "fromEntities",
-                                 ("fromCIDR", "fromCIDRSet")) for rule in rules if _selects_pods(rule)]
-    egress = [_cilium_direction(rule, resolve, clusterwide, "egress", "toEndpoints", "toEntities",
-                                ("toCIDR", "toCIDRSet")) for rule in rules if _selects_pods(rule)]
+    selecting = [(rule, _cilium_reach(rule, resolve)) for rule in rules if _selects_pods(rule)]
+    # A rule that cannot be interpreted leaves open only the direction it is in, for the pods it selects.
+    ingress = [_guarded(policy, reach, lambda rule=rule, reach=reach: _cilium_direction(
+        rule, reach, clusterwide, "ingress", "fromEndpoints", "fromEntities", ("fromCIDR", "fromCIDRSet")))
+        for rule, reach in selecting]
+    egress = [_guarded(policy, reach, lambda rule=rule, reach=reach: _cilium_direction(
+        rule, reach, clusterwide, "egress", "toEndpoints", "toEntities", ("toCIDR", "toCIDRSet")))
+        for rule, reach in selecting]
     reach = max((d.reach for d in ingress + egress), default=Reach.NONE)
     counts = not clusterwide or _names_namespace(
         reach, lambda ns: max((_cilium_reach(r, _cilium_resolver(ns)) for r in rules if _selects_pods(r)),
@@ -50,14 +54,14 @@ def _cilium_resolver(namespace: Namespace) -> Resolver:
     return resolve
 
 
-def _cilium_direction(rule: Mapping[str, Any], resolve: Resolver, clusterwide: bool, name: str,
+def _cilium_direction(rule: Mapping[str, Any], reach: Reach, clusterwide: bool, name: str,
                       endpoints_key: str, entities_key: str, cidr_keys: tuple[str, str]) -> Direction:
     allows, denies = rule.get(name) or [], rule.get(f"{name}Deny") or []
     if not allows and not denies:
         return INACTIVE
     default_deny = (rule.get("enableDefaultDeny") or {}).get(name, True) is not False
     reduced = [_cilium_rule(r, clusterwide, endpoints_key, entities_key, cidr_keys) for r in allows]
-    return _direction(_cilium_reach(rule, resolve), default_deny, reduced, name)
+    return _direction(reach, default_deny, reduced, name)
 
 
 def _cilium_rule(rule: Mapping[str, Any], clusterwide: bool, endpoints_key: str, entities_key: str,

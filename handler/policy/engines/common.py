@@ -40,7 +40,9 @@ class Direction(NamedTuple):
     isolates: bool = False
     open_rules: tuple[str, ...] = ()
     admits_everything: bool = False
-    opens_over_isolation: bool = True  # False for BaselineAdminNetworkPolicy: any NetworkPolicy overrides it
+    opens_over_isolation: bool = True  # False in the Baseline tier: any NetworkPolicy overrides it
+    passes_everything: bool = False  # an Admin-tier Pass of every pod: no later Admin-tier policy applies to them
+    unknown: str = ""  # why this direction's rules could not be interpreted (then nothing else here is known)
 
 
 INACTIVE = Direction()  # of a direction the policy does not apply to
@@ -54,6 +56,7 @@ class Effect(NamedTuple):
     api_group: str = ""
     name: str = ""
     short_name: str = ""  # how a finding names it: a NetworkPolicy by its name, any other kind with its kind
+    admin_priority: int | None = None  # Admin-tier policies only: decided before any other tier, lowest first
 
 
 Analyzer = Callable[[NetworkPolicy, Namespace], Effect]
@@ -71,11 +74,28 @@ def label(policy: NetworkPolicy) -> str:
     return f"{policy.kind} {policy.namespace}/{policy.name}" if policy.namespace else f"{policy.kind} {policy.name}"
 
 
-def _effect(policy: NetworkPolicy, counts: bool, ingress: Direction, egress: Direction) -> Effect:
+def _effect(policy: NetworkPolicy, counts: bool, ingress: Direction, egress: Direction,
+            admin_priority: int | None = None) -> Effect:
     # Built whole, once: a copy made afterwards to add the group and name cost a third of the analysis.
     group = policy.api_version.split("/")[0]
     short_name = policy.name if group == "networking.k8s.io" else f"{policy.kind} {policy.name}"
-    return Effect(policy.kind, counts, ingress, egress, group, policy.name, short_name)
+    return Effect(policy.kind, counts, ingress, egress, group, policy.name, short_name, admin_priority)
+
+
+def _guarded(policy: NetworkPolicy, reach: Reach, build: Callable[[], Direction]) -> Direction:
+    """One direction's analysis, or, when its rules cannot be interpreted, a direction that says so: the pods
+    the policy selects are known, so only their verdicts for this direction are open (PolicyError otherwise)."""
+    try:
+        return build()
+    except UNINTERPRETABLE as error:
+        return INACTIVE if reach is Reach.NONE else Direction(reach, unknown=f"{label(policy)}: {why(error)}")
+
+
+UNINTERPRETABLE = (PolicyError, AttributeError, TypeError, ValueError)  # what a malformed spec raises
+
+
+def why(error: Exception) -> str:
+    return str(error) if isinstance(error, PolicyError) else f"malformed spec ({error})"
 
 
 def _direction(reach: Reach, isolates: bool, rules: Sequence[_Rule], name: str) -> Direction:
@@ -98,10 +118,14 @@ def _merge(directions: list[Direction]) -> Direction:
     active = [d for d in directions if d.reach is not Reach.NONE]
     if not active:
         return INACTIVE
+    unknown = "; ".join(dict.fromkeys(d.unknown for d in active if d.unknown))
+    if any(d.unknown and d.reach is Reach.ALL for d in active):
+        return Direction(Reach.ALL, unknown=unknown)  # it may deny or admit anything to every pod
+    active = [d for d in active if not d.unknown] or active
     isolating = [d for d in active if d.isolates]
     reach = max(d.reach for d in (isolating or active))
     return Direction(reach, bool(isolating), tuple(r for d in active for r in d.open_rules),
-                     any(d.admits_everything and d.reach is reach for d in active))
+                     any(d.admits_everything and d.reach is reach for d in active), unknown=unknown)
 
 
 def _names_namespace(reach: Reach, reach_of: Callable[[Namespace], Reach]) -> bool:

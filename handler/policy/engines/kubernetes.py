@@ -1,22 +1,29 @@
 """networking.k8s.io/v1 NetworkPolicy: what one policy does to the pods of its own namespace (pure)."""
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from handler.models import Namespace, NetworkPolicy
 from handler.policy.engines.common import (EGRESS, INACTIVE, INGRESS, Direction, Effect, Scope, _direction,
-                                           _effect, _pod_labels, _Rule, _whole_internet)
+                                           _effect, _guarded, _pod_labels, _Rule, _whole_internet)
 from handler.policy.selectors import Reach, is_empty, selector_reach
 
 
 def analyze(policy: NetworkPolicy, namespace: Namespace) -> Effect:
+    return namespaced_effect(policy, _default_k8s_types)
+
+
+def namespaced_effect(policy: NetworkPolicy, default_types: Callable[[Mapping[str, Any]], list[str]]) -> Effect:
+    """A NetworkPolicy-shaped spec (podSelector, policyTypes, ingress `from`, egress `to`) in its own namespace."""
     spec = policy.spec
     reach = selector_reach(spec.get("podSelector") or {}, _pod_labels)
-    types = spec.get("policyTypes") or _default_k8s_types(spec)
+    types = spec.get("policyTypes") or default_types(spec)
     return _effect(policy, True,
-                   _k8s_direction(reach, INGRESS in types, spec.get("ingress"), "from", "ingress"),
-                   _k8s_direction(reach, EGRESS in types, spec.get("egress"), "to", "egress"))
+                   _guarded(policy, reach, lambda: _k8s_direction(reach, INGRESS in types, spec.get("ingress"),
+                                                                  "from", "ingress")),
+                   _guarded(policy, reach, lambda: _k8s_direction(reach, EGRESS in types, spec.get("egress"),
+                                                                  "to", "egress")))
 
 
 def _default_k8s_types(spec: Mapping[str, Any]) -> list[str]:
