@@ -27,6 +27,7 @@ from handler.controls import namespace_network_policy
 from handler.evaluation import Evaluator
 from handler.errors import ClusterReadError, DiscoveryError, PublishError, ScannerError
 from handler.models import ClusterRef, ClusterSnapshot, ComplianceStatus, ControlResult
+from handler.policy.coverage import not_understood
 from handler.publish.s3 import GzipJsonLines, ReportStore
 from handler.publish.securityhub import CALLS_PER_SECOND, RateLimiter, Rejection, SecurityHubPublisher, hub_client
 from handler.state import ClusterState, Plan, plan_deleted, plan_scanned, plan_unreadable
@@ -64,6 +65,7 @@ class ClusterOutcome:
     namespaces: int = 0
     namespaces_failing: int = 0
     namespaces_terminating: int = 0
+    policies_not_understood: int = 0  # wholly or in one direction: their verdicts may be NOT_AVAILABLE
     findings: int = 0
     findings_imported: int = 0
     findings_archived: int = 0
@@ -78,6 +80,7 @@ class ClusterOutcome:
             "account_id": c.account_id, "region": c.region, "cluster": c.name, "cluster_arn": c.arn,
             "result": self.result, "error": self.error, "namespaces": self.namespaces,
             "namespaces_failing": self.namespaces_failing, "namespaces_terminating": self.namespaces_terminating,
+            "policies_not_understood": self.policies_not_understood,
             "findings": self.findings, "findings_imported": self.findings_imported,
             "findings_archived": self.findings_archived,
             "findings_rejected": [r.__dict__ for r in self.rejected], "findings_key": self.findings_key,
@@ -347,7 +350,8 @@ def _counts(snapshot: ClusterSnapshot, results: Iterable[ControlResult]) -> dict
     failing = {r.namespace for r in results if r.namespace is not None and r.status is ComplianceStatus.FAILED
                and r.control_id == namespace_network_policy.CONTROL_ID}
     return {"namespaces": len(snapshot.namespaces), "namespaces_failing": len(failing),
-            "namespaces_terminating": sum(ns.terminating for ns in snapshot.namespaces)}
+            "namespaces_terminating": sum(ns.terminating for ns in snapshot.namespaces),
+            "policies_not_understood": len(not_understood(snapshot.coverage.values()))}
 
 
 def summarize(clusters: list[dict[str, Any]], account_failures: list[dict[str, str]]) -> dict[str, Any]:
@@ -362,6 +366,8 @@ def summarize(clusters: list[dict[str, Any]], account_failures: list[dict[str, s
         "namespaces_failing": sum(c["namespaces_failing"] for c in scanned),
         "namespaces_failing_by_account": _by_account(scanned, "namespaces_failing"),
         "namespaces_terminating": sum(c["namespaces_terminating"] for c in scanned),
+        # .get: a cluster result written before the count existed (a fan-out in flight across an update)
+        "policies_not_understood": sum(c.get("policies_not_understood", 0) for c in scanned),
         "findings": sum(c["findings"] for c in clusters),
         "findings_imported": sum(c["findings_imported"] for c in clusters),
         "findings_archived": sum(c["findings_archived"] for c in clusters),

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from handler.controls.base import Control, EvaluationOptions
 from handler.models import ClusterSnapshot, ComplianceStatus, ControlResult, EnforcementEvidence
+from handler.policy.coverage import not_understood
 
 CONTROL_ID = "cis-k8s-5.3.1"
+MAX_NOT_UNDERSTOOD = 5  # policies quoted; the count is exact
 NOT_ENFORCED = ("Nothing enforces network policies on this cluster (CIS 5.3.1 / EKS 4.3.1 FAILED), so its "
                 "policies have no effect until the VPC CNI network policy agent, Calico or Cilium runs.")
 
@@ -43,7 +45,19 @@ def evaluate(snapshot: ClusterSnapshot, options: EvaluationOptions = EvaluationO
         title = f"Network policy enforcement of EKS cluster {cluster} could not be determined"
         text = (f"No enforcing engine was found on EKS cluster '{cluster}', but some evidence could not be read: "
                 f"{'; '.join(found.unknown)}. Seen: {'; '.join(found.absent) or 'nothing'}.")
-    return [ControlResult(CONTROL_ID, None, verdict, title, text, evidence=found.engines)]
+    return [ControlResult(CONTROL_ID, None, verdict, title, text + _not_understood(snapshot), evidence=found.engines)]
+
+
+def _not_understood(snapshot: ClusterSnapshot) -> str:
+    """The cluster's finding counts the policies the scanner could not interpret: their namespaces' verdicts may be
+    NOT_AVAILABLE, and nothing else says so once per cluster."""
+    policies = not_understood(snapshot.coverage.values())
+    if not policies:
+        return ""
+    shown = "; ".join(list(policies.values())[:MAX_NOT_UNDERSTOOD]) + (" ..." if len(policies) > MAX_NOT_UNDERSTOOD
+                                                                       else "")
+    return (f" {len(policies)} network policies could not be interpreted; the namespace verdicts they could change "
+            f"are NOT_AVAILABLE: {shown}.")
 
 
 CONTROL = Control(

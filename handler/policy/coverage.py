@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from typing import NamedTuple
 
 from handler.errors import PolicyError
@@ -37,3 +38,17 @@ def _coverage(namespace: Namespace, policies: list[NetworkPolicy]) -> NamespaceC
         if effect is not None:
             effects.append(effect)
     return NamespaceCoverage(tuple(effects), tuple(errors))
+
+
+def not_understood(coverages: Iterable[NamespaceCoverage]) -> dict[str, str]:
+    """Every policy the analysis could not interpret, wholly or in one direction, in any namespace: its label ->
+    why (the first reason seen). For the run's summary and the cluster's finding."""
+    found: dict[str, str] = {}
+    for coverage in coverages:
+        if coverage is NOTHING:
+            continue
+        reasons = list(coverage.errors) + [d.unknown for e in coverage.effects for d in (e.ingress, e.egress)
+                                           if d.unknown]
+        for reason in reasons:
+            found.setdefault(reason.split(": ", 1)[0], reason)
+    return found
