@@ -63,11 +63,15 @@ def analyze(policy: NetworkPolicy, namespace: Namespace) -> Effect:
     # Counted where it names the namespace: a subject on pod labels alone is not a policy defined for every one.
     counts = _names_namespace(reach, lambda ns: _subject_reach(subject, ns, dialect))
     baseline = tier == BASELINE
-    ingress = _guarded(policy, reach, lambda: _first_match(reach, spec.get("ingress"), "from", dialect, baseline,
-                                                           "ingress"))
-    egress = _guarded(policy, reach, lambda: _first_match(reach, spec.get("egress"), "to", dialect, baseline,
-                                                          "egress"))
-    return _effect(policy, counts, ingress, egress, None if baseline else _priority(spec))
+
+    def direction(peers_key: str, name: str) -> Direction:
+        found = _guarded(policy, reach, lambda: _first_match(reach, spec.get(name), peers_key, dialect, baseline,
+                                                             name))
+        # Any NetworkPolicy overrides the Baseline tier: what it admits, known or not, opens nothing over a deny.
+        return found._replace(opens_over_isolation=False) if baseline and found is not INACTIVE else found
+
+    return _effect(policy, counts, direction("from", "ingress"), direction("to", "egress"),
+                   None if baseline else _priority(spec))
 
 
 def _priority(spec: Mapping[str, Any]) -> int:
@@ -107,8 +111,7 @@ def _first_match(reach: Reach, rules: Sequence[Any] | None, peers_key: str, dial
     needed = [decided.get(region) for region in NEEDED[name]]
     isolates = all(action == DENY for action in needed)
     passes = not baseline and None not in needed and ACCEPT not in needed and not isolates
-    return _direction(reach, isolates, effective, name)._replace(opens_over_isolation=not baseline,
-                                                                 passes_everything=passes)
+    return _direction(reach, isolates, effective, name)._replace(passes_everything=passes)
 
 
 def _action(rule: Mapping[str, Any], dialect: _Dialect) -> str:
