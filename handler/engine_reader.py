@@ -1,7 +1,7 @@
 """The policy engines' own kinds and the enforcement evidence, read from one cluster after discovery.
 
-Discovery (`/apis`, then one resource list per group present) decides what is listed: only groups and kinds
-the cluster serves, each listed cluster-wide in pages like NetworkPolicies. When both Calico groups are served,
+Discovery (`/apis`, then one resource list per group version needed) decides what is listed: only groups, versions
+and kinds the cluster serves, each listed cluster-wide in pages like NetworkPolicies. When both Calico groups are served,
 projectcalico.org (the Calico API server) is read and crd.projectcalico.org (its storage) is not, so nothing
 counts twice; names starting `knp.` are the API server's views of Kubernetes NetworkPolicies and are skipped.
 

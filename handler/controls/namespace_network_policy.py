@@ -1,9 +1,10 @@
 """CIS Kubernetes 5.3.2 / CIS Amazon EKS 4.3.2: every namespace has a network policy defined.
 
 A namespace passes when at least one policy is defined for it: a networking.k8s.io/v1 NetworkPolicy in it, or,
-where the cluster serves them, a CiliumNetworkPolicy or Calico NetworkPolicy in it, or a
-CiliumClusterwideNetworkPolicy, Calico GlobalNetworkPolicy or (Baseline)AdminNetworkPolicy whose selectors reach
-it (handler/policy/engines/). With EvaluationOptions.networking_k8s_io_only, only NetworkPolicies count.
+where the cluster serves them, a CiliumNetworkPolicy, Calico NetworkPolicy or ApplicationNetworkPolicy in it (one
+the scanner cannot interpret included: it exists there), or a CiliumClusterwideNetworkPolicy, Calico
+GlobalNetworkPolicy, (Baseline)AdminNetworkPolicy or ClusterNetworkPolicy whose selectors name it
+(handler/policy/engines/). With EvaluationOptions.networking_k8s_io_only, only NetworkPolicies count.
 Namespaces being deleted are reported as such (WARNING), not as failures. A namespace with no policy found while
 some policy kind could not be read is NOT_AVAILABLE, never FAILED: the unread policies may be its.
 Every finding says when nothing enforces the policies on the cluster (CIS 5.3.1).
