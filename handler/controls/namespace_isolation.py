@@ -43,7 +43,7 @@ class _Isolation(NamedTuple):
     evidence: tuple[str, ...]  # the first MAX_NAMED of each
     named: str  # the sentence naming the rules that admit every source (destination), or ""
     unknown: tuple[str, ...] = ()  # policies over all of its pods not understood that could change the verdict
-    unknown_if_open: tuple[str, ...] = ()  # those that could only turn a "no default deny" into one
+    unknown_if_no_deny: tuple[str, ...] = ()  # those that could only turn a "no default deny" into one
 
 
 NOT_ISOLATED = _Isolation((), (), (), "")  # of every namespace that no policy applies to
@@ -54,7 +54,7 @@ def _isolation(direction: str, effects: tuple[Effect, ...]) -> _Isolation:
         return NOT_ISOLATED
     pick = (lambda e: e.ingress) if direction == INGRESS else (lambda e: e.egress)
     decided, admin_unknown = _admin_tier(pick, effects)
-    denies, openers, open_rules, unknown, unknown_if_open = [], [], [], list(admin_unknown), []
+    denies, openers, open_rules, unknown, unknown_if_no_deny = [], [], [], list(admin_unknown), []
     for effect in effects:
         d = pick(effect)
         if d.open_rules:
@@ -66,7 +66,7 @@ def _isolation(direction: str, effects: tuple[Effect, ...]) -> _Isolation:
         if decided is None and effect.admin_priority is not None:
             continue  # the Admin tier decided nothing, or passed everything on
         if d.unknown:
-            (unknown if d.opens_over_isolation else unknown_if_open).append(d.unknown)
+            (unknown if d.opens_over_isolation else unknown_if_no_deny).append(d.unknown)
         if d.isolates and not d.admits_everything:
             denies.append(effect.short_name)
         if d.admits_everything and d.opens_over_isolation:
@@ -76,7 +76,7 @@ def _isolation(direction: str, effects: tuple[Effect, ...]) -> _Isolation:
     named = f" Policies admitting every {'source' if direction == INGRESS else 'destination'}: " \
             f"{', '.join(sorted(open_rules)[:MAX_NAMED])}." if open_rules else ""
     return _Isolation(denies, openers, tuple(denies[:MAX_NAMED] + openers[:MAX_NAMED]), named, tuple(unknown),
-                      tuple(unknown_if_open))
+                      tuple(unknown_if_no_deny))
 
 
 def _admin_tier(pick: Callable[[Effect], Direction],
@@ -102,7 +102,7 @@ def _admin_tier(pick: Callable[[Effect], Direction],
 
 def _verdict(direction: str, control_id: str, namespace: Namespace, coverage: NamespaceCoverage,
              unreadable: tuple[str, ...], cluster: str) -> ControlResult:
-    denies, openers, evidence, named, unknown_rules, unknown_if_open = _isolation(direction, coverage.effects)
+    denies, openers, evidence, named, unknown_rules, unknown_if_no_deny = _isolation(direction, coverage.effects)
     where = f"Namespace '{namespace.name}' of EKS cluster '{cluster}'"
     word = direction.lower()
     if namespace.terminating:
@@ -116,7 +116,7 @@ def _verdict(direction: str, control_id: str, namespace: Namespace, coverage: Na
                              + named, evidence)
     # A policy not understood leaves the verdict open only if it could change it: one that is not over all of the
     # namespace's pods, or one the verdict does not depend on, does not (it stays in the run's count).
-    unknown = unknown_rules + (() if denies else unreadable + coverage.errors + unknown_if_open)
+    unknown = unknown_rules + (() if denies else unreadable + coverage.errors + unknown_if_no_deny)
     if unknown and not openers:
         return ControlResult(control_id, namespace.name, ComplianceStatus.NOT_AVAILABLE,
                              f"Namespace {namespace.name}: {word} isolation could not be determined",
