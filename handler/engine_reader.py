@@ -94,8 +94,8 @@ def _read_group(session: Session, group: str, group_version: str, policies: list
 
 
 def read_cidr_groups(session: Session, group_list: Mapping[str, Any]) -> dict[str, CidrGroup] | None:
-    """The cluster's CiliumCIDRGroups by name, from the first version of cilium.io that serves them (v2 since
-    Cilium 1.18, v2alpha1 before); None when none does, or RBAC forbids the list."""
+    """The cluster's CiliumCIDRGroups by name, from the first version of cilium.io that serves them (v2alpha1,
+    and v2 in recent releases), the preferred one first; None when none does, or RBAC forbids the list."""
     for group_version in _versions(group_list, "cilium.io"):
         served = {r.get("name") for r in (session.get_object(f"/apis/{group_version}") or {}).get("resources") or ()}
         if CIDR_GROUPS not in served:

@@ -261,3 +261,15 @@ def test_cidr_groups_are_not_asked_for_when_no_policy_needs_them_or_the_kind_is_
     result = verdicts(world, not_served)["egress"]["shop"]
     assert result.status is NOT_AVAILABLE and "CiliumCIDRGroup" in result.description
     assert not [r for r in not_served.requests if "ciliumcidrgroups" in r["path"]]
+
+
+def test_forbidden_cidr_groups_only_make_the_rules_that_name_them_uninterpretable(world: World) -> None:
+    cluster = cluster_with(egress_to_group({"cidrGroupRef": "internet"}), namespaces=("shop", "billing"),
+                           kinds=[CIDR_GROUP])
+    place(cluster, egress_to_group({"cidr": "203.0.113.0/24"}), "billing")
+    cidr_group(cluster, "internet", ["0.0.0.0/0"])
+    cluster.forbid("ciliumcidrgroups")
+    v = verdicts(world, cluster)
+    assert v["egress"]["shop"].status is NOT_AVAILABLE
+    assert "cidrGroupRef 'internet': the cluster's CiliumCIDRGroups could not be read" in v["egress"]["shop"].description
+    assert v["egress"]["billing"].status is PASSED and v["5.3.2"]["billing"].status is PASSED
