@@ -13,6 +13,7 @@ from handler.models import CidrGroup, Namespace, NetworkPolicy
 from handler.policy import Reach, analyze
 from handler.policy.calico_selector import compile_selector
 from handler.policy.engines.cilium import names_cidr_groups
+from handler.policy.engines.common import _by_identity
 from handler.policy.selectors import PRESENT, UNKNOWN, matches, selector_reach
 
 NS = Namespace("shop", labels={"team": "a", "env": "prod"})
@@ -344,3 +345,12 @@ def test_unresolvable_cidr_group_references_are_named(entry, groups, why):
 ])
 def test_which_cilium_policies_name_cidr_groups(spec, names):
     assert names_cidr_groups(spec) is names
+
+
+def test_rules_are_reduced_once_per_rules_object_not_per_equal_value():
+    calls = []
+    reduce = _by_identity(lambda rules, side: calls.append((rules, side)) or len(rules))
+    rules = [{"action": "Allow"}]
+    assert reduce(rules, "source") == reduce(rules, "source") == 1 and len(calls) == 1
+    assert reduce([{"action": "Allow"}], "source") == 1 and len(calls) == 2, "an equal list is another policy's"
+    assert reduce(rules, "destination") == 1 and len(calls) == 3

@@ -5,10 +5,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from handler.errors import PolicyError
-from handler.models import Namespace, NetworkPolicy
+from handler.models import EMPTY, Namespace, NetworkPolicy
 from handler.policy.calico_selector import compile_selector
 from handler.policy.engines.common import (EGRESS, INACTIVE, INGRESS, Direction, Effect, Peer, Scope,
-                                           _any_namespace_label, _direction, _effect, _names_namespace,
+                                           _any_namespace_label, _by_identity, _direction, _effect,
+                                           _names_namespace,
                                            _namespace_labels, _Rule, _whole_internet)
 from handler.policy.selectors import PRESENT, UNKNOWN, Reach, Resolver, all_of
 
@@ -16,6 +17,7 @@ CALICO_NAME_LABEL = "projectcalico.org/name"  # Calico's automatic label of ever
 ACTIONS = ("Allow", "Deny", "Pass", "Log")
 OWN_END = {"source": "destination", "destination": "source"}  # the end of a rule that is the selected pod
 PORT_MATCHES = ("protocol", "notProtocol", "icmp", "notICMP", "http")
+PORTS = ("ports", "notPorts")  # at either end
 ENDPOINT_MATCHES = ("nets", "notNets", "selector", "notSelector", "namespaceSelector", "serviceAccounts", "services")
 
 
@@ -84,16 +86,23 @@ UNREACHED = _Rule(Scope.LIMITED, False, allows=False)  # a rule no traffic gets 
 
 def _calico_direction(reach: Reach, active: bool, rules: Sequence[Any] | None, peer_key: str,
                       namespaced: bool) -> Direction:
-    """Rules in order, the first match wins: an Allow admits what no earlier Deny or Pass took; a Pass hands
-    what it matches to the next tier (or to the profile, which allows), so a Pass of every source on all ports
-    leaves the pods without default deny here; whatever no rule matches is denied at the end of the tier."""
     if not active:
         return INACTIVE
+    every_pod = _ordered_rules(rules or (), peer_key, namespaced)  # the same in every namespace: reduced once
+    return every_pod._replace(reach=reach, isolates=every_pod.isolates and reach is not Reach.NONE)
+
+
+@_by_identity
+def _ordered_rules(rules: Sequence[Any], peer_key: str, namespaced: bool) -> Direction:
+    """The direction as it is for pods the policy selects. Rules in order, the first match wins: an Allow admits
+    what no earlier Deny or Pass took; a Pass hands what it matches to the next tier (or to the profile, which
+    allows), so a Pass of every source on all ports leaves the pods without default deny here; whatever no rule
+    matches is denied at the end of the tier."""
     name = "ingress" if peer_key == "source" else "egress"
     reduced: list[_Rule] = []
     earlier: list[tuple[_Match, str]] = []  # the Deny and Pass rules before, and what they take, for the finding
     isolates = True
-    for number, rule in enumerate(rules or (), 1):
+    for number, rule in enumerate(rules, 1):
         action = rule.get("action")
         if action not in ACTIONS:
             raise PolicyError(f"{name} rule {number}: action must be one of {', '.join(ACTIONS)}, got {action!r}")
@@ -107,7 +116,7 @@ def _calico_direction(reach: Reach, active: bool, rules: Sequence[Any] | None, p
             reduced.append(UNREACHED)
             isolates = isolates and not (action == "Pass" and match.peer.scope >= Scope.ALL_PODS and match.all_ports)
             earlier.append((match, f"what {name} rule {number} {'denies' if action == 'Deny' else 'passes'}"))
-    return _direction(reach, isolates, reduced, name)
+    return _direction(Reach.ALL, isolates, reduced, name)
 
 
 def _covers(before: _Match, later: _Match) -> bool:
@@ -116,11 +125,11 @@ def _covers(before: _Match, later: _Match) -> bool:
 
 
 def _calico_match(rule: Mapping[str, Any], peer_key: str, namespaced: bool) -> _Match:
-    peer, own = rule.get(peer_key) or {}, rule.get(OWN_END[peer_key]) or {}
-    all_ports = not any(rule.get(key) for key in PORT_MATCHES) and not any(
-        end.get(key) for end in (peer, own) for key in ("ports", "notPorts"))
+    peer, own = rule.get(peer_key) or EMPTY, rule.get(OWN_END[peer_key]) or EMPTY
+    # map over dict.get, not generators: this runs for every rule of a global policy in every namespace
+    all_ports = not (any(map(rule.get, PORT_MATCHES)) or any(map(peer.get, PORTS)) or any(map(own.get, PORTS)))
     reached = _calico_peer(peer, namespaced)
-    whole = not reached.excepted and not rule.get("ipVersion") and not any(own.get(key) for key in ENDPOINT_MATCHES)
+    whole = not (reached.excepted or rule.get("ipVersion") or any(map(own.get, ENDPOINT_MATCHES)))
     return _Match(reached, all_ports, whole)
 
 

@@ -12,6 +12,7 @@ The rules, kind by kind, are written out in docs/policy-semantics.md; tests chec
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
@@ -120,6 +121,25 @@ def _merge(directions: list[Direction]) -> Direction:
                      any(d.admits_everything and d.reach is reach for d in active))
 
 
+def _by_identity(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Memoizes `function(obj, *hashable)` on obj's identity: a cluster-wide policy's rules (lists read from the
+    cluster, not hashable) reduce the same way in every namespace it is asked of. An entry keeps obj alive, so
+    its id is not reused while cached; the cache is emptied when full."""
+    cache: dict[tuple[Any, ...], tuple[Any, Any]] = {}
+
+    def memoized(obj: Any, *args: Any) -> Any:
+        key = (id(obj), *args)
+        hit = cache.get(key)
+        if hit is not None and hit[0] is obj:
+            return hit[1]
+        result = function(obj, *args)
+        if len(cache) >= 4096:
+            cache.clear()
+        cache[key] = (obj, result)
+        return result
+    return memoized
+
+
 def _names_namespace(reach: Reach, reach_of: Callable[[Namespace], Reach]) -> bool:
     """A cluster-wide policy is defined for a namespace when it selects all of its pods, or some of them because
     of a term about this namespace: a selector on pod labels alone (`role == 'db'` everywhere) is not."""
@@ -141,8 +161,13 @@ def _any_namespace_label(key: str) -> Any:
 
 def _whole_internet(cidr: Any) -> bool:
     """A /0 block (`0.0.0.0/0`, `::/0`): every address, whatever is excepted from it."""
+    return _zero_prefix(str(cidr))
+
+
+@functools.lru_cache(maxsize=4096)  # a cluster-wide policy's few CIDRs are asked of every namespace
+def _zero_prefix(cidr: str) -> bool:
     try:
-        return ipaddress.ip_network(str(cidr), strict=False).prefixlen == 0
+        return ipaddress.ip_network(cidr, strict=False).prefixlen == 0
     except ValueError as error:
         raise PolicyError(f"bad CIDR {cidr!r}") from error
 
@@ -153,7 +178,7 @@ def _cidr_peer(cidr: Any, excepted: Sequence[Any] | None = None) -> Peer:
 
 def _widest(peers: Iterable[Peer]) -> Peer:
     """Peers of one rule are ORed: the widest scope, less only what every peer of that scope leaves out."""
-    peers = list(peers)
-    scope = max((p.scope for p in peers), default=Scope.LIMITED)
-    widest = [p.excepted for p in peers if p.scope is scope]
+    reached = list(peers)
+    scope = max((p.scope for p in reached), default=Scope.LIMITED)
+    widest = [p.excepted for p in reached if p.scope is scope]
     return Peer(scope, tuple(e for e in widest[0] if all(e in other for other in widest[1:])) if widest else ())
