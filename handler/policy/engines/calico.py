@@ -9,8 +9,7 @@ from handler.models import EMPTY, Namespace, NetworkPolicy
 from handler.policy.calico_selector import compile_selector
 from handler.policy.engines.common import (EGRESS, INACTIVE, INGRESS, Direction, Effect, Peer, Scope,
                                            _any_namespace_label, _by_identity, _direction, _effect,
-                                           _names_namespace,
-                                           _namespace_labels, _Rule, _whole_internet)
+                                           _names_namespace, _namespace_labels, _Rule, _whole_internet)
 from handler.policy.selectors import PRESENT, UNKNOWN, Reach, Resolver, all_of
 
 CALICO_NAME_LABEL = "projectcalico.org/name"  # Calico's automatic label of every namespace: its name
@@ -126,7 +125,6 @@ def _covers(before: _Match, later: _Match) -> bool:
 
 def _calico_match(rule: Mapping[str, Any], peer_key: str, namespaced: bool) -> _Match:
     peer, own = rule.get(peer_key) or EMPTY, rule.get(OWN_END[peer_key]) or EMPTY
-    # map over dict.get, not generators: this runs for every rule of a global policy in every namespace
     all_ports = not (any(map(rule.get, PORT_MATCHES)) or any(map(peer.get, PORTS)) or any(map(own.get, PORTS)))
     reached = _calico_peer(peer, namespaced)
     whole = not (reached.excepted or rule.get("ipVersion") or any(map(own.get, ENDPOINT_MATCHES)))
