@@ -9,6 +9,10 @@ A kind that discovery lists but RBAC forbids (403) does not fail the cluster: it
 `unreadable`, and every verdict it could change says so (see controls/). Enforcement evidence is read with one
 `get` per named object (aws-node, amazon-vpc-cni, the Cilium and Calico agents), never a list: a 404 means
 absent, a 403 means unknown.
+
+CiliumCIDRGroups (cluster-scoped, named by Cilium rules' `cidrGroupRef` and `cidrGroupSelector`) are listed only
+when a Cilium policy names one, and handed to those policies; when they cannot be read, only the rules that name
+them are uninterpretable (handler/policy/engines/cilium.py).
 """
 from __future__ import annotations
 
@@ -18,7 +22,8 @@ from typing import Any, Protocol
 
 from handler import enforcement
 from handler.errors import ForbiddenError
-from handler.models import EnforcementEvidence, NetworkPolicy
+from handler.models import CidrGroup, EnforcementEvidence, NetworkPolicy
+from handler.policy.engines import cilium
 
 JSON = "application/json"
 # group -> (plural, kind, version) the scanner has semantics for (handler/policy/engines/); version None: the
@@ -38,6 +43,7 @@ POLICY_KINDS: dict[str, tuple[tuple[str, str, str | None], ...]] = {
                            ("applicationnetworkpolicies", "ApplicationNetworkPolicy", "v1alpha1")),
 }
 CALICO_VIEW_OF_KUBERNETES = "knp."
+CIDR_GROUPS = "ciliumcidrgroups"  # cluster-scoped CiliumCIDRGroup, read only when a Cilium policy names one
 ENGINE_OF_GROUP = {"cilium.io": "Cilium", "projectcalico.org": "Calico", "crd.projectcalico.org": "Calico"}
 
 
@@ -64,6 +70,11 @@ def read_engines(session: Session) -> EngineRead:
     for group, group_version in sorted(groups.items()):
         if group in POLICY_KINDS:
             _read_group(session, group, group_version, versions[group], policies, unreadable)
+    naming = {i for i, p in enumerate(policies) if p.api_version.startswith("cilium.io/")
+              and cilium.names_cidr_groups(p.spec)}
+    if naming:
+        cidr_groups = read_cidr_groups(session, group_list)
+        policies = [p._replace(cidr_groups=cidr_groups) if i in naming else p for i, p in enumerate(policies)]
     return EngineRead(tuple(policies), tuple(unreadable), read_enforcement(session, set(groups)))
 
 
@@ -98,6 +109,33 @@ def _read_group(session: Session, group: str, preferred: str, versions: set[str]
             continue
         policies.extend(engine_policy(item, group_version, kind) for item in items
                         if not str((item.get("metadata") or {}).get("name", "")).startswith(CALICO_VIEW_OF_KUBERNETES))
+
+
+def read_cidr_groups(session: Session, group_list: Mapping[str, Any]) -> dict[str, CidrGroup] | None:
+    """The cluster's CiliumCIDRGroups by name, from the first version of cilium.io that serves them (v2alpha1,
+    and v2 in recent releases), the preferred one first; None when none does, or RBAC forbids the list."""
+    for group_version in _versions(group_list, "cilium.io"):
+        served = {r.get("name") for r in (session.get_object(f"/apis/{group_version}") or {}).get("resources") or ()}
+        if CIDR_GROUPS not in served:
+            continue
+        try:
+            items = session.list_all(f"/apis/{group_version}/{CIDR_GROUPS}", JSON)
+        except ForbiddenError:
+            return None  # the policies that name a group say it could not be read
+        return {item["metadata"]["name"]: CidrGroup(dict(item["metadata"].get("labels") or {}),
+                                                    tuple(map(str, (item.get("spec") or {}).get("externalCIDRs") or ())))
+                for item in items}
+    return None
+
+
+def _versions(group_list: Mapping[str, Any], name: str) -> list[str]:
+    """The groupVersions a group serves, its preferred one first."""
+    for group in group_list.get("groups") or ():
+        if group.get("name") == name:
+            preferred = (group.get("preferredVersion") or {}).get("groupVersion")
+            others = [v["groupVersion"] for v in group.get("versions") or () if v["groupVersion"] != preferred]
+            return ([preferred] if preferred else []) + others
+    return []
 
 
 def engine_policy(item: Mapping[str, Any], api_version: str, kind: str) -> NetworkPolicy:

@@ -90,12 +90,22 @@ class Namespace(NamedTuple):
     terminating: bool = False
 
 
+class CidrGroup(NamedTuple):
+    """A Cilium CiliumCIDRGroup: labelled CIDRs that Cilium policies name (`cidrGroupRef`, `cidrGroupSelector`)."""
+
+    labels: Mapping[str, str]
+    cidrs: tuple[str, ...]
+
+
 class NetworkPolicy(NamedTuple):
     namespace: str
     name: str
     spec: Mapping[str, Any] = EMPTY
     kind: str = "NetworkPolicy"
     api_version: str = "networking.k8s.io/v1"
+    # Of a Cilium policy whose rules name CiliumCIDRGroups: the cluster's groups by name, read with it (one mapping
+    # shared by every such policy); None when they could not be read (kind not served, or forbidden).
+    cidr_groups: Mapping[str, CidrGroup] | None = None
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,10 @@
 Grammar, as Calico documents it: `all()`, `global()`, `has(k)`, `k == "v"`, `k != "v"`, `k in {"a","b"}`,
 `k not in {...}`, `k contains "s"`, `k starts with "s"`, `k ends with "s"`, `!e`, `(e)`, `e && e`, `e || e`
 (`&&` binds tighter than `||`). An empty selector means all(). Values are quoted with ' or ".
+
+`global()` matches everything, as `all()` does, except in a rule's `namespaceSelector`: there Calico rewrites it to
+`!has(projectcalico.org/namespace)` (only non-namespaced GlobalNetworkSets and HostEndpoints), so it selects no
+namespace (libcalico-go updateprocessors/rules.go, getEndpointSelector; API doc of EntityRule.NamespaceSelector).
 """
 from __future__ import annotations
 
@@ -12,7 +16,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from handler.errors import PolicyError
-from handler.policy.selectors import UNKNOWN, Reach, Resolver, all_of, any_of
+from handler.policy.selectors import PRESENT, UNKNOWN, Reach, Resolver, all_of, any_of
 
 Node = Callable[[Resolver], Reach]
 
@@ -22,12 +26,13 @@ _WORD_OPS = ("not in", "starts with", "ends with", "contains", "in")
 
 
 @functools.lru_cache(maxsize=4096)  # the same few selectors are asked of every namespace
-def compile_selector(text: str | None) -> Node:
-    """A predicate over a key resolver; PolicyError naming the selector when it does not parse."""
+def compile_selector(text: str | None, rule_namespace_selector: bool = False) -> Node:
+    """A predicate over a key resolver; PolicyError naming the selector when it does not parse.
+    `rule_namespace_selector`: the text is a rule's namespaceSelector, where `global()` selects no namespace."""
     tokens = _tokenize(text or "")
     if not tokens:
         return lambda resolve: Reach.ALL
-    parser = _Parser(tokens, text or "")
+    parser = _Parser(tokens, text or "", Reach.NONE if rule_namespace_selector else Reach.ALL)
     node = parser.disjunction()
     if parser.position != len(tokens):
         raise PolicyError(f"Calico selector {text!r}: unexpected {tokens[parser.position]!r}")
@@ -58,8 +63,8 @@ def _join_word_operators(tokens: list[str]) -> list[str]:
 
 
 class _Parser:
-    def __init__(self, tokens: list[str], text: str) -> None:
-        self.tokens, self.text, self.position = tokens, text, 0
+    def __init__(self, tokens: list[str], text: str, global_reach: Reach) -> None:
+        self.tokens, self.text, self.position, self.global_reach = tokens, text, 0, global_reach
 
     def peek(self) -> str | None:
         return self.tokens[self.position] if self.position < len(self.tokens) else None
@@ -99,13 +104,16 @@ class _Parser:
 
     def term(self) -> Node:
         word = self.take()
-        if word in ("all()", "global()"):
+        if word == "all()":
             return lambda resolve: Reach.ALL
+        if word == "global()":
+            global_reach = self.global_reach
+            return lambda resolve: global_reach
         if word == "has" and self.peek() == "(":
             self.take("(")
             key = self.take()
             self.take(")")
-            return lambda resolve: _compare(resolve(key), lambda v: True, absent_matches=False)
+            return lambda resolve: _compare(resolve(key), _any_value, absent_matches=False)
         operator = self.take()
         if operator in ("in", "not in"):
             values = self._set()
@@ -130,10 +138,16 @@ class _Parser:
         return values
 
 
+def _any_value(value: str) -> bool:  # the test of has(k)
+    return True
+
+
 def _compare(known: object, test: Callable[[str], bool], absent_matches: bool) -> Reach:
     """`!=` and `not in` hold for endpoints without the label, as in Calico."""
     if known is UNKNOWN:
         return Reach.SOME
+    if known is PRESENT:  # the label is there, its value unknown: only has(k) is decided
+        return Reach.ALL if test is _any_value else Reach.SOME
     if known is None:
         return Reach.ALL if absent_matches else Reach.NONE
     return Reach.ALL if test(str(known)) else Reach.NONE

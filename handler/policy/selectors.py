@@ -4,6 +4,10 @@ The scanner reads namespaces and policies, never pods (a pod list would cost mor
 selector over pod labels is undecided for a namespace: it may select some of its pods. A selector that holds
 for every pod whatever its labels (an empty one) selects ALL of them; one whose namespace terms are false
 selects NONE. `Reach` is that answer; AND is its minimum, OR its maximum, NOT swaps ALL and NONE.
+
+The same evaluation answers "does this peer select every namespace?" without a syntactic test: over a namespace
+the scanner knows nothing of but the labels every namespace carries (PRESENT, value unknown), a selector that is
+still ALL holds for every namespace (`kubernetes.io/metadata.name Exists` does, `team In (a)` does not).
 """
 from __future__ import annotations
 
@@ -33,8 +37,10 @@ def any_of(values: Iterable[Reach]) -> Reach:
     return max(values, default=Reach.NONE)
 
 
-# A key's value as far as the scanner knows it: a string, None for "label absent", or UNKNOWN (a pod label).
+# A key's value as far as the scanner knows it: a string, None for "label absent", UNKNOWN (a pod label: absent or
+# any value), or PRESENT (a label every object of its kind carries, whatever its value, e.g. a namespace's name).
 UNKNOWN: Any = object()
+PRESENT: Any = object()
 Resolver = Callable[[str], Any]
 
 # Operators as the API spells them; Cilium's examples also write them in lower case, which its agent accepts.
@@ -70,7 +76,7 @@ def is_empty(selector: Mapping[str, Any] | None) -> bool:
 
 def _equals(key: str, value: Any, resolve: Resolver) -> Reach:
     known = resolve(key)
-    if known is UNKNOWN:
+    if known is UNKNOWN or known is PRESENT:
         return Reach.SOME
     return Reach.ALL if known == ("" if value is None else str(value)) else Reach.NONE
 
@@ -85,6 +91,8 @@ def _expression(expression: Any, resolve: Resolver) -> Reach:
     known = resolve(str(expression["key"]))
     if known is UNKNOWN:
         return Reach.SOME
+    if known is PRESENT:
+        return {"Exists": Reach.ALL, "DoesNotExist": Reach.NONE}.get(operator, Reach.SOME)
     holds = {"In": known is not None and known in values,
              "NotIn": known is None or known not in values,  # NotIn also matches objects without the key
              "Exists": known is not None,

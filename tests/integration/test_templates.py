@@ -513,6 +513,7 @@ def test_cluster_role_reads_only_namespaces_and_policies_and_enforcement_objects
                 granted.add((group, resource))
     assert granted == {("", "namespaces"), ("networking.k8s.io", "networkpolicies"),
                        ("cilium.io", "ciliumnetworkpolicies"), ("cilium.io", "ciliumclusterwidenetworkpolicies"),
+                       ("cilium.io", "ciliumcidrgroups"),
                        ("projectcalico.org", "networkpolicies"), ("projectcalico.org", "globalnetworkpolicies"),
                        ("crd.projectcalico.org", "networkpolicies"), ("crd.projectcalico.org", "globalnetworkpolicies"),
                        ("policy.networking.k8s.io", "adminnetworkpolicies"),

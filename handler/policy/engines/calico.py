@@ -2,14 +2,22 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
-from handler.models import Namespace, NetworkPolicy
+from handler.errors import PolicyError
+from handler.models import EMPTY, Namespace, NetworkPolicy
 from handler.policy.calico_selector import compile_selector
-from handler.policy.engines.common import (EGRESS, INACTIVE, INGRESS, Direction, Effect, Scope, _direction,
-                                           _effect, _guarded, _names_namespace, _namespace_labels, _Rule,
-                                           _whole_internet)
-from handler.policy.selectors import UNKNOWN, Reach, Resolver, all_of
+from handler.policy.engines.common import (EGRESS, INACTIVE, INGRESS, Direction, Effect, Peer, Scope,
+                                           _any_namespace_label, _by_identity, _direction, _effect, _guarded,
+                                           _names_namespace, _namespace_labels, _Rule, _whole_internet)
+from handler.policy.selectors import PRESENT, UNKNOWN, Reach, Resolver, all_of
+
+CALICO_NAME_LABEL = "projectcalico.org/name"  # Calico's automatic label of every namespace: its name
+ACTIONS = ("Allow", "Deny", "Pass", "Log")
+OWN_END = {"source": "destination", "destination": "source"}  # the end of a rule that is the selected pod
+PORT_MATCHES = ("protocol", "notProtocol", "icmp", "notICMP", "http")
+PORTS = ("ports", "notPorts")  # at either end
+ENDPOINT_MATCHES = ("nets", "notNets", "selector", "notSelector", "namespaceSelector", "serviceAccounts", "services")
 
 
 def analyze(policy: NetworkPolicy, namespace: Namespace) -> Effect:
@@ -27,23 +35,36 @@ def analyze(policy: NetworkPolicy, namespace: Namespace) -> Effect:
 
 
 def _calico_reach(spec: Mapping[str, Any], namespace: Namespace) -> Reach:
-    labels = {**_namespace_labels(namespace), "projectcalico.org/name": namespace.name}
-    namespaces = compile_selector(spec.get("namespaceSelector"))(lambda key: labels.get(key))
+    namespaces = compile_selector(spec.get("namespaceSelector"))(_calico_namespace_resolver(namespace))
     endpoints = compile_selector(spec.get("selector"))(_calico_endpoint_resolver(namespace))
     accounts = Reach.SOME if spec.get("serviceAccountSelector") else Reach.ALL
     return all_of((namespaces, endpoints, accounts))
 
 
-def _calico_endpoint_resolver(namespace: Namespace) -> Resolver:
-    labels = _namespace_labels(namespace)
+def _calico_namespace_resolver(namespace: Namespace | None) -> Resolver:
+    """A namespace's labels for a namespaceSelector, Calico's `projectcalico.org/name` among them; of a namespace
+    the scanner knows nothing of (None), the two name labels every namespace carries."""
+    if namespace is None:
+        return lambda key: PRESENT if key == CALICO_NAME_LABEL else _any_namespace_label(key)
+    labels = {**_namespace_labels(namespace), CALICO_NAME_LABEL: namespace.name}
+    return lambda key: labels.get(key)
+
+
+def _calico_endpoint_resolver(namespace: Namespace | None) -> Resolver:
+    """An endpoint's labels for a selector: `projectcalico.org/namespace` and `pcns.<namespace label>` are known
+    of `namespace`'s pods (or present on a pod of any namespace, None); the rest are pod labels."""
+    namespace_label = _calico_namespace_resolver(namespace)
 
     def resolve(key: str) -> Any:
         if key == "projectcalico.org/namespace":
-            return namespace.name
+            return namespace.name if namespace else PRESENT
         if key.startswith("pcns."):
-            return labels.get(key[len("pcns."):])
+            return namespace_label(key[len("pcns."):])
         return UNKNOWN
     return resolve
+
+
+ANY_NAMESPACE, ANY_ENDPOINT = _calico_namespace_resolver(None), _calico_endpoint_resolver(None)
 
 
 def _default_calico_types(spec: Mapping[str, Any]) -> list[str]:
@@ -53,35 +74,90 @@ def _default_calico_types(spec: Mapping[str, Any]) -> list[str]:
     return [INGRESS]
 
 
+class _Match(NamedTuple):
+    """What traffic one rule matches, as far as isolation needs it."""
+
+    peer: Peer  # the other end: source of an ingress rule, destination of an egress rule
+    all_ports: bool  # no protocol, port, ICMP or HTTP match, positive or negated
+    whole: bool  # nothing narrows it but its peer's scope: no exception, no match on the pod's own end
+
+
+UNREACHED = _Rule(Scope.LIMITED, False, allows=False)  # a rule no traffic gets to, or one that decides nothing
+
+
 def _calico_direction(reach: Reach, active: bool, rules: Sequence[Any] | None, peer_key: str,
                       namespaced: bool) -> Direction:
     if not active:
         return INACTIVE
-    reduced = [_calico_rule(rule, peer_key, namespaced) for rule in rules or ()]
-    return _direction(reach, True, reduced, "ingress" if peer_key == "source" else "egress")
+    every_pod = _ordered_rules(rules or (), peer_key, namespaced)  # the same in every namespace: reduced once
+    return every_pod._replace(reach=reach, isolates=every_pod.isolates and reach is not Reach.NONE)
 
 
-def _calico_rule(rule: Mapping[str, Any], peer_key: str, namespaced: bool) -> _Rule:
-    peer = rule.get(peer_key) or {}
-    ports_side = rule.get("destination") or {}
-    all_ports = not (rule.get("protocol") or ports_side.get("ports") or rule.get("icmp") or rule.get("http"))
-    return _Rule(_calico_scope(peer, namespaced), all_ports, allows=rule.get("action") == "Allow")
+@_by_identity
+def _ordered_rules(rules: Sequence[Any], peer_key: str, namespaced: bool) -> Direction:
+    """The direction as it is for pods the policy selects. Rules in order, the first match wins: an Allow admits
+    what no earlier Deny or Pass took; a Pass hands what it matches to the next tier (or to the profile, which
+    allows), so a Pass of every source on all ports leaves the pods without default deny here; whatever no rule
+    matches is denied at the end of the tier."""
+    name = "ingress" if peer_key == "source" else "egress"
+    reduced: list[_Rule] = []
+    earlier: list[tuple[_Match, str]] = []  # the Deny and Pass rules before, and what they take, for the finding
+    isolates = True
+    for number, rule in enumerate(rules, 1):
+        action = rule.get("action")
+        if action not in ACTIONS:
+            raise PolicyError(f"{name} rule {number}: action must be one of {', '.join(ACTIONS)}, got {action!r}")
+        match = _calico_match(rule, peer_key, namespaced)
+        if action == "Log" or any(_covers(before, match) for before, _ in earlier):
+            reduced.append(UNREACHED)
+        elif action == "Allow":
+            taken = tuple(what for _, what in earlier)
+            reduced.append(_Rule(match.peer.scope, match.all_ports, excepted=match.peer.excepted + taken))
+        else:
+            reduced.append(UNREACHED)
+            isolates = isolates and not (action == "Pass" and match.peer.scope >= Scope.ALL_PODS and match.all_ports)
+            earlier.append((match, f"what {name} rule {number} {'denies' if action == 'Deny' else 'passes'}"))
+    return _direction(Reach.ALL, isolates, reduced, name)
 
 
-def _calico_scope(peer: Mapping[str, Any], namespaced: bool) -> Scope:
-    narrowing = {k: v for k, v in peer.items() if k not in ("ports", "notPorts")}
-    if not narrowing:
-        return Scope.EVERYWHERE
-    if set(narrowing) == {"nets"} and any(_whole_internet(n) for n in narrowing["nets"]):
-        return Scope.EVERYWHERE
-    selector, namespaces = narrowing.get("selector"), narrowing.get("namespaceSelector")
-    every_endpoint = selector is None or _is_all(selector)
-    # In a namespaced policy a bare selector stays in the policy's namespace; in a global one it spans them all.
-    every_namespace = _is_all(namespaces) if namespaced else namespaces is None or _is_all(namespaces)
-    if set(narrowing) <= {"selector", "namespaceSelector"} and every_endpoint and every_namespace:
-        return Scope.ALL_PODS
-    return Scope.LIMITED
+def _covers(before: _Match, later: _Match) -> bool:
+    """An earlier rule that matches all the traffic of a later one leaves it nothing."""
+    return before.whole and before.all_ports and before.peer.scope >= later.peer.scope >= Scope.ALL_PODS
 
 
-def _is_all(selector: str | None) -> bool:
-    return selector is not None and selector.replace(" ", "") in ("all()", "")
+def _calico_match(rule: Mapping[str, Any], peer_key: str, namespaced: bool) -> _Match:
+    peer, own = rule.get(peer_key) or EMPTY, rule.get(OWN_END[peer_key]) or EMPTY
+    # map over dict.get, not generators: this runs for every rule of a global policy in every namespace
+    all_ports = not (any(map(rule.get, PORT_MATCHES)) or any(map(peer.get, PORTS)) or any(map(own.get, PORTS)))
+    reached = _calico_peer(peer, namespaced)
+    whole = not (reached.excepted or rule.get("ipVersion") or any(map(own.get, ENDPOINT_MATCHES)))
+    return _Match(reached, all_ports, whole)
+
+
+def _calico_peer(peer: Mapping[str, Any], namespaced: bool) -> Peer:
+    """The positive matches of an EntityRule are ANDed (none: every address); `notNets` and `notSelector` take
+    some out, which the finding names but which never narrow the scope (as an ipBlock's `except`)."""
+    excepted = tuple(map(str, peer.get("notNets") or ()))
+    if peer.get("notSelector"):
+        excepted += (f"endpoints matching {peer['notSelector']}",)
+    scopes = []
+    if peer.get("nets"):
+        scopes.append(Scope.EVERYWHERE if any(_whole_internet(n) for n in peer["nets"]) else Scope.LIMITED)
+    # Any selector field of a namespaced policy's rule, notSelector too, keeps it to the policy's namespace unless
+    # it has a namespaceSelector (libcalico-go updateprocessors/rules.go, getEndpointSelector).
+    if peer.get("selector") or peer.get("namespaceSelector") or (namespaced and peer.get("notSelector")):
+        scopes.append(_calico_endpoints_scope(peer, namespaced))
+    if peer.get("serviceAccounts") or peer.get("services"):
+        scopes.append(Scope.LIMITED)
+    return Peer(min(scopes, default=Scope.EVERYWHERE), excepted)
+
+
+def _calico_endpoints_scope(peer: Mapping[str, Any], namespaced: bool) -> Scope:
+    """Every pod of the cluster when the selectors hold for a pod of any namespace: `all()`, `global()` as an
+    endpoint selector, `has(projectcalico.org/name)` as a namespace selector..."""
+    if peer.get("namespaceSelector"):
+        namespaces = compile_selector(peer["namespaceSelector"], rule_namespace_selector=True)(ANY_NAMESPACE)
+    else:
+        namespaces = Reach.NONE if namespaced else Reach.ALL  # own namespace only, or all of them
+    endpoints = compile_selector(peer.get("selector"))(ANY_ENDPOINT)
+    return Scope.ALL_PODS if all_of((namespaces, endpoints)) is Reach.ALL else Scope.LIMITED

@@ -12,13 +12,14 @@ The rules, kind by kind, are written out in docs/policy-semantics.md; tests chec
 from __future__ import annotations
 
 import enum
+import functools
 import ipaddress
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, NamedTuple
 
 from handler.errors import PolicyError
 from handler.models import Namespace, NetworkPolicy
-from handler.policy.selectors import UNKNOWN, Reach
+from handler.policy.selectors import PRESENT, UNKNOWN, Reach
 
 INGRESS, EGRESS = "Ingress", "Egress"
 NAMESPACE_NAME_LABEL = "kubernetes.io/metadata.name"  # set by kube-apiserver on every namespace since 1.22
@@ -62,12 +63,27 @@ class Effect(NamedTuple):
 Analyzer = Callable[[NetworkPolicy, Namespace], Effect]
 
 
+class Peer(NamedTuple):
+    """How far one peer (or the peers of one rule) reaches, and what it leaves out.
+
+    An exception never narrows the scope: a /0 block admits everything whatever its `except` list (every
+    address that matters, the metadata endpoint aside, is still reachable); the finding names the exceptions.
+    """
+
+    scope: Scope
+    excepted: tuple[str, ...] = ()
+
+
+LIMITED = Peer(Scope.LIMITED)
+
+
 class _Rule(NamedTuple):
     """One allow (or deny) rule reduced to what isolation needs: who it reaches and whether ports are open."""
 
     scope: Scope
     all_ports: bool
     allows: bool = True
+    excepted: tuple[str, ...] = ()  # what it leaves out of its scope, named in the finding
 
 
 def label(policy: NetworkPolicy) -> str:
@@ -107,7 +123,8 @@ def _direction(reach: Reach, isolates: bool, rules: Sequence[_Rule], name: str) 
             whom = "every source" if rule.scope is Scope.EVERYWHERE else "every pod of the cluster"
             if name == "egress":
                 whom = "every destination" if rule.scope is Scope.EVERYWHERE else "every pod of the cluster"
-            open_rules.append(f"{name} rule {number} admits {whom}" + ("" if rule.all_ports else " on some ports"))
+            but = f" except {', '.join(rule.excepted)}" if rule.excepted else ""
+            open_rules.append(f"{name} rule {number} admits {whom}{but}" + ("" if rule.all_ports else " on some ports"))
             everything = everything or rule.all_ports
     return Direction(reach, isolates and reach is not Reach.NONE, tuple(open_rules), everything)
 
@@ -128,6 +145,25 @@ def _merge(directions: list[Direction]) -> Direction:
                      any(d.admits_everything and d.reach is reach for d in active), unknown=unknown)
 
 
+def _by_identity(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Memoizes `function(obj, *hashable)` on obj's identity: a cluster-wide policy's rules (lists read from the
+    cluster, not hashable) reduce the same way in every namespace it is asked of. An entry keeps obj alive, so
+    its id is not reused while cached; the cache is emptied when full."""
+    cache: dict[tuple[Any, ...], tuple[Any, Any]] = {}
+
+    def memoized(obj: Any, *args: Any) -> Any:
+        key = (id(obj), *args)
+        hit = cache.get(key)
+        if hit is not None and hit[0] is obj:
+            return hit[1]
+        result = function(obj, *args)
+        if len(cache) >= 4096:
+            cache.clear()
+        cache[key] = (obj, result)
+        return result
+    return memoized
+
+
 def _names_namespace(reach: Reach, reach_of: Callable[[Namespace], Reach]) -> bool:
     """A cluster-wide policy is defined for a namespace when it selects all of its pods, or some of them because
     of a term about this namespace: a selector on pod labels alone (`role == 'db'` everywhere) is not."""
@@ -142,8 +178,31 @@ def _pod_labels(key: str) -> Any:
     return UNKNOWN
 
 
-def _whole_internet(cidr: Any, excepted: Any = None) -> bool:
+def _any_namespace_label(key: str) -> Any:
+    """The labels of a namespace the scanner knows nothing of: only its name label is sure to be there."""
+    return PRESENT if key == NAMESPACE_NAME_LABEL else UNKNOWN
+
+
+def _whole_internet(cidr: Any) -> bool:
+    """A /0 block (`0.0.0.0/0`, `::/0`): every address, whatever is excepted from it."""
+    return _zero_prefix(str(cidr))
+
+
+@functools.lru_cache(maxsize=4096)  # a cluster-wide policy's few CIDRs are asked of every namespace
+def _zero_prefix(cidr: str) -> bool:
     try:
-        return not excepted and ipaddress.ip_network(str(cidr), strict=False).prefixlen == 0
+        return ipaddress.ip_network(cidr, strict=False).prefixlen == 0
     except ValueError as error:
         raise PolicyError(f"bad CIDR {cidr!r}") from error
+
+
+def _cidr_peer(cidr: Any, excepted: Sequence[Any] | None = None) -> Peer:
+    return Peer(Scope.EVERYWHERE, tuple(map(str, excepted or ()))) if _whole_internet(cidr) else LIMITED
+
+
+def _widest(peers: Iterable[Peer]) -> Peer:
+    """Peers of one rule are ORed: the widest scope, less only what every peer of that scope leaves out."""
+    reached = list(peers)
+    scope = max((p.scope for p in reached), default=Scope.LIMITED)
+    widest = [p.excepted for p in reached if p.scope is scope]
+    return Peer(scope, tuple(e for e in widest[0] if all(e in other for other in widest[1:])) if widest else ())

@@ -5,9 +5,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from handler.models import Namespace, NetworkPolicy
-from handler.policy.engines.common import (EGRESS, INACTIVE, INGRESS, Direction, Effect, Scope, _direction,
-                                           _effect, _guarded, _pod_labels, _Rule, _whole_internet)
-from handler.policy.selectors import Reach, is_empty, selector_reach
+from handler.policy.engines.common import (EGRESS, INACTIVE, INGRESS, LIMITED, Direction, Effect, Peer, Scope,
+                                           _any_namespace_label, _cidr_peer, _direction, _effect, _guarded,
+                                           _pod_labels, _Rule, _widest)
+from handler.policy.selectors import Reach, all_of, selector_reach
 
 
 def analyze(policy: NetworkPolicy, namespace: Namespace) -> Effect:
@@ -34,22 +35,29 @@ def _default_k8s_types(spec: Mapping[str, Any]) -> list[str]:
 def _k8s_direction(reach: Reach, active: bool, rules: Sequence[Any] | None, peers_key: str, name: str) -> Direction:
     if not active:
         return INACTIVE
-    reduced = [_Rule(_k8s_scope(rule.get(peers_key)), not rule.get("ports")) for rule in rules or ()]
-    return _direction(reach, True, reduced, name)
+    return _direction(reach, True, [_k8s_rule(rule, peers_key) for rule in rules or ()], name)
 
 
-def _k8s_scope(peers: Sequence[Mapping[str, Any]] | None) -> Scope:
+def _k8s_rule(rule: Mapping[str, Any], peers_key: str) -> _Rule:
+    peer = _k8s_peers(rule.get(peers_key))
+    return _Rule(peer.scope, not rule.get("ports"), excepted=peer.excepted)
+
+
+def _k8s_peers(peers: Sequence[Mapping[str, Any]] | None) -> Peer:
     if not peers:  # no `from`/`to`: every source or destination
-        return Scope.EVERYWHERE
-    return max(map(_k8s_peer_scope, peers), default=Scope.LIMITED)
+        return Peer(Scope.EVERYWHERE)
+    return _widest(map(_k8s_peer, peers))
 
 
-def _k8s_peer_scope(peer: Mapping[str, Any]) -> Scope:
+def _k8s_peer(peer: Mapping[str, Any]) -> Peer:
     block = peer.get("ipBlock")
     if block is not None:
-        return Scope.EVERYWHERE if _whole_internet(block.get("cidr"), block.get("except")) else Scope.LIMITED
+        return _cidr_peer(block.get("cidr"), block.get("except"))
     namespaces = peer.get("namespaceSelector")
-    # namespaceSelector {} alone, or with podSelector {}: every pod of every namespace.
-    if namespaces is not None and is_empty(namespaces) and is_empty(peer.get("podSelector") or {}):
-        return Scope.ALL_PODS
-    return Scope.LIMITED
+    if namespaces is None:  # podSelector alone: the policy's own namespace
+        return LIMITED
+    # Every pod of the cluster when the selectors hold for any pod of any namespace: `{}`, and also
+    # `kubernetes.io/metadata.name Exists`, which kube-apiserver makes true of every namespace.
+    every = all_of((selector_reach(namespaces, _any_namespace_label),
+                    selector_reach(peer.get("podSelector") or {}, _pod_labels)))
+    return Peer(Scope.ALL_PODS) if every is Reach.ALL else LIMITED
