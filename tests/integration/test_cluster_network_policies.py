@@ -146,6 +146,21 @@ def test_a_subject_on_pod_labels_in_every_namespace_counts_in_none(kube_world: W
     assert {ns: v[0] for ns, v in named.items()} == {"shop": "PASSED", "other": "FAILED"}
 
 
+@pytest.mark.parametrize("every_namespace", [
+    {"namespaces": {"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "Exists"}]}},
+    {"pods": {"namespaceSelector": {"matchExpressions": [{"key": "kubernetes.io/metadata.name",
+                                                          "operator": "Exists"}]}, "podSelector": {}}},
+], ids=["namespaces", "pods"])
+def test_a_peer_selecting_every_namespace_without_being_empty_is_every_pod(kube_world: World,
+                                                                           every_namespace: dict) -> None:
+    # kube-apiserver sets kubernetes.io/metadata.name on every namespace: `Exists` selects them all, as `{}` does.
+    deny = admin("deny", 10, {"namespaces": {}}, ingress=[{"action": "Deny", "from": [every_namespace]}])
+    assert verdicts(kube_world, cluster_with((ANP_V1ALPHA1, deny)))["shop"][1] == "PASSED"
+    allow_first = admin("allow", 10, {"namespaces": {}},
+                        ingress=[{"action": "Allow", "from": [every_namespace]}, *DENY_INGRESS])
+    assert verdicts(kube_world, cluster_with((ANP_V1ALPHA1, allow_first)))["shop"][1] == "FAILED"
+
+
 def test_the_admin_tier_decides_before_network_policies_by_priority(kube_world: World) -> None:
     allow_all = {"metadata": {"name": "allow-all"}, "spec": {"podSelector": {}, "egress": [{}]}}
     deny = admin("deny", 20, {"namespaces": {}}, egress=DENY_EGRESS)

@@ -21,10 +21,10 @@ from typing import Any, NamedTuple
 
 from handler.errors import PolicyError
 from handler.models import Namespace, NetworkPolicy
-from handler.policy.engines.common import (INACTIVE, Direction, Effect, Scope, _direction, _effect, _guarded,
-                                           _names_namespace, _namespace_labels, _pod_labels, _Rule,
+from handler.policy.engines.common import (INACTIVE, Direction, Effect, Scope, _any_namespace_label, _direction,
+                                           _effect, _guarded, _names_namespace, _namespace_labels, _pod_labels, _Rule,
                                            _whole_internet)
-from handler.policy.selectors import Reach, all_of, is_empty, selector_reach
+from handler.policy.selectors import Reach, all_of, selector_reach
 
 ACCEPT, DENY, PASS = "Accept", "Deny", "Pass"
 ADMIN, BASELINE = "Admin", "Baseline"
@@ -127,12 +127,16 @@ def _peer_scope(peer: Mapping[str, Any], dialect: _Dialect) -> Scope:
     if "networks" in peer:
         # Networks match pod addresses too (v1alpha2 types): a /0 network is every pod and every address.
         return Scope.EVERYWHERE if any(_whole_internet(n) for n in peer["networks"] or ()) else Scope.LIMITED
+    # Every pod of the cluster when the selectors hold for any pod of any namespace, decided three-valued as for
+    # NetworkPolicy peers: `{}`, and also `kubernetes.io/metadata.name Exists`, true of every namespace.
     if "namespaces" in peer:
-        return Scope.ALL_PODS if is_empty(peer["namespaces"] or {}) else Scope.LIMITED
+        every = selector_reach(peer["namespaces"] or {}, _any_namespace_label)
+        return Scope.ALL_PODS if every is Reach.ALL else Scope.LIMITED
     if "pods" in peer:
         pods = _pods(peer, dialect)
-        every = is_empty(pods.get("namespaceSelector") or {}) and is_empty(pods.get("podSelector") or {})
-        return Scope.ALL_PODS if every else Scope.LIMITED
+        every = all_of((selector_reach(pods.get("namespaceSelector") or {}, _any_namespace_label),
+                        selector_reach(pods.get("podSelector") or {}, _pod_labels)))
+        return Scope.ALL_PODS if every is Reach.ALL else Scope.LIMITED
     if peer and set(peer) <= {"nodes", "domainNames"}:
         return Scope.LIMITED  # node addresses, or named domains: never every pod or address
     raise PolicyError(f"a peer needs one of namespaces, pods, networks, nodes, domainNames, got {peer!r}")
