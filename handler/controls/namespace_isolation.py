@@ -7,15 +7,17 @@ policy that selects all of its pods admits everything (Kubernetes unions allow r
 undoes the deny). FAILED otherwise. Policies that admit every source (destination), on all ports or some, are
 named in every finding. The rules are in handler/policy/semantics.py and docs/policy-semantics.md.
 
-A namespace with no default deny found while some policy kind could not be read is NOT_AVAILABLE.
+A namespace with no default deny found while some policy kind could not be read is NOT_AVAILABLE. On EKS Auto
+Mode, DefaultDeny NodeClasses can isolate a namespace too (controls/unselected_pods.py).
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import NamedTuple
 
+from handler.controls import unselected_pods
 from handler.controls.base import Control, Evaluate, EvaluationOptions
-from handler.models import ClusterSnapshot, ComplianceStatus, ControlResult, Namespace
+from handler.models import ClusterSnapshot, ComplianceStatus, ControlResult, Namespace, UnselectedPods
 from handler.policy import EGRESS, INGRESS, Effect, Reach
 from handler.policy.coverage import NamespaceCoverage
 
@@ -25,8 +27,8 @@ MAX_NAMED = 10
 def _evaluator(direction: str, control_id: str) -> Evaluate:
     def evaluate(snapshot: ClusterSnapshot, options: EvaluationOptions = EvaluationOptions()) -> list[ControlResult]:
         cluster, coverage = snapshot.cluster.ref.name, snapshot.coverage
-        return [_verdict(direction, control_id, ns, coverage[ns.name], snapshot.unreadable, cluster)
-                for ns in snapshot.namespaces]
+        return [_verdict(direction, control_id, ns, coverage[ns.name], snapshot.unreadable, cluster,
+                         snapshot.unselected_pods) for ns in snapshot.namespaces]
     return evaluate
 
 
@@ -63,7 +65,7 @@ def _isolation(direction: str, effects: tuple[Effect, ...]) -> _Isolation:
 
 
 def _verdict(direction: str, control_id: str, namespace: Namespace, coverage: NamespaceCoverage,
-             unreadable: tuple[str, ...], cluster: str) -> ControlResult:
+             unreadable: tuple[str, ...], cluster: str, pods: UnselectedPods) -> ControlResult:
     denies, openers, evidence, named = _isolation(direction, coverage.effects)
     where = f"Namespace '{namespace.name}' of EKS cluster '{cluster}'"
     word = direction.lower()
@@ -77,6 +79,12 @@ def _verdict(direction: str, control_id: str, namespace: Namespace, coverage: Na
                              f"{where}: every pod is in default deny for {word} by {', '.join(denies[:MAX_NAMED])}."
                              + named, evidence)
     unknown = unreadable + coverage.errors
+    if not openers and not unknown and unselected_pods.isolates(direction, coverage.effects, pods):
+        return ControlResult(control_id, namespace.name, ComplianceStatus.PASSED,
+                             f"Namespace {namespace.name} denies {word} by default",
+                             f"{where}: {unselected_pods.passed_text(direction, pods)}" + named,
+                             evidence + unselected_pods.evidence(pods))
+    unknown += unselected_pods.unknown(pods)
     if unknown and not openers:
         return ControlResult(control_id, namespace.name, ComplianceStatus.NOT_AVAILABLE,
                              f"Namespace {namespace.name}: {word} isolation could not be determined",
@@ -87,7 +95,7 @@ def _verdict(direction: str, control_id: str, namespace: Namespace, coverage: Na
     return ControlResult(control_id, namespace.name, ComplianceStatus.FAILED,
                          f"Namespace {namespace.name} is not isolated for {word} by default",
                          f"{where} is not isolated by default for {word}: {why}. Pods not selected by a deny "
-                         f"accept any {word} traffic." + named, evidence)
+                         f"accept any {word} traffic." + named + unselected_pods.note(direction, pods), evidence)
 
 
 def _control(direction: str, control_id: str, remediation: str) -> Control:

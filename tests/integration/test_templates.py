@@ -514,7 +514,10 @@ def test_cluster_role_reads_only_namespaces_and_policies_and_enforcement_objects
                        ("projectcalico.org", "networkpolicies"), ("projectcalico.org", "globalnetworkpolicies"),
                        ("crd.projectcalico.org", "networkpolicies"), ("crd.projectcalico.org", "globalnetworkpolicies"),
                        ("policy.networking.k8s.io", "adminnetworkpolicies"),
-                       ("policy.networking.k8s.io", "baselineadminnetworkpolicies")}
+                       ("policy.networking.k8s.io", "baselineadminnetworkpolicies"),
+                       ("eks.amazonaws.com", "nodeclasses"), ("karpenter.sh", "nodepools"), ("apps", "daemonsets")}
+    daemonsets = [r for r in role["rules"] if "daemonsets" in r["resources"]]
+    assert [r["verbs"] for r in daemonsets] == [["list"]], "agents outside their usual namespace: list, never get"
     binding = kinds["ClusterRoleBinding"]
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "netpol-scanner-read"}
     assert binding["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "netpol-scanner:readers"}]
