@@ -159,12 +159,23 @@ def test_auto_mode_cluster_end_to_end(world: World, invoke) -> None:
     cluster = auto_cluster("auto-e2e", node_classes={"locked": "DefaultDeny"},
                            node_pools={"general-purpose": "locked", "system": "locked"})
     world.add_cluster(DEFAULT_ACCOUNT, DEFAULT_REGION, cluster, auto_mode=True)
+    # DescribeCluster decides, not the kinds served: computeConfig.enabled without the NodeClass kind is Auto Mode,
+    # the kind without computeConfig.enabled is not (no aws-node there: nothing enforces).
+    described = Cluster("described", {"default": {}})
+    described.add_resource_kind("", "v1", "configmaps", "ConfigMap", True)
+    described.add_object("v1", "configmaps", {"metadata": {"name": "amazon-vpc-cni", "namespace": "kube-system"},
+                                              "data": {"enable-network-policy-controller": "true"}})
+    world.add_cluster(DEFAULT_ACCOUNT, DEFAULT_REGION, described, auto_mode=True)
+    world.add_cluster(DEFAULT_ACCOUNT, DEFAULT_REGION, auto_cluster("standard"), auto_mode=False)
     summary = invoke({"accounts": [DEFAULT_ACCOUNT], "regions": [DEFAULT_REGION]})
-    assert summary["clusters_scanned"] == 1, summary
+    assert summary["clusters_scanned"] == 3, summary
     findings = world.findings()
-    (enforced,) = [f for f in of_cluster(findings, "auto-e2e") if f["GeneratorId"].endswith("/cis-k8s-5.3.1")]
-    assert enforced["Compliance"]["Status"] == "PASSED", enforced["Description"]
-    assert "EKS Auto Mode" in enforced["Description"]
+    enforced = {f["ProductFields"]["kubernetes/cluster"]: f for f in findings
+                if f["GeneratorId"].endswith("/cis-k8s-5.3.1")}
+    assert enforced["auto-e2e"]["Compliance"]["Status"] == "PASSED", enforced["auto-e2e"]["Description"]
+    assert "EKS Auto Mode" in enforced["auto-e2e"]["Description"]
+    assert enforced["described"]["Compliance"]["Status"] == "PASSED"
+    assert enforced["standard"]["Compliance"]["Status"] == "FAILED"
     egress = by_namespace(findings, "auto-e2e", "eks-netpol-scanner/netpol-default-deny-egress")
     assert egress["quiet"]["Compliance"]["Status"] == "PASSED"
     assert "NodeClass locked" in egress["quiet"]["ProductFields"]["eks-netpol-scanner/evidence"]
