@@ -120,14 +120,14 @@ def unselected_pods(node_classes: Iterable[Mapping[str, Any]], node_pools: Itera
     """What an EKS Auto Mode cluster whose controller is on does to pods no policy selects. DENY only when every
     NodePool uses a DefaultDeny NodeClass and no node outside Auto Mode is seen: the scanner never reads pods, so
     when only some NodePools do, which namespaces' pods land on their nodes is not known (SOME_DENY)."""
-    denying = sorted(_name(c) for c in node_classes if (c.get("spec") or {}).get("networkPolicy") == DEFAULT_DENY)
+    denying = sorted(_name(c) for c in node_classes if denies_by_default(c))
     if not denying:
         return UnselectedPods()
     pools = {_name(p): _node_class_of(p) for p in node_pools}
     deny_pools = sorted(p for p, node_class in pools.items() if node_class in denying)
     if not deny_pools:
         return UnselectedPods()  # a DefaultDeny NodeClass no NodePool uses has no nodes
-    used = tuple(sorted({pools[p] or "" for p in deny_pools}))
+    used = tuple(sorted({str(pools[p]) for p in deny_pools}))
     classes = f"NodeClass {', '.join(used)} (networkPolicy: {DEFAULT_DENY})"
     rest = sorted(set(pools) - set(deny_pools))
     if not rest and not other_nodes:
@@ -140,6 +140,10 @@ def unselected_pods(node_classes: Iterable[Mapping[str, Any]], node_pools: Itera
                           f"NodePool {', '.join(deny_pools)} use(s) {classes}, but {' and '.join(elsewhere)} do(es) "
                           "not; the scanner does not read pods, so which namespaces' pods run on the DefaultDeny "
                           "nodes is not known, and this verdict rests on the policies alone", used)
+
+
+def denies_by_default(node_class: Mapping[str, Any]) -> bool:
+    return (node_class.get("spec") or {}).get("networkPolicy") == DEFAULT_DENY
 
 
 def _name(obj: Mapping[str, Any]) -> str:

@@ -106,7 +106,7 @@ def engine_policy(item: Mapping[str, Any], api_version: str, kind: str) -> Netwo
 
 
 def read_enforcement(session: Session, groups: Mapping[str, str],
-                     auto_mode: bool = False) -> tuple[EnforcementEvidence, UnselectedPods]:
+                     auto_mode: bool) -> tuple[EnforcementEvidence, UnselectedPods]:
     aws_node, aws_node_error = _get(session, "/apis/apps/v1/namespaces/kube-system/daemonsets/aws-node")
     configmap, configmap_error = _get(session, "/api/v1/namespaces/kube-system/configmaps/amazon-vpc-cni")
     evidence = EnforcementEvidence(unknown=tuple(e for e in (aws_node_error, configmap_error) if e))
@@ -157,11 +157,9 @@ def _agents_by_label(session: Session, groups: Mapping[str, str], engines: list[
 def _unselected_pods(session: Session, groups: Mapping[str, str], other_nodes: int) -> UnselectedPods:
     """The NodePools are read only when some NodeClass denies by default: otherwise they change nothing."""
     node_classes, error = _list_kind(session, groups, NODE_CLASSES)
-    if error:
-        return UnselectedPods(PodDefault.UNKNOWN, f"whether pods no policy selects are denied is not known: {error}")
-    if not any((c.get("spec") or {}).get("networkPolicy") == enforcement.DEFAULT_DENY for c in node_classes):
-        return UnselectedPods()
-    node_pools, error = _list_kind(session, groups, NODE_POOLS)
+    node_pools: list[Mapping[str, Any]] = []
+    if not error and any(map(enforcement.denies_by_default, node_classes)):
+        node_pools, error = _list_kind(session, groups, NODE_POOLS)
     if error:
         return UnselectedPods(PodDefault.UNKNOWN, f"whether pods no policy selects are denied is not known: {error}")
     return enforcement.unselected_pods(node_classes, node_pools, other_nodes)
