@@ -75,10 +75,10 @@ class ClusterReader:
         with _Session(cluster, api, self.limits, self._sleep) as session:
             namespaces = session.list_all(NAMESPACES_PATH, METADATA_ONLY, _namespace)
             policies = session.list_all(NETWORK_POLICIES_PATH, JSON, _policy)
-            engines = engine_reader.read_engines(session)
+            engines = engine_reader.read_engines(session, cluster.auto_mode)
             return ClusterSnapshot(cluster, tuple(namespaces), tuple(policies) + engines.policies,
                                    api_requests=session.requests, unreadable=engines.unreadable,
-                                   enforcement=engines.enforcement)
+                                   enforcement=engines.enforcement, unselected_pods=engines.unselected_pods)
 
 
 def api_client(cluster: ClusterInfo, token: str, limits: ReadLimits) -> ApiClient:
@@ -123,14 +123,16 @@ class _Session:
     def __exit__(self, *exc: object) -> None:
         self.api.close()
 
-    def list_all(self, path: str, accept: str,
-                 convert: Callable[[Mapping[str, Any]], Any] | None = None) -> list[Any]:
-        """Every item of a list, page by page, each made into what `convert` makes of it as its page arrives (the
-        rest of a page is freed before the next is read: less memory, and less of it to take from the system);
-        restarts from the first page when a continue token expires."""
+    def list_all(self, path: str, accept: str, convert: Callable[[Mapping[str, Any]], Any] | None = None, *,
+                 label_selector: str | None = None) -> list[Any]:
+        """Every item of a list (those `label_selector` selects, when given), page by page, each made into what
+        `convert` makes of it as its page arrives (the rest of a page is freed before the next is read: less
+        memory, and less of it to take from the system); restarts from the first page when a continue token
+        expires."""
+        selector = [("labelSelector", label_selector)] if label_selector else []
         for _ in range(MAX_LIST_RESTARTS + 1):
             try:
-                return self._pages(path, accept, convert)
+                return self._pages(path, accept, convert, selector)
             except _ContinueExpired:
                 continue
         raise ClusterReadError(f"{path}: the list kept expiring (410 Gone) after {MAX_LIST_RESTARTS} restarts")
@@ -142,11 +144,12 @@ class _Session:
         except _NotFound:
             return None
 
-    def _pages(self, path: str, accept: str, convert: Callable[[Mapping[str, Any]], Any] | None) -> list[Any]:
+    def _pages(self, path: str, accept: str, convert: Callable[[Mapping[str, Any]], Any] | None,
+               selector: list[tuple[str, Any]]) -> list[Any]:
         items: list[Any] = []
         token: str | None = None
         while True:
-            query: list[tuple[str, Any]] = [("limit", self.limits.page_size)]
+            query: list[tuple[str, Any]] = [*selector, ("limit", self.limits.page_size)]
             if token:
                 query.append(("continue", token))
             token = self._page(path, query, accept, convert, items)

@@ -130,6 +130,8 @@ def describe_cluster(eks: Any, ref: ClusterRef) -> ClusterInfo:
         status=cluster.get("status") or "",
         details=_asff_details(cluster),
         vpc_cni_addon=vpc_cni_addon(eks, ref),
+        # EKS Auto Mode: no aws-node, no vpc-cni add-on; its enforcement is read in the cluster (enforcement.py).
+        auto_mode=bool((cluster.get("computeConfig") or {}).get("enabled")),
     )
 
 

@@ -7,8 +7,10 @@ counts twice; names starting `knp.` are the API server's views of Kubernetes Net
 
 A kind that discovery lists but RBAC forbids (403) does not fail the cluster: it is recorded in
 `unreadable`, and every verdict it could change says so (see controls/). Enforcement evidence is read with one
-`get` per named object (aws-node, amazon-vpc-cni, the Cilium and Calico agents), never a list: a 404 means
-absent, a 403 means unknown.
+`get` per named object (aws-node, amazon-vpc-cni, the Cilium and Calico agents where their installs put them): a
+404 means absent, a 403 means unknown. Only when an engine's kinds are served and its agent is not where installs
+put it, one list of DaemonSets across namespaces, by the agents' `k8s-app` label, looks for it elsewhere. On EKS
+Auto Mode the NodeClasses are listed, and the NodePools only when some NodeClass says DefaultDeny.
 
 CiliumCIDRGroups (cluster-scoped, named by Cilium rules' `cidrGroupRef` and `cidrGroupSelector`) are listed only
 when a Cilium policy names one, and handed to those policies; when they cannot be read, only the rules that name
@@ -22,7 +24,7 @@ from typing import Any, Protocol
 
 from handler import enforcement
 from handler.errors import ForbiddenError
-from handler.models import CidrGroup, EnforcementEvidence, NetworkPolicy
+from handler.models import CidrGroup, EnforcementEvidence, NetworkPolicy, PodDefault, UnselectedPods
 from handler.policy.engines import cilium
 
 JSON = "application/json"
@@ -47,8 +49,13 @@ CIDR_GROUPS = "ciliumcidrgroups"  # cluster-scoped CiliumCIDRGroup, read only wh
 ENGINE_OF_GROUP = {"cilium.io": "Cilium", "projectcalico.org": "Calico", "crd.projectcalico.org": "Calico"}
 
 
+DAEMONSETS = ("apps", "daemonsets", "DaemonSet")  # listed across namespaces, by label
+NODE_CLASSES = ("eks.amazonaws.com", "nodeclasses", "NodeClass")  # (group, plural, kind), cluster-scoped
+NODE_POOLS = ("karpenter.sh", "nodepools", "NodePool")
+
+
 class Session(Protocol):
-    def list_all(self, path: str, accept: str) -> list[Mapping[str, Any]]: ...
+    def list_all(self, path: str, accept: str, *, label_selector: str | None = None) -> list[Mapping[str, Any]]: ...
 
     def get_object(self, path: str) -> Mapping[str, Any] | None: ...
 
@@ -58,9 +65,12 @@ class EngineRead:
     policies: tuple[NetworkPolicy, ...]
     unreadable: tuple[str, ...]
     enforcement: EnforcementEvidence
+    unselected_pods: UnselectedPods = UnselectedPods()
 
 
-def read_engines(session: Session) -> EngineRead:
+def read_engines(session: Session, auto_mode: bool | None = None) -> EngineRead:
+    """`auto_mode`: DescribeCluster's computeConfig.enabled; None (not described) lets a served NodeClass kind
+    tell."""
     group_list = session.get_object("/apis") or {}
     groups, versions = served_groups(group_list), served_versions(group_list)
     if "projectcalico.org" in groups:
@@ -75,7 +85,10 @@ def read_engines(session: Session) -> EngineRead:
     if naming:
         cidr_groups = read_cidr_groups(session, group_list)
         policies = [p._replace(cidr_groups=cidr_groups) if i in naming else p for i, p in enumerate(policies)]
-    return EngineRead(tuple(policies), tuple(unreadable), read_enforcement(session, set(groups)))
+    if auto_mode is None:
+        auto_mode = NODE_CLASSES[0] in groups
+    evidence, unselected = read_enforcement(session, groups, auto_mode)
+    return EngineRead(tuple(policies), tuple(unreadable), evidence, unselected)
 
 
 def served_groups(group_list: Mapping[str, Any]) -> dict[str, str]:
@@ -149,20 +162,81 @@ def engine_policy(item: Mapping[str, Any], api_version: str, kind: str) -> Netwo
                          api_version=api_version)
 
 
-def read_enforcement(session: Session, groups: set[str]) -> EnforcementEvidence:
+def read_enforcement(session: Session, groups: Mapping[str, str],
+                     auto_mode: bool) -> tuple[EnforcementEvidence, UnselectedPods]:
     aws_node, aws_node_error = _get(session, "/apis/apps/v1/namespaces/kube-system/daemonsets/aws-node")
     configmap, configmap_error = _get(session, "/api/v1/namespaces/kube-system/configmaps/amazon-vpc-cni")
     evidence = EnforcementEvidence(unknown=tuple(e for e in (aws_node_error, configmap_error) if e))
-    if not aws_node_error:
+    unselected = UnselectedPods()
+    if not aws_node_error and not (auto_mode and aws_node is None):  # Auto Mode nodes run no aws-node
         evidence += enforcement.from_aws_node(aws_node, configmap)
+    if auto_mode and not configmap_error:
+        auto = enforcement.from_auto_mode(configmap, aws_node)
+        evidence += auto
+        if auto.engines:
+            unselected = _unselected_pods(session, groups, enforcement.nodes_outside_auto_mode(aws_node))
+    return evidence + _engine_agents(session, groups), unselected
+
+
+def _engine_agents(session: Session, groups: Mapping[str, str]) -> EnforcementEvidence:
+    """Cilium and Calico agents: by name where their installs put them, then by label anywhere for an engine whose
+    kinds are served but whose agent was not found by name."""
     engines_present = {ENGINE_OF_GROUP[g] for g in groups if g in ENGINE_OF_GROUP}
+    evidence, missing = EnforcementEvidence(), set(engines_present)
     for namespace, name, engine in enforcement.ENGINE_DAEMONSETS:
         if engine not in engines_present:
             continue  # no CRDs of that engine: it is not installed, and its DaemonSet is not worth a request
         daemonset, error = _get(session, f"/apis/apps/v1/namespaces/{namespace}/daemonsets/{name}")
+        if daemonset is not None or error:
+            missing.discard(engine)
         evidence += (EnforcementEvidence(unknown=(error,)) if error
                      else enforcement.from_engine_daemonset(namespace, name, engine, daemonset))
+    return evidence + (_agents_by_label(session, groups, sorted(missing)) if missing else EnforcementEvidence())
+
+
+def _agents_by_label(session: Session, groups: Mapping[str, str], engines: list[str]) -> EnforcementEvidence:
+    labels = {enforcement.ENGINE_AGENT_LABELS[e]: e for e in engines}
+    selector = f"k8s-app in ({','.join(sorted(labels))})"
+    daemonsets, error = _list_kind(session, groups, DAEMONSETS, selector)
+    if error:
+        return EnforcementEvidence(unknown=(f"to find the {' and '.join(engines)} agent outside its usual "
+                                            f"namespace, {error}",))
+    evidence = EnforcementEvidence()
+    for daemonset in daemonsets:
+        meta = daemonset.get("metadata") or {}
+        engine = labels.get((meta.get("labels") or {}).get("k8s-app", ""))
+        if engine:
+            evidence += enforcement.from_engine_daemonset(meta.get("namespace", ""), meta.get("name", ""), engine,
+                                                          daemonset)
     return evidence
+
+
+def _unselected_pods(session: Session, groups: Mapping[str, str], other_nodes: int) -> UnselectedPods:
+    """The NodePools are read only when some NodeClass denies by default: otherwise they change nothing."""
+    node_classes, error = _list_kind(session, groups, NODE_CLASSES)
+    node_pools: list[Mapping[str, Any]] = []
+    if not error and any(map(enforcement.denies_by_default, node_classes)):
+        node_pools, error = _list_kind(session, groups, NODE_POOLS)
+    if error:
+        return UnselectedPods(PodDefault.UNKNOWN, f"whether pods no policy selects are denied is not known: {error}")
+    return enforcement.unselected_pods(node_classes, node_pools, other_nodes)
+
+
+def _list_kind(session: Session, groups: Mapping[str, str], kind: tuple[str, str, str],
+               label_selector: str | None = None) -> tuple[list[Mapping[str, Any]], str | None]:
+    """Every object of a kind across namespaces (those the selector selects), or why they could not be read (403);
+    none when the cluster does not serve the kind: discovery asks first, since a list of an unknown kind is a
+    404 that would fail the whole read."""
+    group, plural, name = kind
+    if group not in groups:
+        return [], None
+    served = {r.get("name") for r in (session.get_object(f"/apis/{groups[group]}") or {}).get("resources") or ()}
+    if plural not in served:
+        return [], None
+    try:
+        return session.list_all(f"/apis/{groups[group]}/{plural}", JSON, label_selector=label_selector), None
+    except ForbiddenError as error:
+        return [], f"{name} ({plural}.{group}) could not be read: {error}"
 
 
 def _get(session: Session, path: str) -> tuple[Mapping[str, Any] | None, str | None]:

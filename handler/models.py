@@ -53,6 +53,24 @@ class EnforcementEvidence:
                                    self.unknown + other.unknown)
 
 
+class PodDefault(enum.StrEnum):
+    """What the nodes do to a pod that no policy selects (EKS Auto Mode NodeClass `spec.networkPolicy`)."""
+
+    ALLOW = "allow"  # Kubernetes' default: it accepts and opens any connection
+    DENY = "deny"  # every node is of a NodeClass with networkPolicy DefaultDeny: denied both ways
+    SOME_DENY = "some-deny"  # only some nodes are: which namespaces' pods land on them is not known
+    UNKNOWN = "unknown"  # the NodeClasses or NodePools that would tell could not be read
+
+
+@dataclass(frozen=True)
+class UnselectedPods:
+    """The default for pods no policy selects on one cluster, and the sentence that says why (for findings)."""
+
+    default: PodDefault = PodDefault.ALLOW
+    reason: str = ""
+    node_classes: tuple[str, ...] = ()  # the DefaultDeny NodeClasses the NodePools use, named as evidence
+
+
 @dataclass(frozen=True)
 class ClusterInfo:
     """What DescribeCluster says about a cluster: where to reach it, how to trust it, what it is."""
@@ -64,6 +82,7 @@ class ClusterInfo:
     status: str = ""
     details: Mapping[str, Any] = field(default_factory=dict)  # ASFF Details.AwsEksCluster
     vpc_cni_addon: EnforcementEvidence = EnforcementEvidence()  # from eks:DescribeAddon vpc-cni
+    auto_mode: bool | None = None  # DescribeCluster computeConfig.enabled; None: not described (a kubeconfig)
 
 
 class _ReadOnlyEmpty(dict):
@@ -118,6 +137,7 @@ class ClusterSnapshot:
     api_requests: int = 0
     unreadable: tuple[str, ...] = ()  # policy kinds discovery lists that RBAC did not let us read, with why
     enforcement: EnforcementEvidence = EnforcementEvidence()  # read in the cluster (DaemonSets, ConfigMap)
+    unselected_pods: UnselectedPods = UnselectedPods()  # EKS Auto Mode NodeClasses: Kubernetes' allow otherwise
 
     @functools.cached_property
     def coverage(self) -> Mapping[str, Any]:

@@ -65,7 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     invoke.add_argument("--dry-run", action="store_true", help="read and evaluate, write nothing")
     invoke.set_defaults(run=_invoke)
 
-    sandbox = commands.add_parser("sandbox", help="a real scan of local stand-ins for AWS and three clusters")
+    sandbox = commands.add_parser("sandbox", help="a real scan of local stand-ins for AWS and four clusters "
+                                                  "(one in EKS Auto Mode)")
     sandbox.set_defaults(run=_sandbox)
 
     report = commands.add_parser("report", help="the run history from the report bucket, as text and a plot")

@@ -12,6 +12,7 @@ in handler/policy/engines/ and docs/policy-semantics.md.
 NOT_AVAILABLE when the verdict depends on what could not be known: a policy kind that could not be read or a
 cluster-wide policy not interpreted, when no default deny was found; a direction not interpreted of a policy
 over all of the namespace's pods, unless an allow-all already fails the namespace.
+On EKS Auto Mode, DefaultDeny NodeClasses can isolate a namespace too (controls/unselected_pods.py).
 """
 from __future__ import annotations
 
@@ -19,8 +20,9 @@ import itertools
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
+from handler.controls import unselected_pods
 from handler.controls.base import Control, Evaluate, EvaluationOptions
-from handler.models import ClusterSnapshot, ComplianceStatus, ControlResult, Namespace
+from handler.models import ClusterSnapshot, ComplianceStatus, ControlResult, Namespace, UnselectedPods
 from handler.policy import EGRESS, INGRESS, Direction, Effect, Reach
 from handler.policy.coverage import NamespaceCoverage
 
@@ -30,8 +32,8 @@ MAX_NAMED = 10
 def _evaluator(direction: str, control_id: str) -> Evaluate:
     def evaluate(snapshot: ClusterSnapshot, options: EvaluationOptions = EvaluationOptions()) -> list[ControlResult]:
         cluster, coverage = snapshot.cluster.ref.name, snapshot.coverage
-        return [_verdict(direction, control_id, ns, coverage[ns.name], snapshot.unreadable, cluster)
-                for ns in snapshot.namespaces]
+        return [_verdict(direction, control_id, ns, coverage[ns.name], snapshot.unreadable, cluster,
+                         snapshot.unselected_pods) for ns in snapshot.namespaces]
     return evaluate
 
 
@@ -101,7 +103,7 @@ def _admin_tier(pick: Callable[[Effect], Direction],
 
 
 def _verdict(direction: str, control_id: str, namespace: Namespace, coverage: NamespaceCoverage,
-             unreadable: tuple[str, ...], cluster: str) -> ControlResult:
+             unreadable: tuple[str, ...], cluster: str, pods: UnselectedPods) -> ControlResult:
     denies, openers, evidence, named, unknown_rules, unknown_if_no_deny = _isolation(direction, coverage.effects)
     where = f"Namespace '{namespace.name}' of EKS cluster '{cluster}'"
     word = direction.lower()
@@ -117,6 +119,12 @@ def _verdict(direction: str, control_id: str, namespace: Namespace, coverage: Na
     # A policy not understood leaves the verdict open only if it could change it: one that is not over all of the
     # namespace's pods, or one the verdict does not depend on, does not (it stays in the run's count).
     unknown = unknown_rules + (() if denies else unreadable + coverage.errors + unknown_if_no_deny)
+    if not openers and not unknown and unselected_pods.isolates(direction, coverage.effects, pods):
+        return ControlResult(control_id, namespace.name, ComplianceStatus.PASSED,
+                             f"Namespace {namespace.name} denies {word} by default",
+                             f"{where}: {unselected_pods.passed_text(direction, pods)}" + named,
+                             evidence + unselected_pods.evidence(pods))
+    unknown += unselected_pods.unknown(pods)
     if unknown and not openers:
         return ControlResult(control_id, namespace.name, ComplianceStatus.NOT_AVAILABLE,
                              f"Namespace {namespace.name}: {word} isolation could not be determined",
@@ -127,7 +135,7 @@ def _verdict(direction: str, control_id: str, namespace: Namespace, coverage: Na
     return ControlResult(control_id, namespace.name, ComplianceStatus.FAILED,
                          f"Namespace {namespace.name} is not isolated for {word} by default",
                          f"{where} is not isolated by default for {word}: {why}. Pods not selected by a deny "
-                         f"accept any {word} traffic." + named, evidence)
+                         f"accept any {word} traffic." + named + unselected_pods.note(direction, pods), evidence)
 
 
 def _control(direction: str, control_id: str, remediation: str) -> Control:

@@ -13,20 +13,26 @@ from __future__ import annotations
 
 from handler.controls import policy_enforcement
 from handler.controls.base import Control, EvaluationOptions
-from handler.models import ClusterSnapshot, ComplianceStatus, ControlResult, Namespace
+from handler.models import ClusterSnapshot, ComplianceStatus, ControlResult, Namespace, PodDefault
 from handler.policy import Effect
 from handler.policy.coverage import NamespaceCoverage
 
 CONTROL_ID = "cis-k8s-5.3.2"
 MAX_EVIDENCE = 20  # policy names quoted in a finding; the count is always exact
 KUBERNETES_GROUP = "networking.k8s.io"
+UNPROTECTED = ("Until one selects its pods, every pod in it accepts connections from, and opens connections to, any "
+               "pod or address the cluster network reaches, so one compromised workload can move laterally to it or "
+               "from it")
 
 
 def evaluate(snapshot: ClusterSnapshot, options: EvaluationOptions = EvaluationOptions()) -> list[ControlResult]:
     cluster, coverage = snapshot.cluster.ref.name, snapshot.coverage
     enforced = policy_enforcement.status(snapshot) is not ComplianceStatus.FAILED
     not_enforced = "" if enforced else f" {policy_enforcement.NOT_ENFORCED}"
-    return [_verdict(ns, coverage[ns.name], snapshot.unreadable, cluster, options, not_enforced)
+    pods = snapshot.unselected_pods
+    risk = (f"Its pods are isolated by the nodes alone ({pods.reason}); a policy of its own keeps them isolated on "
+            "any node" if pods.default is PodDefault.DENY else UNPROTECTED)
+    return [_verdict(ns, coverage[ns.name], snapshot.unreadable, cluster, options, not_enforced, risk)
             for ns in snapshot.namespaces]
 
 
@@ -36,8 +42,9 @@ def _counted(effects: tuple[Effect, ...], options: EvaluationOptions) -> list[st
 
 
 def _verdict(namespace: Namespace, coverage: NamespaceCoverage, unreadable: tuple[str, ...], cluster: str,
-             options: EvaluationOptions, not_enforced: str) -> ControlResult:
-    """`not_enforced` ends every description but a Terminating namespace's when no engine enforces policies."""
+             options: EvaluationOptions, not_enforced: str, risk: str) -> ControlResult:
+    """`not_enforced` ends every description but a Terminating namespace's when no engine enforces policies;
+    `risk` says what a namespace without a policy is exposed to."""
     policies = _counted(coverage.effects, options) if coverage.effects else []  # none, in most namespaces
     where = f"Namespace '{namespace.name}' of EKS cluster '{cluster}'"
     evidence = tuple(policies[:MAX_EVIDENCE])
@@ -67,10 +74,7 @@ def _verdict(namespace: Namespace, coverage: NamespaceCoverage, unreadable: tupl
     return ControlResult(
         CONTROL_ID, namespace.name, ComplianceStatus.FAILED,
         title=f"Namespace {namespace.name} has no network policy",
-        description=f"{where} has no NetworkPolicy. Until one selects its pods, every pod in it accepts "
-                    "connections from, and opens connections to, any pod or address the cluster network "
-                    "reaches, so one compromised workload can move laterally to it or from it "
-                    f"(CIS Kubernetes 5.3.2 / CIS EKS 4.3.2).{not_enforced}")
+        description=f"{where} has no NetworkPolicy. {risk} (CIS Kubernetes 5.3.2 / CIS EKS 4.3.2).{not_enforced}")
 
 
 CONTROL = Control(

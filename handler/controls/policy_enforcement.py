@@ -2,7 +2,9 @@
 
 One finding per cluster. PASSED when something enforces NetworkPolicy: the vpc-cni add-on with
 enableNetworkPolicy, the aws-node DaemonSet's network policy agent switched on with the amazon-vpc-cni
-controller, or a running Calico or Cilium agent. FAILED when every source was read and none enforces.
+controller, on EKS Auto Mode that controller alone (when no node outside Auto Mode runs aws-node without its
+agent), or a running Calico or Cilium agent, in whichever namespace. FAILED when every source was read and none
+enforces.
 NOT_AVAILABLE when none was found enforcing and a DaemonSet or the ConfigMap could not be read (the reason is in
 the finding); a failed eks:DescribeAddon alone is only mentioned, since the add-on configures those objects.
 """
@@ -15,7 +17,8 @@ from handler.policy.coverage import not_understood
 CONTROL_ID = "cis-k8s-5.3.1"
 MAX_NOT_UNDERSTOOD = 5  # policies quoted; the count is exact
 NOT_ENFORCED = ("Nothing enforces network policies on this cluster (CIS 5.3.1 / EKS 4.3.1 FAILED), so its "
-                "policies have no effect until the VPC CNI network policy agent, Calico or Cilium runs.")
+                "policies have no effect until the VPC CNI network policy agent, Calico or Cilium runs (on EKS Auto "
+                "Mode: until ConfigMap kube-system/amazon-vpc-cni sets enable-network-policy-controller: \"true\").")
 
 
 def evidence(snapshot: ClusterSnapshot) -> EnforcementEvidence:
@@ -66,9 +69,9 @@ CONTROL = Control(
     severity="HIGH",  # without enforcement every namespace's policies, and every other control, are moot
     requirements=("CIS Kubernetes Benchmark v1.10.0/5.3.1", "CIS Amazon EKS Benchmark v1.7.0/4.3.1"),
     remediation_text="Enable network policy in the Amazon VPC CNI add-on (configuration value "
-                     "{\"enableNetworkPolicy\": \"true\"}), or run Calico or Cilium as the policy engine. The "
-                     "scan role needs eks:DescribeAddon and get on the aws-node DaemonSet and amazon-vpc-cni "
-                     "ConfigMap in kube-system to see it.",
+                     "{\"enableNetworkPolicy\": \"true\"}), or run Calico or Cilium as the policy engine; on EKS "
+                     "Auto Mode set enable-network-policy-controller: \"true\" in ConfigMap "
+                     "kube-system/amazon-vpc-cni. The scan role needs the reads in infra/kubernetes/rbac.yaml.",
     remediation_url="https://docs.aws.amazon.com/eks/latest/userguide/cni-network-policy-configure.html",
     evaluate=evaluate,
 )

@@ -127,14 +127,18 @@ class World:
         self.client("s3", DEFAULT_ACCOUNT, region).create_bucket(Bucket=name, **configuration)
 
     def add_cluster(self, account: str, region: str, cluster: Cluster, reachable: bool = True,
-                    version: str = "1.31") -> str:
+                    version: str = "1.31", auto_mode: bool = False) -> str:
         """Creates the EKS cluster in moto and points it at a Kubernetes API test server (or, when not reachable,
-        at a closed local port with a CA of its own). Returns the cluster ARN."""
+        at a closed local port with a CA of its own). `auto_mode`: DescribeCluster says computeConfig.enabled
+        (moto keeps no computeConfig of its own). Returns the cluster ARN."""
         eks = self.client("eks", account, region)
         arn = eks.create_cluster(name=cluster.name, version=version,
                                  roleArn=f"arn:aws:iam::{account}:role/eks-cluster",
                                  resourcesVpcConfig={"subnetIds": ["subnet-00000001"]})["cluster"]["arn"]
         self._clusters[(account, region, cluster.name)] = cluster
+        if auto_mode:
+            eks_backends[account][region].clusters[cluster.name].compute_config = {
+                "enabled": True, "nodeRoleArn": f"arn:aws:iam::{account}:role/AmazonEKSAutoNodeRole"}
         if reachable:
             self.make_reachable(account, region, cluster.name)
         else:

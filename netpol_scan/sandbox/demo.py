@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from netpol_scan.sandbox.auto_mode import add_auto_mode
 from netpol_scan.sandbox.aws_world import DEFAULT_ACCOUNT, DEFAULT_REGION, World
 from netpol_scan.sandbox.kube_api import Cluster
 from netpol_scan.lambda_context import LambdaContext
@@ -29,8 +30,13 @@ ALLOW_FRONTEND = {"podSelector": {"matchLabels": {"app": "api"}}, "policyTypes":
                   "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "web"}}}]}]}
 
 
+AUTO_MODE_CLUSTERS = {"orders-auto"}  # DescribeCluster says computeConfig.enabled
+
+
 def clusters() -> list[tuple[str, str, Cluster, bool]]:
-    """(account, Region, cluster, reachable): a small but varied fleet."""
+    """(account, Region, cluster, reachable): a small but varied fleet. orders-auto is an EKS Auto Mode cluster
+    with the network policy controller on and every NodePool on a DefaultDeny NodeClass: 5.3.1 PASSED, and its
+    namespaces without policies isolated by the nodes (5.3.2 still FAILED: no policy is defined)."""
     payments = Cluster("payments-prod", {"default": {}, "kube-system": {}, "payments": {"default-deny": DENY_ALL},
                                          "ledger": {"default-deny": DENY_ALL, "allow-frontend": ALLOW_FRONTEND},
                                          "batch": {}})
@@ -38,8 +44,12 @@ def clusters() -> list[tuple[str, str, Cluster, bool]]:
     shop = Cluster("shop-staging", {"default": {}, "kube-system": {}, "storefront": {"api": ALLOW_FRONTEND},
                                     "checkout": {}, "search": {}})
     legacy = Cluster("legacy-analytics", {"default": {}})
+    orders = add_auto_mode(Cluster("orders-auto", {"default": {}, "kube-system": {}, "orders": {"api": ALLOW_FRONTEND},
+                                                   "reports": {}}),
+                           node_classes={"default": None, "locked": "DefaultDeny"},
+                           node_pools={"apps": "locked", "critical": "locked"})
     return [(DEFAULT_ACCOUNT, DEFAULT_REGION, payments, True), (MEMBER_ACCOUNT, MEMBER_REGION, shop, True),
-            (MEMBER_ACCOUNT, DEFAULT_REGION, legacy, False)]
+            (MEMBER_ACCOUNT, DEFAULT_REGION, legacy, False), (DEFAULT_ACCOUNT, DEFAULT_REGION, orders, True)]
 
 
 def main() -> int:
@@ -49,7 +59,8 @@ def main() -> int:
             world.enable_security_hub(account, region)
         world.create_bucket(BUCKET)
         for account, region, cluster, reachable in clusters():
-            world.add_cluster(account, region, cluster, reachable=reachable)
+            world.add_cluster(account, region, cluster, reachable=reachable,
+                              auto_mode=cluster.name in AUTO_MODE_CLUSTERS)
         os.environ.update({**world.env(), "REPORT_BUCKET": BUCKET, "SCAN_ROLE_NAME": ROLE_NAME,
                            "TARGET_ACCOUNTS": f"{DEFAULT_ACCOUNT},{MEMBER_ACCOUNT}",
                            "TARGET_REGIONS": f"{DEFAULT_REGION},{MEMBER_REGION}",

@@ -158,6 +158,8 @@ def test_sandbox_is_what_make_demo_runs():
     done = subprocess.run([str(script), "sandbox"], capture_output=True, text=True, timeout=180, cwd=ROOT)
 
     assert done.returncode == 0, done.stderr
-    assert "scanned 2 cluster(s), 1 could not be read" in done.stdout
+    assert "scanned 3 cluster(s), 1 could not be read" in done.stdout
     assert "NOT_AVAILABLE legacy-analytics/-" in done.stdout
+    (auto_mode,) = [line for line in done.stdout.splitlines() if "orders-auto/- " in line]
+    assert auto_mode.split()[0] == "PASSED" and "enforces network policies" in auto_mode, "EKS Auto Mode, 5.3.1"
     assert "S3 bucket netpol-scanner-sandbox:" in done.stdout and "(run report)" in done.stdout

@@ -520,8 +520,11 @@ def test_cluster_role_reads_only_namespaces_and_policies_and_enforcement_objects
                        ("policy.networking.k8s.io", "baselineadminnetworkpolicies"),
                        ("policy.networking.k8s.io", "clusternetworkpolicies"),
                        ("networking.k8s.aws", "clusternetworkpolicies"),
-                       ("networking.k8s.aws", "applicationnetworkpolicies")}
+                       ("networking.k8s.aws", "applicationnetworkpolicies"),
+                       ("eks.amazonaws.com", "nodeclasses"), ("karpenter.sh", "nodepools"), ("apps", "daemonsets")}
     assert granted >= {(group, plural) for group, kinds in POLICY_KINDS.items() for plural, _, _ in kinds}
+    daemonsets = [r for r in role["rules"] if "daemonsets" in r["resources"]]
+    assert [r["verbs"] for r in daemonsets] == [["list"]], "agents outside their usual namespace: list, never get"
     binding = kinds["ClusterRoleBinding"]
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "netpol-scanner-read"}
     assert binding["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "netpol-scanner:readers"}]
