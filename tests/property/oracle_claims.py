@@ -1,0 +1,185 @@
+"""The claims our verdicts make about pods, checked against NCA (nca_oracle.py), and the known disagreements.
+
+For a subject namespace N and a direction D (Ingress, Egress), with "every pod of N" meaning every labelling a
+pod could have (nca_oracle's universe), our isolation control (handler.controls.namespace_isolation) says:
+
+1. PASSED => NCA: every pod of N is isolated for D (selected by a policy that affects D).
+2. PASSED => NCA: no pod of N that only namespace-wide policies select (policies selecting every pod of N) is
+   open for D to every pod of the cluster, nor to every IPv4 or IPv6 address (but the EXCEPTED blocks), on every
+   protocol and port. Pods a labelled policy selects may be opened by it: PASSED means "default deny", and such
+   policies are named in the finding.
+3. an opener (a policy selecting every pod of N that admits everything: `Direction.admits_everything`) =>
+   FAILED, and NCA: every pod of N is open for D to every pod, or to every address of one family.
+4. FAILED without an opener => NCA: no single policy affecting D selects every pod of N.
+5. never NOT_AVAILABLE: every generated policy is interpretable.
+and the CIS 5.3.2 control says:
+6. NCA: every pod of N is selected by some policy (its "all captured", per namespace) => PASSED.
+
+Where NCA finds connectivity the claims deny, the disagreement is classified, by construction:
+- "union": no single peer of a rule (with that rule's ports), put alone in a namespace-wide policy, opens
+  everything in NCA either; only their union does. Our analysis is peer by peer, by design
+  (docs/policy-semantics.md, "Differential oracle").
+- a known bug of ours (KNOWN_BUGS), while its minimal example still reproduces on the code under test;
+- otherwise unexplained: the test fails and prints the world.
+"""
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from handler.controls import namespace_isolation, namespace_network_policy
+from handler.models import (ClusterInfo, ClusterRef, ClusterSnapshot, ComplianceStatus, Namespace, NetworkPolicy)
+from handler.policy import EGRESS, INGRESS, Reach
+from tests.property import nca_oracle
+from tests.property.nca_oracle import World
+
+REF = ClusterRef("123456789012", "eu-west-1", "oracle")
+CONTROLS = {INGRESS: namespace_isolation.INGRESS_CONTROL, EGRESS: namespace_isolation.EGRESS_CONTROL}
+PEERS_KEY = {INGRESS: "from", EGRESS: "to"}
+
+
+@dataclass(frozen=True)
+class Ours:
+    isolation: ComplianceStatus
+    openers: tuple[str, ...]  # policies selecting every pod that admit everything, over any deny
+
+
+def snapshot(world: World) -> ClusterSnapshot:
+    namespaces = tuple(Namespace(name, dict(labels)) for name, labels in world.namespaces)
+    policies = tuple(NetworkPolicy(p["metadata"].get("namespace", ""), p["metadata"]["name"], p["spec"], p["kind"],
+                                   p["apiVersion"]) for p in world.policies)
+    return ClusterSnapshot(ClusterInfo(REF, "https://oracle.invalid", ""), namespaces, policies)
+
+
+def ours(world: World) -> tuple[dict[tuple[str, str], Ours], dict[str, ComplianceStatus]]:
+    snap = snapshot(world)
+    isolation = {}
+    for direction, control in CONTROLS.items():
+        for result in control.evaluate(snap):
+            effects = snap.coverage[result.namespace].effects
+            sides = [e.ingress if direction == INGRESS else e.egress for e in effects]
+            openers = tuple(e.name for e, d in zip(effects, sides)
+                            if d.reach is Reach.ALL and d.admits_everything and d.opens_over_isolation)
+            isolation[(result.namespace, direction)] = Ours(result.status, openers)
+    defined = {r.namespace: r.status for r in namespace_network_policy.evaluate(snap)}
+    return isolation, defined
+
+
+@dataclass(frozen=True)
+class KnownBug:
+    """A disagreement that is our bug, fixed on another branch: excused only while `example` still shows it."""
+
+    name: str
+    fixed_by: str
+    example: World  # minimal: its namespace "ns0" is PASSED by the buggy code, FAILED once fixed
+    direction: str
+    matches: Callable[[Mapping[str, Any]], bool]  # the single peer NCA shows opening everything
+
+    def reproduces(self) -> bool:
+        isolation, _ = ours(self.example)
+        return isolation[("ns0", self.direction)].isolation is ComplianceStatus.PASSED
+
+
+def _is_zero_block_with_except(peer: Mapping[str, Any]) -> bool:
+    block = peer.get("ipBlock") or {}
+    return str(block.get("cidr", "")).endswith("/0") and bool(block.get("except"))
+
+
+def _is_namespace_selector_of_every_namespace(peer: Mapping[str, Any]) -> bool:
+    # NCA showed it opens every pod of the universe, so a non-empty namespaceSelector here matches every namespace.
+    selector = peer.get("namespaceSelector")
+    return bool(selector) and not peer.get("podSelector") and "ipBlock" not in peer
+
+
+def kubernetes_policy(namespace: str, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": name, "namespace": namespace}, "spec": dict(spec)}
+
+
+def _deny_then(direction: str, rule: Mapping[str, Any]) -> World:
+    """ns0 in default deny for `direction`, but for `rule`."""
+    return World((("ns0", {}),), (kubernetes_policy("ns0", "p", {
+        "podSelector": {}, "policyTypes": [direction], direction.lower(): [rule]}),))
+
+
+KNOWN_BUGS = (
+    KnownBug("ipBlock /0 with except", "policy-core (issue 9: a /0 block admits everything whatever its except)",
+             _deny_then(EGRESS, {"to": [{"ipBlock": {"cidr": "0.0.0.0/0",
+                                                             "except": ["169.254.169.254/32"]}}]}),
+             EGRESS, _is_zero_block_with_except),
+    KnownBug("namespaceSelector matching every namespace without being {}",
+             "policy-core (issue 9: selectors that match every namespace are recognised as such)",
+             _deny_then(INGRESS, {"from": [{"namespaceSelector": {"matchExpressions": [
+                 {"key": "kubernetes.io/metadata.name", "operator": "Exists"}]}}]}),
+             INGRESS, _is_namespace_selector_of_every_namespace),
+)
+
+
+def kubernetes_types(spec: Mapping[str, Any]) -> list[str]:
+    """policyTypes as kube-apiserver stores them: when absent, Ingress, plus Egress when there is an egress rule."""
+    return list(spec.get("policyTypes") or ([INGRESS, EGRESS] if spec.get("egress") else [INGRESS]))
+
+
+def disagreements(world: World, to_nca: Callable[[World], World]) -> list[str]:
+    """Every claim above that NCA contradicts and that is neither a union nor a known bug still present.
+    `to_nca` writes the world as NCA must read it (see the module docstrings of the tests)."""
+    views = nca_oracle.ask(to_nca(world))
+    isolation, defined = ours(world)
+    found = []
+    for (namespace, direction), view in views.items():
+        verdict = isolation[(namespace, direction)]
+        where = f"{namespace} {direction}"
+        if verdict.isolation is ComplianceStatus.NOT_AVAILABLE:
+            found.append(f"{where}: NOT_AVAILABLE for an interpretable world (claim 5)")
+        if verdict.isolation is ComplianceStatus.PASSED:
+            found += [f"{where}: PASSED but NCA: {p.name} not isolated (claim 1)" for p in view.pods if not p.isolated]
+            opened = [p.name for p in view.pods if p.namespace_wide_only and (p.open_to_all_pods or
+                                                                               p.open_to_all_addresses)]
+            if opened:
+                excuse = _excuse(world, to_nca, namespace, direction)
+                if excuse is None:
+                    found.append(f"{where}: PASSED but NCA: {', '.join(opened)} open to everything (claim 2)")
+        if verdict.openers:
+            if verdict.isolation is not ComplianceStatus.FAILED:
+                found.append(f"{where}: openers {verdict.openers} but {verdict.isolation} (claim 3)")
+            found += [f"{where}: {verdict.openers} admit everything but NCA: {p.name} is not open (claim 3)"
+                      for p in view.pods if not (p.open_to_all_pods or p.open_to_all_addresses)]
+        elif verdict.isolation is ComplianceStatus.FAILED and view.one_policy_isolates_all:
+            found.append(f"{where}: FAILED but NCA: one policy isolates every pod and none opens (claim 4)")
+    for namespace, _ in world.namespaces:
+        both = zip(views[(namespace, INGRESS)].pods, views[(namespace, EGRESS)].pods)
+        captured = all(ingress.isolated or egress.isolated for ingress, egress in both)
+        if captured and defined[namespace] is not ComplianceStatus.PASSED:
+            found.append(f"{namespace}: NCA: every pod is selected by a policy, but 5.3.2 {defined[namespace]} "
+                         "(claim 6)")
+    return found
+
+
+def _excuse(world: World, to_nca: Callable[[World], World], namespace: str, direction: str) -> str | None:
+    """Why a namespace we PASS is open in NCA: "union", the name of a known bug still present, or None."""
+    for policy, rule, peer in _namespace_wide_peers(world, namespace, direction):
+        alone = copy.deepcopy(dict(policy))
+        alone["spec"] = {"podSelector": {}, "policyTypes": [direction],
+                         direction.lower(): [{**rule, **({PEERS_KEY[direction]: [peer]} if peer else {})}]}
+        view = nca_oracle.ask(to_nca(World(world.namespaces, (alone,))))[(namespace, direction)]
+        if any(p.open_to_all_pods or p.open_to_all_addresses for p in view.pods):
+            bugs = [b for b in KNOWN_BUGS if b.direction == direction and peer and b.matches(peer)]
+            present = [b.name for b in bugs if b.reproduces()]
+            return present[0] if present else None
+    return "union"
+
+
+def _namespace_wide_peers(world: World, namespace: str, direction: str):
+    """(policy, rule without its peers, one peer or None) of every policy of the namespace selecting all of it."""
+    for policy in world.policies:
+        spec = policy["spec"]
+        if policy["metadata"].get("namespace") != namespace or spec.get("podSelector") \
+                or direction not in kubernetes_types(spec):
+            continue
+        for rule in spec.get(direction.lower()) or ():
+            peers = rule.get(PEERS_KEY[direction]) or [None]
+            bare = {k: v for k, v in rule.items() if k != PEERS_KEY[direction]}
+            for peer in peers:
+                yield policy, bare, peer
