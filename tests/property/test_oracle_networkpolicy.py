@@ -24,8 +24,8 @@ from hypothesis import strategies as st
 
 from handler.models import ComplianceStatus
 from tests.property.nca_oracle import NAMESPACE_LABELS, POD_KEY, POD_VALUES, UNNAMED, World, ask
-from tests.property.oracle_claims import (EGRESS, INGRESS, KNOWN_BUGS, disagreements, kubernetes_policy,
-                                          kubernetes_types, ours)
+from tests.property.oracle_claims import (EGRESS, INGRESS, KUBERNETES_BUGS, Kind, disagreements,
+                                          kubernetes_peers_alone, kubernetes_policy, kubernetes_types, ours)
 
 SUBJECTS = ("ns0", "ns1")
 
@@ -43,6 +43,8 @@ def as_stored(world: World) -> World:
         policies.append(stored)
     return World(world.namespaces, tuple(policies))
 
+
+KUBERNETES = Kind(as_stored, kubernetes_peers_alone, KUBERNETES_BUGS)
 
 # -- generators --------------------------------------------------------------------------------------------------
 
@@ -108,7 +110,7 @@ def _example(*specs: tuple[str, dict[str, Any]]) -> World:
 
 # -- the property ------------------------------------------------------------------------------------------------
 
-@settings(derandomize=True, max_examples=150, deadline=2000, database=None,
+@settings(derandomize=True, max_examples=100, deadline=2000, database=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(worlds())
 # policyTypes absent with `egress: []`: Ingress only for kube-apiserver, Egress too for NCA as written.
@@ -128,11 +130,11 @@ def _example(*specs: tuple[str, dict[str, Any]]) -> World:
 @example(_example(("ns0", {"podSelector": {}, "ingress": [{"from": [
     {"namespaceSelector": {"matchLabels": {"team": "a"}}},
     {"namespaceSelector": {"matchExpressions": [{"key": "team", "operator": "NotIn", "values": ["a"]}]}}]}]})))
-# the known bugs' own examples (see KNOWN_BUGS): excused while the bug is present, checked once it is fixed
-@example(KNOWN_BUGS[0].example)
-@example(KNOWN_BUGS[1].example)
+# the known bugs' own examples (see KUBERNETES_BUGS): excused while the bug is present, checked once it is fixed
+@example(KUBERNETES_BUGS[0].example)
+@example(KUBERNETES_BUGS[1].example)
 def test_networkpolicy_verdicts_agree_with_nca(world: World) -> None:
-    assert disagreements(world, as_stored) == [], world
+    assert disagreements(world, KUBERNETES) == [], world
 
 
 # -- what the property rests on ----------------------------------------------------------------------------------
@@ -164,13 +166,13 @@ def test_the_oracle_sees_a_false_pass():
         return {k: oracle_claims.Ours(ComplianceStatus.PASSED, ()) for k in isolation}, defined
     oracle_claims.ours = always_passed
     try:
-        found = disagreements(open_world, as_stored)
+        found = disagreements(open_world, KUBERNETES)
     finally:
         oracle_claims.ours = real
     assert any("(claim 1)" in f for f in found) and any("(claim 2)" in f for f in found)
 
 
-@pytest.mark.parametrize("bug", KNOWN_BUGS, ids=lambda b: b.name)
+@pytest.mark.parametrize("bug", KUBERNETES_BUGS, ids=lambda b: b.name)
 def test_known_bug_example_is_open_per_nca(bug):
     """Each known bug's example is a real false PASS: NCA finds every pod of ns0 open to everything."""
     view = ask(as_stored(bug.example))[("ns0", bug.direction)]
@@ -178,7 +180,7 @@ def test_known_bug_example_is_open_per_nca(bug):
 
 
 @pytest.mark.parametrize("bug", [pytest.param(b, marks=pytest.mark.xfail(
-    strict=True, reason=f"our bug, fixed by {b.fixed_by}: once it passes, delete its KNOWN_BUGS entry"))
-    for b in KNOWN_BUGS], ids=lambda b: b.name)
+    strict=True, reason=f"our bug, fixed by {b.fixed_by}: once it passes, delete its KUBERNETES_BUGS entry"))
+    for b in KUBERNETES_BUGS], ids=lambda b: b.name)
 def test_known_bug_is_fixed(bug):
     assert not bug.reproduces()

@@ -1,0 +1,163 @@
+"""Differential oracle for projectcalico.org/v3 NetworkPolicy: our verdicts against NCA (claims: oracle_claims.py).
+
+Generated: namespaced Calico NetworkPolicies (`selector` absent, `all()` or over the pod label; `types` present or
+absent; ingress/egress rules with action Allow or Deny, with or without `source`/`destination`, peers by `nets`,
+`notNets`, `selector`, `namespaceSelector`, `protocol` with `ports`). Not generated: GlobalNetworkPolicy (NCA
+2.1.0 does not know the `projectcalico.org/name` namespace label our cluster-wide rules rest on), `Pass`
+(its meaning depends on the tiers and profiles after it), `notSelector`, `notProtocol`, `notPorts`, `order`.
+
+NCA reads each policy with `types` as Calico stores it (`as_stored`): NCA 2.1.0 defaults them by the presence of
+the `ingress`/`egress` keys, Calico by non-empty rule lists (egress rules only: Egress; both: both; otherwise
+Ingress), and NCA rejects rules of a direction `types` leaves out, which Calico ignores.
+"""
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from handler.models import ComplianceStatus
+from tests.property.nca_oracle import NAMESPACE_LABELS, POD_KEY, POD_VALUES, UNNAMED, World, ask
+from tests.property.oracle_claims import EGRESS, INGRESS, Kind, KnownBug, disagreements, ours
+
+SUBJECTS = ("ns0", "ns1")
+PEER_SIDE = {INGRESS: "source", EGRESS: "destination"}
+
+
+def calico_policy(namespace: str, name: str, spec: Mapping[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": "projectcalico.org/v3", "kind": "NetworkPolicy",
+            "metadata": {"name": name, "namespace": namespace}, "spec": dict(spec)}
+
+
+def calico_types(spec: Mapping[str, Any]) -> list[str]:
+    if spec.get("types"):
+        return list(spec["types"])
+    if spec.get("egress"):
+        return [INGRESS, EGRESS] if spec.get("ingress") else [EGRESS]
+    return [INGRESS]
+
+
+def as_stored(world: World) -> World:
+    policies = []
+    for policy in world.policies:
+        stored = copy.deepcopy(dict(policy))
+        spec = stored["spec"]
+        spec["types"] = types = calico_types(spec)
+        for direction in (INGRESS, EGRESS):
+            if direction not in types:
+                spec.pop(direction.lower(), None)
+        policies.append(stored)
+    return World(world.namespaces, tuple(policies))
+
+
+def _selects_all(spec: Mapping[str, Any]) -> bool:
+    return str(spec.get("selector") or "all()").replace(" ", "") == "all()"
+
+
+def calico_peers_alone(world: World, namespace: str, direction: str):
+    """Each Allow rule of each policy of the namespace selecting all of it, alone in a policy selecting every pod."""
+    for policy in world.policies:
+        spec = policy["spec"]
+        if policy["metadata"]["namespace"] != namespace or not _selects_all(spec) \
+                or direction not in calico_types(spec):
+            continue
+        for rule in spec.get(direction.lower()) or ():
+            if rule["action"] == "Allow":
+                alone = copy.deepcopy(dict(policy))
+                alone["spec"] = {"types": [direction], direction.lower(): [rule]}
+                yield alone, rule.get(PEER_SIDE[direction])
+
+
+def _deny_before_allow(world: World, peer: Mapping[str, Any] | None) -> bool:
+    actions = [[r["action"] for r in p["spec"].get(d) or ()] for p in world.policies for d in ("ingress", "egress")]
+    return any("Deny" in a and "Allow" in a[a.index("Deny"):] for a in actions)
+
+
+def _not_nets(world: World, peer: Mapping[str, Any] | None) -> bool:
+    return bool(peer and peer.get("notNets"))
+
+
+CALICO_BUGS = (
+    KnownBug("Calico rules in order: a Deny before an Allow of everything", "policy-fixes (issue 9: Calico rules are "
+             "ordered and the first match wins)",
+             World((("ns0", {}),), (calico_policy("ns0", "p", {"types": [INGRESS], "ingress": [
+                 {"action": "Deny"}, {"action": "Allow"}]}),)),
+             INGRESS, _deny_before_allow, buggy=ComplianceStatus.FAILED),
+    KnownBug("Calico notNets", "policy-fixes (issue 9: notNets, notPorts, notProtocol and notSelector honoured)",
+             World((("ns0", {}),), (calico_policy("ns0", "p", {"types": [EGRESS], "egress": [
+                 {"action": "Allow", "destination": {"notNets": ["169.254.169.254/32"]}}]}),)),
+             EGRESS, _not_nets),
+)
+CALICO = Kind(as_stored, calico_peers_alone, CALICO_BUGS)
+
+# -- generators --------------------------------------------------------------------------------------------------
+
+POD_SELECTOR = st.sampled_from([f"{POD_KEY} == '{v}'" for v in POD_VALUES] + [f"has({POD_KEY})", f"!has({POD_KEY})",
+                                f"{POD_KEY} != '{POD_VALUES[0]}'", f"{POD_KEY} in {{'{POD_VALUES[0]}', '{POD_VALUES[1]}'}}"])
+NAMESPACE_SELECTOR = st.sampled_from(["all()", *(f"{k} == '{v}'" for k, vs in NAMESPACE_LABELS.items() for v in vs),
+                                      "has(team)", "!has(team)", "team != 'a'"])
+NETS = st.sampled_from([["0.0.0.0/0"], ["::/0"], ["10.0.0.0/8"], ["192.168.1.0/24"], ["0.0.0.0/0", "::/0"]])
+ENTITY = st.one_of(
+    st.fixed_dictionaries({"nets": NETS}),
+    st.fixed_dictionaries({"notNets": st.sampled_from([["169.254.169.254/32"], ["10.0.0.0/8"]])}),
+    st.fixed_dictionaries({"selector": POD_SELECTOR | st.just("all()")}),
+    st.fixed_dictionaries({"namespaceSelector": NAMESPACE_SELECTOR}, optional={"selector": POD_SELECTOR}))
+
+
+@st.composite
+def _rule(draw: st.DrawFn, side: str) -> dict[str, Any]:
+    rule: dict[str, Any] = {"action": draw(st.sampled_from(["Allow", "Allow", "Deny"]))}
+    if draw(st.booleans()):
+        rule[side] = draw(ENTITY)
+    if draw(st.booleans()):
+        rule["protocol"] = draw(st.sampled_from(["TCP", "UDP"]))
+        if draw(st.booleans()):
+            rule.setdefault("destination", {})["ports"] = draw(st.sampled_from([[80], [53, 443], ["8000:8100"]]))
+    return rule
+
+
+SPEC = st.fixed_dictionaries({}, optional={
+    "selector": st.just("all()") | POD_SELECTOR,
+    "types": st.sampled_from([[INGRESS], [EGRESS], [INGRESS, EGRESS]]),
+    "ingress": st.lists(_rule("source"), max_size=2), "egress": st.lists(_rule("destination"), max_size=2)})
+NAMESPACE_LABELLING = st.fixed_dictionaries({}, optional={k: st.sampled_from((*v, UNNAMED))
+                                                          for k, v in NAMESPACE_LABELS.items()})
+
+
+@st.composite
+def worlds(draw: st.DrawFn) -> World:
+    namespaces = tuple((name, draw(NAMESPACE_LABELLING)) for name in SUBJECTS)
+    placed = draw(st.lists(st.tuples(st.sampled_from(SUBJECTS), SPEC), min_size=1, max_size=3))
+    return World(namespaces, tuple(calico_policy(ns, f"p{n}", spec) for n, (ns, spec) in enumerate(placed)))
+
+
+@settings(derandomize=True, max_examples=60, deadline=2000, database=None,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(worlds())
+@example(World((("ns0", {}), ("ns1", {})), (calico_policy("ns0", "p", {"egress": []}),)))
+@example(CALICO_BUGS[0].example)
+@example(CALICO_BUGS[1].example)
+def test_calico_verdicts_agree_with_nca(world: World) -> None:
+    assert disagreements(world, CALICO) == [], world
+
+
+def test_nca_defaults_calico_types_by_the_keys():
+    written = World((("ns0", {}),), (calico_policy("ns0", "p", {"ingress": [], "egress": [{"action": "Allow"}]}),))
+    assert ask(written)[("ns0", INGRESS)].all_isolated  # NCA: the ingress key makes it Ingress too
+    assert not ask(as_stored(written))[("ns0", INGRESS)].all_isolated  # Calico: egress rules only: Egress
+
+
+@pytest.mark.parametrize("bug", CALICO_BUGS, ids=lambda b: b.name)
+def test_known_bug_example_disagrees_with_nca(bug):
+    assert disagreements(bug.example, Kind(as_stored, calico_peers_alone, ())) != []
+
+
+@pytest.mark.parametrize("bug", [pytest.param(b, marks=pytest.mark.xfail(
+    strict=True, reason=f"our bug, fixed by {b.fixed_by}: once it passes, delete its CALICO_BUGS entry"))
+    for b in CALICO_BUGS], ids=lambda b: b.name)
+def test_known_bug_is_fixed(bug):
+    assert not bug.reproduces()
