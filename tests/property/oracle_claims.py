@@ -59,6 +59,8 @@ def snapshot(world: World) -> ClusterSnapshot:
 
 
 def ours(world: World) -> tuple[dict[tuple[str, str], Ours], dict[str, ComplianceStatus]]:
+    """The isolation verdicts per (namespace, direction) and the 5.3.2 verdict per namespace, with the openers
+    read from the analysis the controls rest on (the one place this test reads handler.policy's Effects)."""
     snap = snapshot(world)
     isolation = {}
     for direction, control in CONTROLS.items():

@@ -24,6 +24,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from handler.models import ComplianceStatus
+from tests.property import oracle_claims
 from tests.property.nca_oracle import NAMESPACE_LABELS, POD_KEY, POD_VALUES, World, ask
 from tests.property.oracle_claims import (EGRESS, INGRESS, ORACLE_SETTINGS, Kind, KnownBug, disagreements, ours,
                                           with_stored_types, worlds)
@@ -195,18 +196,13 @@ def test_nca_rejects_rules_of_a_direction_policy_types_leaves_out():
     assert not ask(as_stored(written))[("ns0", EGRESS)].all_isolated
 
 
-def test_the_oracle_sees_a_false_pass():
-    """The comparison can fail: a verdict of PASSED where NCA finds open pods is reported."""
-    from tests.property import oracle_claims
-    open_world = _example(("ns0", {"podSelector": {}, "ingress": [{}]}))
+def test_the_oracle_sees_a_false_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The comparison can fail: a verdict of PASSED where NCA finds pods open and not isolated is reported."""
     real = oracle_claims.ours
 
-    def always_passed(world: World):
+    def always_passed(world: World) -> tuple[dict[tuple[str, str], oracle_claims.Ours], dict[str, Any]]:
         isolation, defined = real(world)
-        return {k: oracle_claims.Ours(ComplianceStatus.PASSED, ()) for k in isolation}, defined
-    oracle_claims.ours = always_passed
-    try:
-        found = disagreements(open_world, KUBERNETES)
-    finally:
-        oracle_claims.ours = real
+        return {key: oracle_claims.Ours(ComplianceStatus.PASSED, ()) for key in isolation}, defined
+    monkeypatch.setattr(oracle_claims, "ours", always_passed)
+    found = disagreements(_example(("ns0", {"podSelector": {}, "ingress": [{}]})), KUBERNETES)
     assert any("(claim 1)" in f for f in found) and any("(claim 2)" in f for f in found)
