@@ -62,6 +62,9 @@ class PodView:
 class NamespaceView:
     pods: tuple[PodView, ...]
     one_policy_isolates_all: bool  # a single policy affecting the direction selects every pod of the namespace
+    # cluster-wide policies "defined for" the namespace by the rule of docs/policy-semantics.md, decided on NCA's
+    # selection: they select every pod of it, or some, and no pod of a namespace without labels
+    defined_by_cluster_wide: tuple[str, ...]
 
     @property
     def all_isolated(self) -> bool:
@@ -83,7 +86,8 @@ def universe_namespaces(subjects: Iterable[str]) -> list[tuple[str, dict[str, st
 
 def ask(world: World) -> dict[tuple[str, str], NamespaceView]:
     """(subject namespace, direction) -> what NCA says about its pods. Every policy must parse, or this raises."""
-    namespaces = [*world.namespaces, *universe_namespaces(n for n, _ in world.namespaces)]
+    universe = universe_namespaces(n for n, _ in world.namespaces)
+    namespaces = [*world.namespaces, *universe]
     with tempfile.TemporaryDirectory(prefix="nca-world-") as directory:
         _write(Path(directory), namespaces, world.policies)
         BasePeerSet.reset()  # NCA keeps every peer it ever saw in a singleton
@@ -93,6 +97,8 @@ def ask(world: World) -> dict[tuple[str, str], NamespaceView]:
         raise AssertionError(f"NCA parsed {parsed} of {len(world.policies)} policies")
     layer = config.policies_container.layers.get(NetworkLayerName.K8s_Calico)
     all_pods = config.peer_container.get_all_peers_group()
+    unlabelled = next(name for name, labels in universe if not labels)
+    cluster_wide = [] if layer is None else [p for p in layer.policies_list if p.namespace is None]
     views = {}
     for direction in (INGRESS, EGRESS):
         ingress = direction == INGRESS
@@ -104,7 +110,7 @@ def ask(world: World) -> dict[tuple[str, str], NamespaceView]:
             allowed, captured = conns.all_allowed_conns, conns.captured
             policies = [p for p in layer.policies_list if (p.affects_ingress if ingress else p.affects_egress)]
         for name, _ in world.namespaces:
-            members = PeerSet({p for p in all_pods if str(p.namespace) == name})
+            members = _pods_of(all_pods, name)
             wide = [p for p in policies if members and members <= p.selected_peers]
             narrow = [p for p in policies if p not in wide]
             pods = tuple(PodView(str(pod), pod in captured,
@@ -112,8 +118,14 @@ def ask(world: World) -> dict[tuple[str, str], NamespaceView]:
                                  any(_open(allowed, pod, PeerSet({_every_address(f)}), ingress) for f in (4, 6)),
                                  not any(pod in p.selected_peers for p in narrow))
                          for pod in sorted(members, key=str))
-            views[(name, direction)] = NamespaceView(pods, bool(wide))
+            defined = tuple(p.name for p in cluster_wide if members <= p.selected_peers or (
+                members & p.selected_peers and not _pods_of(all_pods, unlabelled) & p.selected_peers))
+            views[(name, direction)] = NamespaceView(pods, bool(wide), defined)
     return views
+
+
+def _pods_of(pods: PeerSet, namespace: str) -> PeerSet:
+    return PeerSet({p for p in pods if str(p.namespace) == namespace})
 
 
 def _open(allowed: ConnectivityProperties | None, pod: Any, peers: PeerSet, ingress: bool) -> bool:

@@ -14,6 +14,9 @@ pod could have (nca_oracle's universe), our isolation control (handler.controls.
 5. never NOT_AVAILABLE: every generated policy is interpretable.
 and the CIS 5.3.2 control says:
 6. NCA: every pod of N is selected by some policy (its "all captured", per namespace) => PASSED.
+7. PASSED <=> N has a namespaced policy, or NCA: a cluster-wide policy selects every pod of N, or some pod of N
+   and no pod of a namespace without labels (the rule for cluster-wide policies: a selector on pod labels alone
+   does not make every namespace compliant).
 
 Where NCA finds connectivity the claims deny, the disagreement is classified, by construction:
 - "union": no single peer of a rule (with that rule's ports), put alone in a namespace-wide policy, opens
@@ -171,6 +174,11 @@ def disagreements(world: World, kind: Kind) -> list[str]:
         if captured and defined[namespace] is not ComplianceStatus.PASSED:
             found.append(f"{namespace}: NCA: every pod is selected by a policy, but 5.3.2 {defined[namespace]} "
                          "(claim 6)")
+        namespaced = any(p["metadata"].get("namespace") == namespace for p in world.policies)
+        cluster_wide = views[(namespace, INGRESS)].defined_by_cluster_wide
+        if (defined[namespace] is ComplianceStatus.PASSED) != (namespaced or bool(cluster_wide)):
+            found.append(f"{namespace}: 5.3.2 {defined[namespace]}, but namespaced policies: {namespaced}, "
+                         f"cluster-wide policies defined for it per NCA: {cluster_wide or 'none'} (claim 7)")
     return found
 
 
