@@ -3,6 +3,8 @@ PYTHON := $(shell scripts/find-python)
 VENV := .venv
 SAM_VENV := .venv-sam
 BIN := $(VENV)/bin
+# The test oracle; its pins conflict with ours (pyproject.toml's test extras say why): installed without them.
+NCA_PACKAGE := network-config-analyzer==2.1.0
 
 .PHONY: setup demo test acceptance bench build validate clean
 
@@ -12,6 +14,7 @@ $(VENV)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -r requirements.lock -e '.[test]'
+	$(BIN)/python -m pip install -q --no-deps '$(NCA_PACKAGE)'
 	touch $@
 
 $(SAM_VENV)/.installed:
