@@ -1,11 +1,13 @@
-"""One cluster as the test server serves it: its objects, the faults waiting for requests, RBAC refusals, and
-the log of every request with the caller's identity."""
+"""One cluster as the test server serves it: its objects, the faults waiting for requests, RBAC, and the log of
+every request with the caller's identity."""
 from __future__ import annotations
 
 import re
 from typing import Any
 
 from netpol_scan.sandbox.kube_api.faults import Fault, Faults
+from netpol_scan.sandbox.kube_api.rbac import Attributes, Decision, Rbac
+from netpol_scan.sandbox.kube_api.resources import SELF_SUBJECT_ACCESS_REVIEWS
 from netpol_scan.sandbox.kube_api.store import ObjectStore
 
 
@@ -20,6 +22,8 @@ class Cluster(ObjectStore):
         self.requests: list[dict[str, Any]] = []
         self._faults = Faults()
         self._forbidden: set[str] = set()
+        self.rbac = Rbac()
+        self._register(SELF_SUBJECT_ACCESS_REVIEWS)
         for namespace, policies in (namespaces or {}).items():
             self.add_namespace(namespace)
             for policy_name, spec in policies.items():
@@ -41,7 +45,8 @@ class Cluster(ObjectStore):
 
     # -- RBAC ------------------------------------------------------------------------------------------------------
     def forbid(self, plural: str) -> None:
-        """RBAC denies every verb on this resource (e.g. "networkpolicies") to every caller."""
+        """Every verb on this resource (e.g. "networkpolicies") is denied to every caller, whatever `rbac` grants
+        (an explicit deny, as from an authorization webhook)."""
         with self.lock:
             self._forbidden.add(plural)
 
@@ -49,9 +54,12 @@ class Cluster(ObjectStore):
         with self.lock:
             self._forbidden.discard(plural)
 
-    def is_forbidden(self, plural: str) -> bool:
+    def decide(self, user: str, request: Attributes) -> Decision:
+        """The authorizers in kube-apiserver's order: an explicit deny first, then RBAC."""
         with self.lock:
-            return plural in self._forbidden
+            if request.resource_request and request.resource in self._forbidden:
+                return Decision(False, denied=True)
+        return self.rbac.decide(user, request)
 
     # -- the request log -------------------------------------------------------------------------------------------
     def record(self, entry: dict[str, Any]) -> None:

@@ -18,6 +18,7 @@ STATUS_REASONS: dict[int, tuple[str, str]] = {
     405: ("MethodNotAllowed", "the server does not allow this method on the requested resource"),
     406: ("NotAcceptable", "only the following media types are accepted: application/json"),
     410: ("Expired", EXPIRED_CONTINUE_MESSAGE),
+    422: ("Invalid", "the server rejected our request due to an error in our request"),
     429: ("TooManyRequests", "Too many requests, please try again later."),
     500: ("InternalError", "Internal error occurred: injected fault"),
     502: ("InternalError", 'an error on the server ("Bad Gateway") has prevented the request from succeeding'),

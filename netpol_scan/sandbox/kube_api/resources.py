@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+
 @dataclass(frozen=True)
 class ResourceKind:
     group: str  # "" for the core group
@@ -13,6 +14,7 @@ class ResourceKind:
     namespaced: bool
     short_names: tuple[str, ...] = ()
     builtin: bool = False  # built-in lists omit apiVersion/kind on items; CRD (unstructured) lists keep them
+    verbs: tuple[str, ...] = ("get", "list")
 
     @property
     def group_version(self) -> str:
@@ -25,7 +27,7 @@ class ResourceKind:
 
     def discovery(self) -> dict[str, Any]:
         entry = {"name": self.plural, "singularName": self.kind.lower(), "namespaced": self.namespaced,
-                 "kind": self.kind, "verbs": ["get", "list"]}
+                 "kind": self.kind, "verbs": list(self.verbs)}
         if self.short_names:
             entry["shortNames"] = list(self.short_names)
         return entry
@@ -35,3 +37,5 @@ NAMESPACES = ResourceKind("", "v1", "namespaces", "Namespace", False, ("ns",), b
 NETWORK_POLICIES = ResourceKind("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True, ("netpol",),
                                 builtin=True)
 
+SELF_SUBJECT_ACCESS_REVIEWS = ResourceKind("authorization.k8s.io", "v1", "selfsubjectaccessreviews",
+                                           "SelfSubjectAccessReview", False, builtin=True, verbs=("create",))

@@ -1,29 +1,84 @@
 """HTTP routes of kube-apiserver that a scanner uses: discovery (/version, /api, /apis, resource lists), lists of
-every kind in pages, single objects, RBAC refusals, in each view the Accept header asks for."""
+every kind in pages, single objects, RBAC refusals and SelfSubjectAccessReviews, in each view the Accept header
+asks for."""
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
 from netpol_scan.sandbox.kube_api.cluster import Cluster
 from netpol_scan.sandbox.kube_api.errors import ApiError
-from netpol_scan.sandbox.kube_api.resources import ResourceKind
+from netpol_scan.sandbox.kube_api.rbac import Attributes, Decision
+from netpol_scan.sandbox.kube_api.request_info import attributes_of
+from netpol_scan.sandbox.kube_api.resources import SELF_SUBJECT_ACCESS_REVIEWS, ResourceKind
 from netpol_scan.sandbox.kube_api.views import as_item, metadata_only, negotiate, table
+
+ACCESS_REVIEWS_PATH = f"/apis/{SELF_SUBJECT_ACCESS_REVIEWS.group_version}/{SELF_SUBJECT_ACCESS_REVIEWS.plural}"
 
 
 def answer(cluster: Cluster, method: str, path: str, query: dict[str, str], identity: str | None,
-           accept: str | None) -> tuple[int, Any]:
-    """The status and body of one request (ApiError for an error answer), in kube-apiserver's order."""
-    if identity is None:  # kube-apiserver authenticates before routing, authorizing or anything else
+           accept: str | None, body: bytes = b"") -> tuple[int, Any]:
+    """The status and body of one request (ApiError for an error answer), in kube-apiserver's order:
+    authentication, (injected faults), authorization, then the route."""
+    if identity is None:
         raise ApiError(401)
     fault = cluster.take_fault(path)
     if fault and fault.delay_seconds:
         time.sleep(fault.delay_seconds)
     if fault and fault.status is not None:
         raise fault.error()
+    request = attributes_of(method, path, query)
+    decision = cluster.decide(identity, request)
+    if not decision.allowed:
+        raise forbidden(identity, request, decision)
+    if method == "POST" and path.rstrip("/") == ACCESS_REVIEWS_PATH:
+        return 201, access_review(cluster, identity, body)
     if method != "GET":
         raise ApiError(405)  # the scanner only reads; this server has no write verbs
     return 200, Router(cluster, identity, query, accept).get(path)
+
+
+def forbidden(user: str, request: Attributes, decision: Decision) -> ApiError:
+    """kube-apiserver's 403: `<resource>[ "<name>"] is forbidden: User ... cannot ...[: <authorizer reason>]`."""
+    message = request.forbidden_message(user) + (f": {decision.reason}" if decision.reason else "")
+    if not request.resource_request:
+        return ApiError(403, f"forbidden: {message}", details={})
+    qualified = f"{request.resource}.{request.group}" if request.group else request.resource
+    subject = f'{qualified} "{request.name}"' if request.name else qualified
+    details = {"kind": request.resource, **({"group": request.group} if request.group else {}),
+               **({"name": request.name} if request.name else {})}
+    return ApiError(403, f"{subject} is forbidden: {message}", details=details)
+
+
+def access_review(cluster: Cluster, user: str, body: bytes) -> dict[str, Any]:
+    """A SelfSubjectAccessReview answered for the caller: may I do what spec.resourceAttributes (or
+    nonResourceAttributes) says? Every authenticated identity may ask (the bootstrap role system:basic-user)."""
+    try:
+        review = json.loads(body or b"null")
+        spec = review["spec"]
+        resource, non_resource = spec.get("resourceAttributes"), spec.get("nonResourceAttributes")
+    except (ValueError, TypeError, KeyError, AttributeError):
+        raise ApiError(400, "the body is not a SelfSubjectAccessReview with a spec") from None
+    if (resource is None) == (non_resource is None):
+        field = "nonResourceAttributes" if resource else "resourceAttributes"
+        detail = ("Invalid value: cannot be specified in combination with resourceAttributes" if resource
+                  else "Required value: exactly one of nonResourceAttributes or resourceAttributes must be specified")
+        raise ApiError(422, f'SelfSubjectAccessReview.authorization.k8s.io "" is invalid: spec.{field}: {detail}',
+                       details={"group": "authorization.k8s.io", "kind": "SelfSubjectAccessReview"})
+    if resource is not None:
+        request = Attributes(resource.get("verb", ""), True, resource.get("group", ""), resource.get("resource", ""),
+                             resource.get("subresource", ""), resource.get("namespace", ""), resource.get("name", ""))
+    else:
+        request = Attributes(non_resource.get("verb", ""), False, path=non_resource.get("path", ""))
+    decision = cluster.decide(user, request)
+    status: dict[str, Any] = {"allowed": decision.allowed}
+    if decision.denied:
+        status["denied"] = True
+    if decision.reason:
+        status["reason"] = decision.reason
+    return {"kind": "SelfSubjectAccessReview", "apiVersion": SELF_SUBJECT_ACCESS_REVIEWS.group_version,
+            "metadata": {"creationTimestamp": None}, "spec": spec, "status": status}
 
 
 class Router:
@@ -80,19 +135,9 @@ class Router:
         if kind is None or (namespace is not None and not kind.namespaced) or (
                 namespace is None and name is not None and kind.namespaced):
             raise ApiError(404, details={})
-        self._authorize(kind, "list" if name is None else "get", namespace, name)
+        if ("list" if name is None else "get") not in kind.verbs:
+            raise ApiError(405)
         return self._list(kind, namespace) if name is None else self._get(kind, namespace, name)
-
-    def _authorize(self, kind: ResourceKind, verb: str, namespace: str | None, name: str | None) -> None:
-        if not self.cluster.is_forbidden(kind.plural):
-            return
-        scope = f'in the namespace "{namespace}"' if namespace else "at the cluster scope"
-        reason = (f'User "{self.identity}" cannot {verb} resource "{kind.plural}" in API group "{kind.group}" '
-                  f"{scope}")
-        subject = f'{kind.qualified} "{name}"' if name else kind.qualified
-        details = {"kind": kind.plural, **({"group": kind.group} if kind.group else {}),
-                   **({"name": name} if name else {})}
-        raise ApiError(403, f"{subject} is forbidden: {reason}", details=details)
 
     def _list(self, kind: ResourceKind, namespace: str | None) -> dict[str, Any]:
         if self.query.get("watch") in ("1", "true"):

@@ -179,7 +179,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._serve("DELETE")
 
     def _serve(self, method: str) -> None:
-        self.rfile.read(int(self.headers.get("Content-Length") or 0))  # keep the connection in step
+        payload = self.rfile.read(int(self.headers.get("Content-Length") or 0))  # also keeps the connection in step
         parts = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         cluster = self.api.cluster
@@ -188,7 +188,8 @@ class _Handler(BaseHTTPRequestHandler):
                  "accept": self.headers.get("Accept", ""), "status": None}
         cluster.record(entry)
         try:
-            code, body = answer(cluster, method, parts.path, query, identity, self.headers.get("Accept"))
+            code, body = answer(cluster, method, parts.path, query, identity, self.headers.get("Accept"),
+                                payload)
             headers: dict[str, str] = {}
         except ApiError as error:
             code, body, headers = error.code, error.status(), error.headers
