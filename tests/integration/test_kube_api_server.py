@@ -25,6 +25,7 @@ import yaml
 from botocore.credentials import Credentials
 
 from handler.auth import eks_token
+from netpol_scan.sandbox import kinds
 from netpol_scan.sandbox.aws_world import DEFAULT_ACCOUNT, DEFAULT_IDENTITY, DEFAULT_REGION, World
 from netpol_scan.sandbox.kube_api import (
     EXPIRED_CONTINUE_MESSAGE, Cluster, EksTokenVerifier, KubeApiServer, RbacError, generate_tls, presigned_token,
@@ -391,6 +392,69 @@ def test_rbac_documents_are_checked_before_anything_is_loaded(target: Target) ->
             target.cluster.rbac.apply([role, bad])
         assert not target.cluster.rbac.enforced
     assert request(target.server, "/api/v1/namespaces", target.token).status == 200
+
+
+# -- the catalogue of kinds ----------------------------------------------------------------------------------------
+
+def manifest(kind: kinds.ResourceKind, name: str) -> dict[str, Any]:
+    return {"apiVersion": kind.group_version, "kind": kind.kind, "metadata": {"name": name}, "spec": {}}
+
+
+def test_kubectl_reads_every_catalogued_kind(kubectl: Kubectl, target: Target) -> None:
+    kinds.serve(target.cluster)
+    for index, kind in enumerate(kinds.ALL):
+        kinds.add(target.cluster, manifest(kind, f"object-{index}"), namespace="team-c")
+    resources = kubectl("api-resources", "--no-headers", "-o", "wide")
+    assert resources.returncode == 0, resources.stderr
+    listed = {(line.split()[0], next(w for w in line.split() if "/" in w or w == "v1")) for line in
+              resources.stdout.splitlines()}
+    assert {(k.plural, k.group_version) for k in kinds.ALL} <= listed
+    names_of = ",".join(k.qualified for k in kinds.ALL)
+    found = kubectl("get", names_of, "-A", "-o", "json")
+    assert found.returncode == 0, found.stderr
+    items = json.loads(found.stdout)["items"]
+    assert sorted((i["apiVersion"], i["kind"], i["metadata"].get("namespace")) for i in items
+                  if i["metadata"]["name"].startswith("object-")) == sorted(
+        (k.group_version, k.kind, "team-c" if k.namespaced else None) for k in kinds.ALL)
+
+
+def test_discovery_prefers_the_highest_version_of_a_group(kubectl: Kubectl, target: Target) -> None:
+    kinds.serve(target.cluster, *kinds.NETWORK_POLICY_API_V1ALPHA1, *kinds.NETWORK_POLICY_API, *kinds.CILIUM)
+    groups = json.loads(kubectl("get", "--raw", "/apis").stdout)["groups"]
+    preferred = {g["name"]: g["preferredVersion"]["version"] for g in groups}
+    versions = {g["name"]: [v["version"] for v in g["versions"]] for g in groups}
+    # Registered v1alpha1 first: kube-apiserver still prefers (and lists first) v1alpha2, and v2 over v2alpha1.
+    assert (preferred["policy.networking.k8s.io"], versions["policy.networking.k8s.io"]) == (
+        "v1alpha2", ["v1alpha2", "v1alpha1"])
+    assert (preferred["cilium.io"], versions["cilium.io"]) == ("v2", ["v2", "v2alpha1"])
+    anp = kubectl("get", "adminnetworkpolicies.policy.networking.k8s.io", "-o", "name")
+    assert anp.returncode == 0, anp.stderr  # found in v1alpha1 although the group prefers v1alpha2
+    assert target.cluster.requests_to("^/apis/policy.networking.k8s.io/v1alpha1/adminnetworkpolicies$")
+
+
+def test_a_kind_served_at_two_versions_shares_its_objects(target: Target) -> None:
+    kinds.serve(target.cluster, kinds.CILIUM_CIDR_GROUP, kinds.CILIUM_CIDR_GROUP_V2)
+    kinds.add(target.cluster, {**manifest(kinds.CILIUM_CIDR_GROUP, "office"), "spec": {"externalCIDRs": ["192.0.2.0/24"]}})
+    for version in ("v2alpha1", "v2"):
+        listed = request(target.server, f"/apis/cilium.io/{version}/ciliumcidrgroups", target.token).body["items"]
+        assert [(i["apiVersion"], i["spec"]) for i in listed] == [(f"cilium.io/{version}",
+                                                                   {"externalCIDRs": ["192.0.2.0/24"]})]
+        one = request(target.server, f"/apis/cilium.io/{version}/ciliumcidrgroups/office", target.token).body
+        assert one["apiVersion"] == f"cilium.io/{version}"
+    with pytest.raises(ValueError):
+        target.cluster.serve(kinds.ResourceKind("cilium.io", "v3", "ciliumcidrgroups", "CiliumCIDRGroup", True))
+
+
+def test_catalogue_places_manifests_by_scope_and_refuses_unknown_kinds() -> None:
+    cluster = Cluster("catalogue")
+    policy = kinds.add(cluster, {**manifest(kinds.EKS_APPLICATION_NETWORK_POLICY, "web"),
+                                 "metadata": {"name": "web", "namespace": "shop"}})
+    wide = kinds.add(cluster, {**manifest(kinds.EKS_CLUSTER_NETWORK_POLICY, "deny"),
+                               "metadata": {"name": "deny", "namespace": "ignored"}})
+    assert (policy["metadata"]["namespace"], "namespace" in wide["metadata"]) == ("shop", False)
+    assert cluster.kind_of("networking.k8s.aws/v1alpha1", "applicationnetworkpolicies") is not None
+    with pytest.raises(KeyError, match="not a kind the sandbox catalogue serves"):
+        kinds.add(cluster, {"apiVersion": "example.io/v1", "kind": "Widget", "metadata": {"name": "w"}})
 
 
 # -- lists -----------------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ class Cluster(ObjectStore):
         self._faults = Faults()
         self._forbidden: set[str] = set()
         self.rbac = Rbac()
-        self._register(SELF_SUBJECT_ACCESS_REVIEWS)
+        self.serve(SELF_SUBJECT_ACCESS_REVIEWS)
         for namespace, policies in (namespaces or {}).items():
             self.add_namespace(namespace)
             for policy_name, spec in policies.items():

@@ -4,6 +4,7 @@ asks for."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -12,7 +13,7 @@ from netpol_scan.sandbox.kube_api.errors import ApiError
 from netpol_scan.sandbox.kube_api.rbac import Attributes, Decision
 from netpol_scan.sandbox.kube_api.request_info import attributes_of
 from netpol_scan.sandbox.kube_api.resources import SELF_SUBJECT_ACCESS_REVIEWS, ResourceKind
-from netpol_scan.sandbox.kube_api.views import as_item, metadata_only, negotiate, table
+from netpol_scan.sandbox.kube_api.views import as_item, as_served, metadata_only, negotiate, table
 
 ACCESS_REVIEWS_PATH = f"/apis/{SELF_SUBJECT_ACCESS_REVIEWS.group_version}/{SELF_SUBJECT_ACCESS_REVIEWS.plural}"
 
@@ -115,7 +116,8 @@ class Router:
         for kind in self.cluster.kinds():
             if kind.group and kind.version not in groups.setdefault(kind.group, []):
                 groups[kind.group].append(kind.version)
-        return [_api_group(name, versions) for name, versions in groups.items()]
+        # kube-apiserver lists a group's versions by priority, and the first is the preferred one.
+        return [_api_group(name, sorted(versions, key=version_priority)) for name, versions in groups.items()]
 
     def _group(self, name: str) -> dict[str, Any]:
         group = next((g for g in self._groups() if g["name"] == name), None)
@@ -166,7 +168,7 @@ class Router:
         if view == "Table":
             return table(kind, [obj], {"resourceVersion": obj["metadata"]["resourceVersion"]},
                           self.query.get("includeObject", "Metadata"))
-        return metadata_only(obj) if view == "PartialObjectMetadata" else obj
+        return metadata_only(obj) if view == "PartialObjectMetadata" else as_served(kind, obj)
 
 
 def _resource_path(rest: list[str]) -> tuple[str | None, str, str | None]:
@@ -176,6 +178,16 @@ def _resource_path(rest: list[str]) -> tuple[str | None, str, str | None]:
     if len(rest) in (1, 2):
         return None, rest[0], rest[1] if len(rest) == 2 else None
     raise ApiError(404, details={})
+
+
+def version_priority(version: str) -> tuple[int, int, int, str]:
+    """Sort key of kube-aware version order: GA before beta before alpha, higher numbers first (v2, v1, v1beta2,
+    v1beta1, v1alpha2, v1alpha1), then versions of any other form in alphabetical order."""
+    match = re.fullmatch(r"v(\d+)(?:(alpha|beta)(\d+))?", version)
+    if match is None:
+        return 3, 0, 0, version
+    stability = {None: 0, "beta": 1, "alpha": 2}[match[2]]
+    return stability, -int(match[1]), -int(match[3] or 0), ""
 
 
 def _api_group(name: str, versions: list[str]) -> dict[str, Any]:

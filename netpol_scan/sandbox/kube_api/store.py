@@ -62,25 +62,29 @@ class ObjectStore:
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self.continue_token_lifetime_pages: int | None = None  # continue tokens of later pages answer 410
-        self._kinds: dict[tuple[str, str], ResourceKind] = {}
-        self._stores: dict[tuple[str, str], _Store] = {}
+        self._kinds: dict[tuple[str, str, str], ResourceKind] = {}  # (group, version, plural)
+        self._stores: dict[tuple[str, str], _Store] = {}  # (group, plural): one store whatever the versions
+        self._namespaced: dict[tuple[str, str], bool] = {}
         self._revision = 1000
         self._compacted = 0  # continue tokens older than this revision are gone, as after etcd compaction
         for kind in (NAMESPACES, NETWORK_POLICIES):
-            self._register(kind)
+            self.serve(kind)
 
     # -- kinds and objects -------------------------------------------------------------------------------------
     def add_resource_kind(self, group: str, version: str, plural: str, kind: str, namespaced: bool,
                           short_names: Iterable[str] = ()) -> ResourceKind:
         """Serves a custom kind (as a CRD would), e.g. cilium.io/v2 ciliumnetworkpolicies; discovery lists it."""
-        resource = ResourceKind(group, version, plural, kind, namespaced, tuple(short_names))
-        with self.lock:
-            self._register(resource)
-        return resource
+        return self.serve(ResourceKind(group, version, plural, kind, namespaced, tuple(short_names)))
 
-    def _register(self, kind: ResourceKind) -> None:
-        self._kinds[(kind.group, kind.plural)] = kind
-        self._stores.setdefault((kind.group, kind.plural), _Store())
+    def serve(self, kind: ResourceKind) -> ResourceKind:
+        """Serves `kind` at its version. Serving it again at another version shares the objects, as a CRD with
+        several served versions does (only apiVersion differs between them)."""
+        with self.lock:
+            if self._namespaced.setdefault((kind.group, kind.plural), kind.namespaced) != kind.namespaced:
+                raise ValueError(f"{kind.qualified} is served already with the other scope")
+            self._kinds[(kind.group, kind.version, kind.plural)] = kind
+            self._stores.setdefault((kind.group, kind.plural), _Store())
+        return kind
 
     def kinds(self) -> list[ResourceKind]:
         with self.lock:
@@ -89,8 +93,7 @@ class ObjectStore:
     def kind_of(self, group_version: str, plural: str) -> ResourceKind | None:
         group, _, version = group_version.rpartition("/")
         with self.lock:
-            kind = self._kinds.get((group, plural))
-        return kind if kind and kind.version == version else None
+            return self._kinds.get((group, version, plural))
 
     def add_object(self, group_version: str, plural: str, obj: dict[str, Any]) -> dict[str, Any]:
         """Adds or replaces an object (a copy is stored); fills apiVersion, kind, uid, resourceVersion."""
@@ -139,8 +142,8 @@ class ObjectStore:
         """Deletes the namespace and every namespaced object in it, of every kind."""
         with self.lock:
             self._stores[("", "namespaces")].pop(name)
-            for (group, plural), store in self._stores.items():
-                if self._kinds[(group, plural)].namespaced:
+            for key, store in self._stores.items():
+                if self._namespaced[key]:
                     start, end = store.span(name)
                     for key in store.keys[start:end]:
                         store.pop(key)

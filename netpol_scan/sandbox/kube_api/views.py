@@ -7,10 +7,17 @@ from typing import Any, Callable
 from netpol_scan.sandbox.kube_api.errors import ApiError
 from netpol_scan.sandbox.kube_api.resources import NAMESPACES, NETWORK_POLICIES, ResourceKind
 
+
+def as_served(kind: ResourceKind, obj: dict[str, Any]) -> dict[str, Any]:
+    """The object at the version it is asked at (a CRD serving several versions converts by apiVersion alone)."""
+    return obj if obj["apiVersion"] == kind.group_version else {**obj, "apiVersion": kind.group_version}
+
+
 def as_item(kind: ResourceKind, obj: dict[str, Any]) -> dict[str, Any]:
+    """A list item: built-in lists omit apiVersion and kind on items, CRD (unstructured) lists keep them."""
     if kind.builtin:
         return {k: v for k, v in obj.items() if k not in ("apiVersion", "kind")}
-    return obj
+    return as_served(kind, obj)
 
 
 def metadata_only(obj: dict[str, Any]) -> dict[str, Any]:
