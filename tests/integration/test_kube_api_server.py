@@ -220,14 +220,17 @@ def test_kubectl_discovers_builtin_and_custom_kinds(kubectl: Kubectl, target: Ta
         "metadata": {"name": "l7", "namespace": "team-c"}, "spec": {"endpointSelector": {}}})
     versions = kubectl("api-versions")
     assert versions.returncode == 0, versions.stderr
-    assert versions.stdout.split() == ["authorization.k8s.io/v1", "cilium.io/v2", "networking.k8s.io/v1", "v1"]
+    assert versions.stdout.split() == ["authentication.k8s.io/v1", "authorization.k8s.io/v1", "cilium.io/v2",
+                                       "networking.k8s.io/v1", "v1"]
     resources = kubectl("api-resources", "--no-headers")
     assert resources.returncode == 0, resources.stderr
     assert sorted(line.split() for line in resources.stdout.splitlines()) == [
         ["ciliumnetworkpolicies", "cnp", "cilium.io/v2", "true", "CiliumNetworkPolicy"],
         ["namespaces", "ns", "v1", "false", "Namespace"],
         ["networkpolicies", "netpol", "networking.k8s.io/v1", "true", "NetworkPolicy"],
-        ["selfsubjectaccessreviews", "authorization.k8s.io/v1", "false", "SelfSubjectAccessReview"]]
+        ["selfsubjectaccessreviews", "authorization.k8s.io/v1", "false", "SelfSubjectAccessReview"],
+        ["selfsubjectreviews", "authentication.k8s.io/v1", "false", "SelfSubjectReview"],
+        ["selfsubjectrulesreviews", "authorization.k8s.io/v1", "false", "SelfSubjectRulesReview"]]
     custom = kubectl("get", "cnp", "-A", "-o", "name")
     assert custom.returncode == 0, custom.stderr
     assert custom.stdout.split() == ["ciliumnetworkpolicy.cilium.io/l7"]
@@ -396,6 +399,44 @@ def test_rbac_documents_are_checked_before_anything_is_loaded(target: Target) ->
             target.cluster.rbac.apply([role, bad])
         assert not target.cluster.rbac.enforced
     assert request(target.server, "/api/v1/namespaces", target.token).status == 200
+
+
+def test_kubectl_auth_whoami_shows_the_arn_and_the_access_entry_groups(kubectl: Kubectl, target: Target,
+                                                                        world: World) -> None:
+    target.cluster.rbac.add_groups(DEFAULT_IDENTITY, READERS)
+    result = kubectl("auth", "whoami", "-o", "json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["status"]["userInfo"] == {
+        "username": DEFAULT_IDENTITY, "groups": [READERS, "system:authenticated"],
+        "extra": {"arn": [DEFAULT_IDENTITY], "canonicalArn": [DEFAULT_IDENTITY]}}
+    role_session = eks_token(world.session(OTHER_ACCOUNT), target.cluster.name, DEFAULT_REGION)
+    answer = post(target.server, "/apis/authentication.k8s.io/v1/selfsubjectreviews", role_session, {})
+    assert (answer.status, answer.body["status"]["userInfo"]["extra"]) == (201, {
+        "arn": [f"arn:aws:sts::{OTHER_ACCOUNT}:assumed-role/WorldSetup/world-setup"],
+        "canonicalArn": [f"arn:aws:iam::{OTHER_ACCOUNT}:role/WorldSetup"], "sessionName": ["world-setup"]})
+
+
+def test_kubectl_auth_can_i_list_shows_the_rules_of_the_namespace(kubectl: Kubectl, target: Target) -> None:
+    scanner_rbac(target.cluster)
+
+    def rules(namespace: str) -> set[tuple[str, ...]]:
+        result = kubectl("auth", "can-i", "--list", "-n", namespace, "--no-headers")
+        assert result.returncode == 0, result.stderr
+        return {tuple(line.split()) for line in result.stdout.splitlines()}
+
+    in_kube_system, in_default = rules("kube-system"), rules("default")
+    assert ("namespaces", "[]", "[]", "[get", "list", "watch]") in in_default
+    assert in_kube_system - in_default == {("configmaps", "[]", "[amazon-vpc-cni]", "[get]"), *(
+        ("daemonsets.apps", "[]", f"[{name}]", "[get]") for name in ("aws-node", "cilium", "calico-node"))}
+    assert ("[/api/*]", "[]", "[get]") in in_default
+    review = post(target.server, "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews", target.token,
+                  {"spec": {"namespace": "default"}})
+    assert (review.status, review.body["status"]["incomplete"]) == (201, False)
+    target.cluster.rbac.bind_cluster_role(DEFAULT_IDENTITY, "missing")
+    broken = post(target.server, "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews", target.token,
+                  {"spec": {"namespace": "default"}}).body["status"]
+    assert (broken["incomplete"], broken["evaluationError"]) == (
+        True, 'RBAC: clusterrole.rbac.authorization.k8s.io "missing" not found')
 
 
 # -- the catalogue of kinds ----------------------------------------------------------------------------------------
@@ -632,7 +673,8 @@ def test_discovery(target: Target) -> None:
     target.cluster.add_resource_kind("projectcalico.org", "v3", "globalnetworkpolicies", "GlobalNetworkPolicy",
                                      False, ["gnp"])
     groups = request(target.server, "/apis", target.token).body
-    assert [g["name"] for g in groups["groups"]] == ["networking.k8s.io", "authorization.k8s.io", "projectcalico.org"]
+    assert [g["name"] for g in groups["groups"]] == ["networking.k8s.io", "authentication.k8s.io",
+                                                     "authorization.k8s.io", "projectcalico.org"]
     group = request(target.server, "/apis/projectcalico.org", target.token).body
     assert (group["kind"], group["preferredVersion"]["groupVersion"]) == ("APIGroup", "projectcalico.org/v3")
     resources = request(target.server, "/apis/projectcalico.org/v3", target.token).body

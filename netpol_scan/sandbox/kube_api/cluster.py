@@ -7,7 +7,7 @@ from typing import Any
 
 from netpol_scan.sandbox.kube_api.faults import Fault, Faults
 from netpol_scan.sandbox.kube_api.rbac import Attributes, Decision, Rbac
-from netpol_scan.sandbox.kube_api.resources import SELF_SUBJECT_ACCESS_REVIEWS
+from netpol_scan.sandbox.kube_api.resources import REVIEWS
 from netpol_scan.sandbox.kube_api.store import ObjectStore
 
 
@@ -23,7 +23,8 @@ class Cluster(ObjectStore):
         self._faults = Faults()
         self._forbidden: set[str] = set()
         self.rbac = Rbac()
-        self.serve(SELF_SUBJECT_ACCESS_REVIEWS)
+        for review in REVIEWS:
+            self.serve(review)
         for namespace, policies in (namespaces or {}).items():
             self.add_namespace(namespace)
             for policy_name, spec in policies.items():
@@ -53,6 +54,10 @@ class Cluster(ObjectStore):
     def allow(self, plural: str) -> None:
         with self.lock:
             self._forbidden.discard(plural)
+
+    def denies_anything(self) -> bool:
+        with self.lock:
+            return bool(self._forbidden)
 
     def decide(self, user: str, request: Attributes) -> Decision:
         """The authorizers in kube-apiserver's order: an explicit deny first, then RBAC."""

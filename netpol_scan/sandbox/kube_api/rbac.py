@@ -42,17 +42,19 @@ class Attributes:
 
 @dataclass(frozen=True)
 class PolicyRule:
-    verbs: frozenset[str]
-    api_groups: frozenset[str] = frozenset()
-    resources: frozenset[str] = frozenset()
-    resource_names: frozenset[str] = frozenset()
+    """One rule of a role, its lists in the order the role gives them (a rules review shows them so)."""
+
+    verbs: tuple[str, ...]
+    api_groups: tuple[str, ...] = ()
+    resources: tuple[str, ...] = ()
+    resource_names: tuple[str, ...] = ()
     non_resource_urls: tuple[str, ...] = ()
 
     @classmethod
     def parse(cls, rule: Mapping[str, Any]) -> PolicyRule:
-        return cls(frozenset(rule.get("verbs") or ()), frozenset(rule.get("apiGroups") or ()),
-                   frozenset(rule.get("resources") or ()), frozenset(rule.get("resourceNames") or ()),
-                   tuple(rule.get("nonResourceURLs") or ()))
+        """A rule of a Role or ClusterRole document."""
+        return cls(*(tuple(rule.get(field) or ()) for field in (
+            "verbs", "apiGroups", "resources", "resourceNames", "nonResourceURLs")))
 
     def allows(self, request: Attributes) -> bool:
         if request.verb not in self.verbs and ALL not in self.verbs:
@@ -62,6 +64,16 @@ class PolicyRule:
                        for url in self.non_resource_urls)
         return ((request.group in self.api_groups or ALL in self.api_groups) and self._resource_matches(request)
                 and (not self.resource_names or request.name in self.resource_names))
+
+    def document(self) -> dict[str, Any]:
+        """The rule as a SelfSubjectRulesReview lists it: a resource rule or a non-resource rule."""
+        if self.non_resource_urls:
+            return {"verbs": list(self.verbs), "nonResourceURLs": list(self.non_resource_urls)}
+        rule: dict[str, Any] = {"verbs": list(self.verbs), "apiGroups": list(self.api_groups),
+                                "resources": list(self.resources)}
+        if self.resource_names:
+            rule["resourceNames"] = list(self.resource_names)
+        return rule
 
     def _resource_matches(self, request: Attributes) -> bool:
         combined = f"{request.resource}/{request.subresource}" if request.subresource else request.resource
@@ -100,11 +112,12 @@ class Decision:
 # kube-apiserver's bootstrap policy, the part every authenticated identity gets (plugin/pkg/auth/authorizer/rbac/
 # bootstrappolicy): discovery and version, and creating the reviews that ask what one may do.
 BOOTSTRAP_ROLES: dict[str, tuple[PolicyRule, ...]] = {
-    "system:discovery": (PolicyRule(frozenset({"get"}), non_resource_urls=(
+    "system:discovery": (PolicyRule(("get",), non_resource_urls=(
         "/api", "/api/*", "/apis", "/apis/*", "/healthz", "/livez", "/openapi", "/openapi/*", "/readyz",
         "/version", "/version/")),),
-    "system:basic-user": (PolicyRule(frozenset({"create"}), frozenset({"authorization.k8s.io"}),
-                                     frozenset({"selfsubjectaccessreviews", "selfsubjectrulesreviews"})),),
+    "system:basic-user": (PolicyRule(("create",), ("authorization.k8s.io",),
+                                     ("selfsubjectaccessreviews", "selfsubjectrulesreviews")),
+                          PolicyRule(("create",), ("authentication.k8s.io",), ("selfsubjectreviews",))),
 }
 
 
@@ -144,6 +157,11 @@ class Rbac:
         with self._lock:
             self._groups.setdefault(user, set()).update(groups)
 
+    def groups_of(self, user: str) -> list[str]:
+        """The identity's groups as the authenticator reports them: its own, then system:authenticated."""
+        with self._lock:
+            return sorted(self._groups.get(user, ())) + [AUTHENTICATED]
+
     def bind_cluster_role(self, user: str, role: str) -> None:
         """A ClusterRoleBinding of `role` to the identity as a User (switches RBAC on)."""
         self.apply([{"kind": "ClusterRoleBinding", "metadata": {"name": f"{role}:{user}"},
@@ -152,24 +170,48 @@ class Rbac:
     def decide(self, user: str, request: Attributes) -> Decision:
         if not self.enforced:
             return Decision(True)
+        errors: list[str] = []
+        for binding, subject, rules in self._granted(user, request.namespace, errors):
+            if any(rule.allows(request) for rule in rules):
+                return Decision(True, f"RBAC: allowed by {binding.describe(subject)}")
+        return Decision(False, _reason(errors))
+
+    def rules_for(self, user: str, namespace: str) -> tuple[list[PolicyRule], str]:
+        """Every rule that applies to the identity in `namespace` ("" for the cluster scope), and the evaluation
+        error (bindings to missing roles), as a SelfSubjectRulesReview reports them."""
+        if not self.enforced:
+            return [PolicyRule((ALL,), (ALL,), (ALL,)), PolicyRule((ALL,), non_resource_urls=(ALL,))], ""
+        errors: list[str] = []
+        rules = [rule for _, _, granted in self._granted(user, namespace, errors) for rule in granted]
+        return rules, _reason(errors)
+
+    def _granted(self, user: str, namespace: str,
+                 errors: list[str]) -> list[tuple[Binding, Subject, tuple[PolicyRule, ...]]]:
+        """(binding, subject that matched, the bound role's rules) for each binding that applies to the identity
+        in `namespace`; a binding to a missing role adds its error instead."""
+        granted = []
         with self._lock:
-            groups = self._groups.get(user, set()) | {AUTHENTICATED}
-            errors: list[str] = []
+            subjects = {("User", user), ("Group", AUTHENTICATED), *(("Group", g) for g in self._groups.get(user, ()))}
             for binding in self._bindings:
-                if binding.namespace and binding.namespace != request.namespace:
+                if binding.namespace and binding.namespace != namespace:
                     continue  # a RoleBinding grants only in its own namespace, never at the cluster scope
-                subject = next((s for s in binding.subjects if (s.kind, s.name) in
-                                {("User", user), *(("Group", g) for g in groups)}), None)
+                subject = next((s for s in binding.subjects if (s.kind, s.name) in subjects), None)
                 if subject is None:
                     continue
                 rules = self._roles.get((binding.role_kind, binding.namespace if binding.role_kind == "Role"
                                          else "", binding.role_name))
                 if rules is None:
                     errors.append(_missing_role(binding))
-                elif any(rule.allows(request) for rule in rules):
-                    return Decision(True, f"RBAC: allowed by {binding.describe(subject)}")
-        return Decision(False, f"RBAC: [{', '.join(errors)}]" if len(errors) > 1 else
-                        f"RBAC: {errors[0]}" if errors else "")
+                else:
+                    granted.append((binding, subject, rules))
+        return granted
+
+
+def _reason(errors: list[str]) -> str:
+    """The RBAC authorizer's reason: its evaluation errors, aggregated like Kubernetes' utilerrors."""
+    if not errors:
+        return ""
+    return f"RBAC: {errors[0]}" if len(errors) == 1 else f"RBAC: [{', '.join(errors)}]"
 
 
 def _missing_role(binding: Binding) -> str:

@@ -37,5 +37,11 @@ NAMESPACES = ResourceKind("", "v1", "namespaces", "Namespace", False, ("ns",), b
 NETWORK_POLICIES = ResourceKind("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", True, ("netpol",),
                                 builtin=True)
 
+# The reviews every authenticated identity may create: who am I, may I, what may I.
+SELF_SUBJECT_REVIEWS = ResourceKind("authentication.k8s.io", "v1", "selfsubjectreviews", "SelfSubjectReview", False,
+                                    builtin=True, verbs=("create",))
 SELF_SUBJECT_ACCESS_REVIEWS = ResourceKind("authorization.k8s.io", "v1", "selfsubjectaccessreviews",
                                            "SelfSubjectAccessReview", False, builtin=True, verbs=("create",))
+SELF_SUBJECT_RULES_REVIEWS = ResourceKind("authorization.k8s.io", "v1", "selfsubjectrulesreviews",
+                                          "SelfSubjectRulesReview", False, builtin=True, verbs=("create",))
+REVIEWS = (SELF_SUBJECT_REVIEWS, SELF_SUBJECT_ACCESS_REVIEWS, SELF_SUBJECT_RULES_REVIEWS)

@@ -1,9 +1,8 @@
 """HTTP routes of kube-apiserver that a scanner uses: discovery (/version, /api, /apis, resource lists), lists of
-every kind in pages, single objects, RBAC refusals and SelfSubjectAccessReviews, in each view the Accept header
+every kind in pages, single objects, RBAC refusals and the self-subject reviews, in each view the Accept header
 asks for."""
 from __future__ import annotations
 
-import json
 import re
 import time
 from typing import Any
@@ -12,10 +11,9 @@ from netpol_scan.sandbox.kube_api.cluster import Cluster
 from netpol_scan.sandbox.kube_api.errors import ApiError
 from netpol_scan.sandbox.kube_api.rbac import Attributes, Decision
 from netpol_scan.sandbox.kube_api.request_info import attributes_of
-from netpol_scan.sandbox.kube_api.resources import SELF_SUBJECT_ACCESS_REVIEWS, ResourceKind
+from netpol_scan.sandbox.kube_api.resources import ResourceKind
+from netpol_scan.sandbox.kube_api.reviews import REVIEW_PATHS
 from netpol_scan.sandbox.kube_api.views import as_item, as_served, metadata_only, negotiate, table
-
-ACCESS_REVIEWS_PATH = f"/apis/{SELF_SUBJECT_ACCESS_REVIEWS.group_version}/{SELF_SUBJECT_ACCESS_REVIEWS.plural}"
 
 
 def answer(cluster: Cluster, method: str, path: str, query: dict[str, str], identity: str | None,
@@ -33,8 +31,8 @@ def answer(cluster: Cluster, method: str, path: str, query: dict[str, str], iden
     decision = cluster.decide(identity, request)
     if not decision.allowed:
         raise forbidden(identity, request, decision)
-    if method == "POST" and path.rstrip("/") == ACCESS_REVIEWS_PATH:
-        return 201, access_review(cluster, identity, body)
+    if method == "POST" and path.rstrip("/") in REVIEW_PATHS:
+        return 201, REVIEW_PATHS[path.rstrip("/")](cluster, identity, body)
     if method != "GET":
         raise ApiError(405)  # the scanner only reads; this server has no write verbs
     return 200, Router(cluster, identity, query, accept).get(path)
@@ -50,36 +48,6 @@ def forbidden(user: str, request: Attributes, decision: Decision) -> ApiError:
     details = {"kind": request.resource, **({"group": request.group} if request.group else {}),
                **({"name": request.name} if request.name else {})}
     return ApiError(403, f"{subject} is forbidden: {message}", details=details)
-
-
-def access_review(cluster: Cluster, user: str, body: bytes) -> dict[str, Any]:
-    """A SelfSubjectAccessReview answered for the caller: may I do what spec.resourceAttributes (or
-    nonResourceAttributes) says? Every authenticated identity may ask (the bootstrap role system:basic-user)."""
-    try:
-        review = json.loads(body or b"null")
-        spec = review["spec"]
-        resource, non_resource = spec.get("resourceAttributes"), spec.get("nonResourceAttributes")
-    except (ValueError, TypeError, KeyError, AttributeError):
-        raise ApiError(400, "the body is not a SelfSubjectAccessReview with a spec") from None
-    if (resource is None) == (non_resource is None):
-        field = "nonResourceAttributes" if resource else "resourceAttributes"
-        detail = ("Invalid value: cannot be specified in combination with resourceAttributes" if resource
-                  else "Required value: exactly one of nonResourceAttributes or resourceAttributes must be specified")
-        raise ApiError(422, f'SelfSubjectAccessReview.authorization.k8s.io "" is invalid: spec.{field}: {detail}',
-                       details={"group": "authorization.k8s.io", "kind": "SelfSubjectAccessReview"})
-    if resource is not None:
-        request = Attributes(resource.get("verb", ""), True, resource.get("group", ""), resource.get("resource", ""),
-                             resource.get("subresource", ""), resource.get("namespace", ""), resource.get("name", ""))
-    else:
-        request = Attributes(non_resource.get("verb", ""), False, path=non_resource.get("path", ""))
-    decision = cluster.decide(user, request)
-    status: dict[str, Any] = {"allowed": decision.allowed}
-    if decision.denied:
-        status["denied"] = True
-    if decision.reason:
-        status["reason"] = decision.reason
-    return {"kind": "SelfSubjectAccessReview", "apiVersion": SELF_SUBJECT_ACCESS_REVIEWS.group_version,
-            "metadata": {"creationTimestamp": None}, "spec": spec, "status": status}
 
 
 class Router:
