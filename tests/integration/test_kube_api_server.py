@@ -569,6 +569,30 @@ def test_limit_and_continue(target: Target) -> None:
     assert len({p["metadata"]["resourceVersion"] for p in pages}) == 1  # served at the first page's revision
 
 
+def test_continued_list_is_a_snapshot_of_its_first_page_revision(target: Target) -> None:
+    connection = _connect(target.server)
+    first = _send(connection, "/api/v1/namespaces?limit=2", target.token, None).body
+    target.cluster.delete_namespace("team-a")
+    target.cluster.add_namespace("team-aa")
+    target.cluster.add_namespace("team-b", labels={"changed": "yes"})
+    pages = [first]
+    while "continue" in pages[-1]["metadata"]:
+        token = quote(pages[-1]["metadata"]["continue"])
+        pages.append(_send(connection, f"/api/v1/namespaces?limit=2&continue={token}", target.token, None).body)
+    fresh = _send(connection, "/api/v1/namespaces", target.token, None).body
+    connection.close()
+    assert [names(p["items"]) for p in pages] == [["default", "kube-system"], ["old", "team-a"], ["team-b", "team-c"]]
+    assert [p["metadata"].get("remainingItemCount") for p in pages] == [4, 2, None]
+    assert "changed" not in pages[2]["items"][0]["metadata"]["labels"]  # team-b as it was at the first page
+    assert names(fresh["items"]) == ["default", "kube-system", "old", "team-aa", "team-b", "team-c"]
+    target.cluster.expire_continue_tokens()  # compaction forgets the past versions; the present stays
+    assert names(request(target.server, "/api/v1/namespaces?limit=3", target.token).body["items"]) == [
+        "default", "kube-system", "old"]
+    last = request(target.server, "/api/v1/namespaces?limit=5", target.token).body
+    assert names(last["items"]) == ["default", "kube-system", "old", "team-aa", "team-b"]
+    assert last["metadata"]["remainingItemCount"] == 1
+
+
 def test_list_in_one_namespace_does_not_leak_prefix_namespaces(target: Target) -> None:
     target.cluster.add_namespace("team")
     target.cluster.add_policy("team", "only-here", DENY_ALL)

@@ -19,26 +19,65 @@ from netpol_scan.sandbox.kube_api.selectors import field_matcher, label_matcher
 
 
 class _Store:
-    """Objects of one kind, with their keys kept sorted like etcd keys ("<namespace>/<name>" or "<name>")."""
+    """Objects of one kind with their past versions, keys kept sorted like etcd keys ("<namespace>/<name>" or
+    "<name>"), so that a list continued at an older revision sees the objects as they were then (etcd MVCC)."""
 
     def __init__(self) -> None:
-        self.objects: dict[str, dict[str, Any]] = {}
-        self.keys: list[str] = []
+        self.objects: dict[str, dict[str, Any]] = {}  # the current objects
+        self.versions: dict[str, list[tuple[int, dict[str, Any] | None]]] = {}  # (revision, object or deleted)
+        self.keys: list[str] = []  # every key with a version not compacted away, deleted ones included
+        self.changed = 0  # keys with a past version or deleted: while 0, every key is one current object
 
-    def put(self, key: str, obj: dict[str, Any]) -> None:
-        if key not in self.objects:
-            bisect.insort(self.keys, key)
+    def put(self, key: str, obj: dict[str, Any], revision: int) -> None:
+        self._record(key, revision, obj)
         self.objects[key] = obj
 
-    def pop(self, key: str) -> None:
+    def pop(self, key: str, revision: int) -> None:
         if self.objects.pop(key, None) is not None:
-            del self.keys[bisect.bisect_left(self.keys, key)]
+            self._record(key, revision, None)
+
+    def _record(self, key: str, revision: int, obj: dict[str, Any] | None) -> None:
+        versions = self.versions.get(key)
+        if versions is None:
+            bisect.insort(self.keys, key)
+            versions = self.versions[key] = []
+        was = _changed(versions)
+        versions.append((revision, obj))
+        self.changed += _changed(versions) - was
+
+    def at(self, key: str, revision: int) -> dict[str, Any] | None:
+        """The object under `key` as it was at `revision` (None: absent then)."""
+        versions = self.versions[key]
+        if versions[-1][0] <= revision:
+            return versions[-1][1]
+        for version, obj in reversed(versions):
+            if version <= revision:
+                return obj
+        return None
+
+    def compact(self, revision: int) -> None:
+        """Forgets what no read at `revision` or later can see, as an etcd compaction does."""
+        for key, versions in list(self.versions.items()):
+            was = _changed(versions)
+            older = [v for v in versions if v[0] <= revision]
+            kept = ([older[-1]] if older and older[-1][1] is not None else []) + [v for v in versions if v[0] > revision]
+            if kept:
+                self.versions[key] = kept
+                self.changed += _changed(kept) - was
+            else:
+                del self.versions[key]
+                del self.keys[bisect.bisect_left(self.keys, key)]
+                self.changed -= was
 
     def span(self, namespace: str | None) -> tuple[int, int]:
         """Index range of the keys in `namespace` ("/" + 1 is "0", so `ns0` bounds the `ns/` prefix)."""
         if namespace is None:
             return 0, len(self.keys)
         return bisect.bisect_left(self.keys, namespace + "/"), bisect.bisect_left(self.keys, namespace + "0")
+
+
+def _changed(versions: list[tuple[int, dict[str, Any] | None]]) -> int:
+    return int(len(versions) > 1 or (bool(versions) and versions[-1][1] is None))
 
 
 def _key(namespace: str | None, name: str) -> str:
@@ -112,7 +151,7 @@ class ObjectStore:
             meta.setdefault("creationTimestamp", previous.get("creationTimestamp", _now()))
             meta["resourceVersion"] = self._bump()
             obj.update({"apiVersion": kind.group_version, "kind": kind.kind})
-            store.put(_key(namespace, meta["name"]), obj)
+            store.put(_key(namespace, meta["name"]), obj, self._revision)
         return obj
 
     def delete_object(self, group_version: str, plural: str, name: str, namespace: str | None = None) -> None:
@@ -120,8 +159,8 @@ class ObjectStore:
         if kind is None:
             raise KeyError(f"no resource kind {plural} in {group_version}")
         with self.lock:
-            self._stores[(kind.group, kind.plural)].pop(_key(namespace, name))
             self._bump()
+            self._stores[(kind.group, kind.plural)].pop(_key(namespace, name), self._revision)
 
     def get_object(self, kind: ResourceKind, name: str, namespace: str | None = None) -> dict[str, Any] | None:
         with self.lock:
@@ -141,13 +180,13 @@ class ObjectStore:
     def delete_namespace(self, name: str) -> None:
         """Deletes the namespace and every namespaced object in it, of every kind."""
         with self.lock:
-            self._stores[("", "namespaces")].pop(name)
-            for key, store in self._stores.items():
-                if self._namespaced[key]:
+            self._bump()
+            self._stores[("", "namespaces")].pop(name, self._revision)
+            for scope, store in self._stores.items():
+                if self._namespaced[scope]:
                     start, end = store.span(name)
                     for key in store.keys[start:end]:
-                        store.pop(key)
-            self._bump()
+                        store.pop(key, self._revision)
 
     def add_policy(self, namespace: str, name: str, spec: dict[str, Any],
                    labels: dict[str, str] | None = None) -> dict[str, Any]:
@@ -170,6 +209,8 @@ class ObjectStore:
         """Every continue token issued so far answers 410 Expired, as after an etcd compaction."""
         with self.lock:
             self._compacted = int(self._bump())
+            for store in self._stores.values():
+                store.compact(self._compacted)
 
     # -- reading -----------------------------------------------------------------------------------------------
     def list_page(self, kind: ResourceKind, namespace: str | None, limit: int, continue_token: str | None,
@@ -186,15 +227,18 @@ class ObjectStore:
                 start = max(start, bisect.bisect_left(store.keys, after))
             items, position = [], start
             while position < end and not (0 < limit <= len(items)):
-                obj = store.objects[store.keys[position]]
+                obj = store.at(store.keys[position], revision)
                 position += 1
-                if (labels is None or labels(obj["metadata"].get("labels", {}))) and (fields is None or fields(obj)):
+                if obj is not None and (labels is None or labels(obj["metadata"].get("labels", {}))) and (
+                        fields is None or fields(obj)):
                     items.append(obj)
-        metadata: dict[str, Any] = {"resourceVersion": str(revision)}
-        if position < end:
-            metadata["continue"] = _encode_continue(revision, store.keys[position - 1] + "\x00", page_number + 1)
-            if labels is None and fields is None:  # kube-apiserver cannot count what a selector would keep
-                metadata["remainingItemCount"] = end - position
+            remaining = (sum(1 for key in store.keys[position:end] if store.at(key, revision) is not None)
+                         if store.changed else end - position)
+            metadata: dict[str, Any] = {"resourceVersion": str(revision)}
+            if remaining:
+                metadata["continue"] = _encode_continue(revision, store.keys[position - 1] + "\x00", page_number + 1)
+                if labels is None and fields is None:  # kube-apiserver cannot count what a selector would keep
+                    metadata["remainingItemCount"] = remaining
         return Page(items, metadata)
 
     def _decode_continue(self, token: str) -> tuple[int, str, int]:
