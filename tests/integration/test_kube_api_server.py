@@ -593,6 +593,14 @@ def test_continued_list_is_a_snapshot_of_its_first_page_revision(target: Target)
     assert last["metadata"]["remainingItemCount"] == 1
 
 
+def test_object_added_after_the_first_page_is_not_in_the_continued_list(target: Target) -> None:
+    first = request(target.server, "/api/v1/namespaces?limit=5", target.token).body
+    target.cluster.add_namespace("zz-new")
+    rest = request(target.server, f"/api/v1/namespaces?continue={quote(first['metadata']['continue'])}",
+                   target.token).body
+    assert names(first["items"] + rest["items"]) == ["default", "kube-system", "old", "team-a", "team-b", "team-c"]
+
+
 def test_list_in_one_namespace_does_not_leak_prefix_namespaces(target: Target) -> None:
     target.cluster.add_namespace("team")
     target.cluster.add_policy("team", "only-here", DENY_ALL)

@@ -27,6 +27,7 @@ class _Store:
         self.versions: dict[str, list[tuple[int, dict[str, Any] | None]]] = {}  # (revision, object or deleted)
         self.keys: list[str] = []  # every key with a version not compacted away, deleted ones included
         self.changed = 0  # keys with a past version or deleted: while 0, every key is one current object
+        self.latest = 0  # the revision of the last change
 
     def put(self, key: str, obj: dict[str, Any], revision: int) -> None:
         self._record(key, revision, obj)
@@ -44,6 +45,11 @@ class _Store:
         was = _changed(versions)
         versions.append((revision, obj))
         self.changed += _changed(versions) - was
+        self.latest = revision
+
+    def current_at(self, revision: int) -> bool:
+        """Whether the current objects are exactly what `revision` holds (then reads need no history)."""
+        return not self.changed and self.latest <= revision
 
     def at(self, key: str, revision: int) -> dict[str, Any] | None:
         """The object under `key` as it was at `revision` (None: absent then)."""
@@ -225,15 +231,17 @@ class ObjectStore:
             if continue_token:
                 revision, after, page_number = self._decode_continue(continue_token)
                 start = max(start, bisect.bisect_left(store.keys, after))
+            # The current objects are the snapshot unless something changed since the first page's revision.
+            read = store.objects.__getitem__ if store.current_at(revision) else lambda key: store.at(key, revision)
             items, position = [], start
             while position < end and not (0 < limit <= len(items)):
-                obj = store.at(store.keys[position], revision)
+                obj = read(store.keys[position])
                 position += 1
                 if obj is not None and (labels is None or labels(obj["metadata"].get("labels", {}))) and (
                         fields is None or fields(obj)):
                     items.append(obj)
-            remaining = (sum(1 for key in store.keys[position:end] if store.at(key, revision) is not None)
-                         if store.changed else end - position)
+            remaining = (end - position if store.current_at(revision) else
+                         sum(1 for key in store.keys[position:end] if store.at(key, revision) is not None))
             metadata: dict[str, Any] = {"resourceVersion": str(revision)}
             if remaining:
                 metadata["continue"] = _encode_continue(revision, store.keys[position - 1] + "\x00", page_number + 1)
