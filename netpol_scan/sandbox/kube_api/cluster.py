@@ -3,9 +3,10 @@ every request with the caller's identity."""
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import Any, Iterable
 
 from netpol_scan.sandbox.kube_api.faults import Fault, Faults
+from netpol_scan.sandbox.kube_api.identity import canonical_arn
 from netpol_scan.sandbox.kube_api.rbac import Attributes, Decision, Rbac
 from netpol_scan.sandbox.kube_api.resources import REVIEWS
 from netpol_scan.sandbox.kube_api.store import ObjectStore
@@ -23,6 +24,7 @@ class Cluster(ObjectStore):
         self._faults = Faults()
         self._forbidden: set[str] = set()
         self.rbac = Rbac()
+        self._access_entries: set[str] | None = None  # None: every identity the token verifier accepts
         for review in REVIEWS:
             self.serve(review)
         for namespace, policies in (namespaces or {}).items():
@@ -43,6 +45,23 @@ class Cluster(ObjectStore):
 
     def take_fault(self, path: str) -> Fault | None:
         return self._faults.take(path)
+
+    # -- authentication ---------------------------------------------------------------------------------------------
+    def add_access_entry(self, principal_arn: str, groups: Iterable[str] = ()) -> None:
+        """An EKS access entry: from the first one on, only the principals of access entries authenticate (any
+        other valid token gets 401, as on EKS), each in its `groups` (kubernetesGroups) for RBAC. An IAM role's ARN
+        admits every session of the role."""
+        with self.lock:
+            self._access_entries = (self._access_entries or set()) | {principal_arn}
+        self.rbac.add_groups(principal_arn, *groups)
+
+    def authenticated(self, identity: str | None) -> str | None:
+        """The identity when the cluster admits it, else None (401)."""
+        with self.lock:
+            entries = self._access_entries
+        if identity is None or entries is None or canonical_arn(identity) in entries or identity in entries:
+            return identity
+        return None
 
     # -- RBAC ------------------------------------------------------------------------------------------------------
     def forbid(self, plural: str) -> None:

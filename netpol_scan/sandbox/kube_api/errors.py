@@ -19,6 +19,7 @@ STATUS_REASONS: dict[int, tuple[str, str]] = {
     406: ("NotAcceptable", "only the following media types are accepted: application/json"),
     410: ("Expired", EXPIRED_CONTINUE_MESSAGE),
     422: ("Invalid", "the server rejected our request due to an error in our request"),
+    415: ("UnsupportedMediaType", "the body of the request was in an unknown format"),
     429: ("TooManyRequests", "Too many requests, please try again later."),
     500: ("InternalError", "Internal error occurred: injected fault"),
     502: ("InternalError", 'an error on the server ("Bad Gateway") has prevented the request from succeeding'),

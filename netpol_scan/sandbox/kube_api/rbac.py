@@ -14,6 +14,8 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
+from netpol_scan.sandbox.kube_api.identity import canonical_arn
+
 AUTHENTICATED = "system:authenticated"
 ALL = "*"
 
@@ -153,14 +155,16 @@ class Rbac:
             self.enforced = True
 
     def add_groups(self, user: str, *groups: str) -> None:
-        """The identity is in these groups (an EKS access entry's kubernetesGroups)."""
+        """The identity is in these groups (an EKS access entry's kubernetesGroups). `user` is the caller's ARN or
+        its canonical ARN (an IAM role's ARN stands for every session of the role)."""
         with self._lock:
             self._groups.setdefault(user, set()).update(groups)
 
     def groups_of(self, user: str) -> list[str]:
         """The identity's groups as the authenticator reports them: its own, then system:authenticated."""
         with self._lock:
-            return sorted(self._groups.get(user, ())) + [AUTHENTICATED]
+            return sorted(self._groups.get(user, set()) | self._groups.get(canonical_arn(user), set())) + [
+                AUTHENTICATED]
 
     def bind_cluster_role(self, user: str, role: str) -> None:
         """A ClusterRoleBinding of `role` to the identity as a User (switches RBAC on)."""
@@ -190,8 +194,8 @@ class Rbac:
         """(binding, subject that matched, the bound role's rules) for each binding that applies to the identity
         in `namespace`; a binding to a missing role adds its error instead."""
         granted = []
+        subjects = {("User", user), *(("Group", group) for group in self.groups_of(user))}
         with self._lock:
-            subjects = {("User", user), ("Group", AUTHENTICATED), *(("Group", g) for g in self._groups.get(user, ()))}
             for binding in self._bindings:
                 if binding.namespace and binding.namespace != namespace:
                     continue  # a RoleBinding grants only in its own namespace, never at the cluster scope

@@ -4,23 +4,21 @@ SelfSubjectRulesReview (what may I: `kubectl auth can-i --list`)."""
 from __future__ import annotations
 
 import json
-import re
 from typing import Any, Callable
 
 from netpol_scan.sandbox.kube_api.cluster import Cluster
 from netpol_scan.sandbox.kube_api.errors import ApiError
+from netpol_scan.sandbox.kube_api.identity import canonical_arn, session_name
+from netpol_scan.sandbox.kube_api.protobuf import PROTOBUF, ProtobufError, review_spec
 from netpol_scan.sandbox.kube_api.rbac import Attributes
 from netpol_scan.sandbox.kube_api.resources import (
     SELF_SUBJECT_ACCESS_REVIEWS, SELF_SUBJECT_REVIEWS, SELF_SUBJECT_RULES_REVIEWS, ResourceKind,
 )
 
-ASSUMED_ROLE = re.compile(r"arn:(?P<partition>[^:]+):sts::(?P<account>\d+):assumed-role/(?P<role>[^/]+)/(?P<session>.+)")
-
-
-def access_review(cluster: Cluster, user: str, body: bytes) -> dict[str, Any]:
+def access_review(cluster: Cluster, user: str, body: bytes, content_type: str) -> dict[str, Any]:
     """A SelfSubjectAccessReview answered for the caller: may I do what spec.resourceAttributes (or
     nonResourceAttributes) says? Every authenticated identity may ask (the bootstrap role system:basic-user)."""
-    spec = _spec(body, SELF_SUBJECT_ACCESS_REVIEWS)
+    spec = _spec(body, content_type, SELF_SUBJECT_ACCESS_REVIEWS)
     resource, non_resource = spec.get("resourceAttributes"), spec.get("nonResourceAttributes")
     if (resource is None) == (non_resource is None):
         field = "nonResourceAttributes" if resource else "resourceAttributes"
@@ -42,9 +40,9 @@ def access_review(cluster: Cluster, user: str, body: bytes) -> dict[str, Any]:
     return _answer(SELF_SUBJECT_ACCESS_REVIEWS, spec, status)
 
 
-def rules_review(cluster: Cluster, user: str, body: bytes) -> dict[str, Any]:
+def rules_review(cluster: Cluster, user: str, body: bytes, content_type: str) -> dict[str, Any]:
     """A SelfSubjectRulesReview: every rule that applies to the caller in spec.namespace."""
-    spec = _spec(body, SELF_SUBJECT_RULES_REVIEWS)
+    spec = _spec(body, content_type, SELF_SUBJECT_RULES_REVIEWS)
     namespace = spec.get("namespace") or ""
     rules, error = cluster.rbac.rules_for(user, namespace)
     documents = [rule.document() for rule in rules]
@@ -58,19 +56,28 @@ def rules_review(cluster: Cluster, user: str, body: bytes) -> dict[str, Any]:
     return _answer(SELF_SUBJECT_RULES_REVIEWS, spec, status)
 
 
-def self_review(cluster: Cluster, user: str, body: bytes) -> dict[str, Any]:
+def self_review(cluster: Cluster, user: str, body: bytes, content_type: str) -> dict[str, Any]:
     """A SelfSubjectReview: the caller's user info as the EKS authenticator gives it (ARN as username, the access
     entry's groups, and the ARNs in extra)."""
-    _spec(body, SELF_SUBJECT_REVIEWS, spec_required=False)
-    assumed = ASSUMED_ROLE.fullmatch(user)
-    canonical = (f"arn:{assumed['partition']}:iam::{assumed['account']}:role/{assumed['role']}" if assumed else user)
-    extra = {"arn": [user], "canonicalArn": [canonical], **({"sessionName": [assumed["session"]]} if assumed else {})}
+    _spec(body, content_type, SELF_SUBJECT_REVIEWS, spec_required=False)
+    session = session_name(user)
+    extra = {"arn": [user], "canonicalArn": [canonical_arn(user)], **({"sessionName": [session]} if session else {})}
     user_info = {"username": user, "groups": cluster.rbac.groups_of(user), "extra": extra}
     return {"kind": SELF_SUBJECT_REVIEWS.kind, "apiVersion": SELF_SUBJECT_REVIEWS.group_version,
             "metadata": {"creationTimestamp": None}, "status": {"userInfo": user_info}}
 
 
-def _spec(body: bytes, kind: ResourceKind, spec_required: bool = True) -> dict[str, Any]:
+def _spec(body: bytes, content_type: str, kind: ResourceKind, spec_required: bool = True) -> dict[str, Any]:
+    """The review's spec from a JSON or protobuf body; 415 for any other media type, as kube-apiserver answers."""
+    media_type = content_type.split(";")[0].strip() or "application/json"
+    if media_type == PROTOBUF:
+        try:
+            return review_spec(body, kind.kind)
+        except (ProtobufError, UnicodeDecodeError) as error:
+            raise ApiError(400, f"the body is not a protobuf {kind.kind}: {error}") from None
+    if media_type != "application/json":
+        raise ApiError(415, f"the body of the request was in an unknown format - accepted media types include: "
+                            f"application/json, application/yaml, {PROTOBUF}")
     try:
         review = json.loads(body or b"null")
         spec = review.get("spec", {} if not spec_required else None)
@@ -86,7 +93,7 @@ def _answer(kind: ResourceKind, spec: dict[str, Any], status: dict[str, Any]) ->
             "spec": spec, "status": status}
 
 
-REVIEW_PATHS: dict[str, Callable[[Cluster, str, bytes], dict[str, Any]]] = {
+REVIEW_PATHS: dict[str, Callable[[Cluster, str, bytes, str], dict[str, Any]]] = {
     f"/apis/{kind.group_version}/{kind.plural}": review for kind, review in (
         (SELF_SUBJECT_REVIEWS, self_review), (SELF_SUBJECT_ACCESS_REVIEWS, access_review),
         (SELF_SUBJECT_RULES_REVIEWS, rules_review))}

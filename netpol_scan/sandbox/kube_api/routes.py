@@ -17,7 +17,7 @@ from netpol_scan.sandbox.kube_api.views import as_item, as_served, metadata_only
 
 
 def answer(cluster: Cluster, method: str, path: str, query: dict[str, str], identity: str | None,
-           accept: str | None, body: bytes = b"") -> tuple[int, Any]:
+           accept: str | None, body: bytes = b"", content_type: str = "") -> tuple[int, Any]:
     """The status and body of one request (ApiError for an error answer), in kube-apiserver's order:
     authentication, (injected faults), authorization, then the route."""
     if identity is None:
@@ -32,7 +32,7 @@ def answer(cluster: Cluster, method: str, path: str, query: dict[str, str], iden
     if not decision.allowed:
         raise forbidden(identity, request, decision)
     if method == "POST" and path.rstrip("/") in REVIEW_PATHS:
-        return 201, REVIEW_PATHS[path.rstrip("/")](cluster, identity, body)
+        return 201, REVIEW_PATHS[path.rstrip("/")](cluster, identity, body, content_type)
     if method != "GET":
         raise ApiError(405)  # the scanner only reads; this server has no write verbs
     return 200, Router(cluster, identity, query, accept).get(path)

@@ -183,13 +183,14 @@ class _Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
         cluster = self.api.cluster
-        identity = self.api.verifier.identity(self.headers.get("Authorization"), cluster.name)
+        identity = cluster.authenticated(self.api.verifier.identity(self.headers.get("Authorization"), cluster.name))
         entry = {"method": method, "path": parts.path, "query": query, "identity": identity,
-                 "accept": self.headers.get("Accept", ""), "status": None}
+                 "accept": self.headers.get("Accept", ""), "content_type": self.headers.get("Content-Type", ""),
+                 "status": None}
         cluster.record(entry)
         try:
             code, body = answer(cluster, method, parts.path, query, identity, self.headers.get("Accept"),
-                                payload)
+                                payload, self.headers.get("Content-Type", ""))
             headers: dict[str, str] = {}
         except ApiError as error:
             code, body, headers = error.code, error.status(), error.headers
