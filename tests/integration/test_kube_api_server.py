@@ -330,8 +330,9 @@ def test_access_review_says_which_binding_allows(target: Target) -> None:
         f'to Group "{READERS}"')
     assert review(target, verb="list", resource="secrets") == {"allowed": False}
     assert review(target, verb="list", group="networking.k8s.io", resource="networkpolicies",
-                  namespace="team-a") == {"allowed": True, "reason": 'RBAC: allowed by ClusterRoleBinding '
-                                          f'"netpol-scanner-read" of ClusterRole "netpol-scanner-read" to Group "{READERS}"'}
+                  namespace="team-a") == {"allowed": True, "reason": (
+                      'RBAC: allowed by ClusterRoleBinding "netpol-scanner-read" of ClusterRole "netpol-scanner-read" '
+                      f'to Group "{READERS}"')}
 
 
 def test_access_review_before_rbac_and_with_an_explicit_deny(target: Target) -> None:
@@ -520,7 +521,8 @@ def test_discovery_prefers_the_highest_version_of_a_group(kubectl: Kubectl, targ
 
 def test_a_kind_served_at_two_versions_shares_its_objects(target: Target) -> None:
     kinds.serve(target.cluster, kinds.CILIUM_CIDR_GROUP, kinds.CILIUM_CIDR_GROUP_V2)
-    kinds.add(target.cluster, {**manifest(kinds.CILIUM_CIDR_GROUP, "office"), "spec": {"externalCIDRs": ["192.0.2.0/24"]}})
+    kinds.add(target.cluster, {**manifest(kinds.CILIUM_CIDR_GROUP, "office"),
+                               "spec": {"externalCIDRs": ["192.0.2.0/24"]}})
     for version in ("v2alpha1", "v2"):
         listed = request(target.server, f"/apis/cilium.io/{version}/ciliumcidrgroups", target.token).body["items"]
         assert [(i["apiVersion"], i["spec"]) for i in listed] == [(f"cilium.io/{version}",

@@ -7,17 +7,18 @@ selectors, metadata-only and Table views, single-object GETs, RBAC per kind and 
 from YAML documents, 403 with kube-apiserver's message, the self-subject reviews) and faults on demand
 (throttling, server errors, delays). Every request is recorded with the caller's identity.
 
-One module per responsibility: token (EKS token verification), errors (Status answers), resources and store
-(kinds, objects, paging), selectors, faults, identity, rbac, request_info, reviews and protobuf (authentication and authorization), cluster (one cluster's
-state), views and routes (HTTP answers), server (TLS). Import the public names from here.
+One module per responsibility: token (EKS token verification), identity (access entries' ARNs), errors (Status
+answers), resources and store (kinds, objects, paging), selectors, faults, rbac and request_info (authorization),
+reviews and protobuf (the self-subject reviews), cluster (one cluster's state), views and routes (HTTP answers),
+server (TLS). Import the public names from here.
 """
 from netpol_scan.sandbox.kube_api.cluster import Cluster
 from netpol_scan.sandbox.kube_api.errors import EXPIRED_CONTINUE_MESSAGE, STATUS_REASONS, ApiError
 from netpol_scan.sandbox.kube_api.faults import Fault
 from netpol_scan.sandbox.kube_api.rbac import AUTHENTICATED, Attributes, Decision, PolicyRule, Rbac, RbacError
 from netpol_scan.sandbox.kube_api.resources import (
-    NAMESPACES, NETWORK_POLICIES, REVIEWS, SELF_SUBJECT_ACCESS_REVIEWS, SELF_SUBJECT_REVIEWS, SELF_SUBJECT_RULES_REVIEWS,
-    ResourceKind,
+    NAMESPACES, NETWORK_POLICIES, REVIEWS, SELF_SUBJECT_ACCESS_REVIEWS, SELF_SUBJECT_REVIEWS,
+    SELF_SUBJECT_RULES_REVIEWS, ResourceKind,
 )
 from netpol_scan.sandbox.kube_api.selectors import field_matcher, label_matcher
 from netpol_scan.sandbox.kube_api.server import KubeApiServer, TlsMaterial, generate_tls
@@ -27,7 +28,8 @@ from netpol_scan.sandbox.kube_api.views import negotiate
 
 __all__ = [
     "AUTHENTICATED", "EXPIRED_CONTINUE_MESSAGE", "NAMESPACES", "NETWORK_POLICIES", "REVIEWS",
-    "SELF_SUBJECT_ACCESS_REVIEWS", "SELF_SUBJECT_REVIEWS", "SELF_SUBJECT_RULES_REVIEWS", "STATUS_REASONS", "ApiError", "Attributes", "Cluster", "Decision", "EksTokenVerifier", "Fault", "KubeApiServer",
-    "Page", "PolicyRule", "Rbac", "RbacError", "ResourceKind", "SecretLookup", "TlsMaterial", "Verdict",
+    "SELF_SUBJECT_ACCESS_REVIEWS", "SELF_SUBJECT_REVIEWS", "SELF_SUBJECT_RULES_REVIEWS", "STATUS_REASONS",
+    "ApiError", "Attributes", "Cluster", "Decision", "EksTokenVerifier", "Fault", "KubeApiServer", "Page",
+    "PolicyRule", "Rbac", "RbacError", "ResourceKind", "SecretLookup", "TlsMaterial", "Verdict",
     "field_matcher", "generate_tls", "label_matcher", "negotiate", "presigned_token",
 ]

@@ -66,7 +66,8 @@ class _Store:
         for key, versions in list(self.versions.items()):
             was = _changed(versions)
             older = [v for v in versions if v[0] <= revision]
-            kept = ([older[-1]] if older and older[-1][1] is not None else []) + [v for v in versions if v[0] > revision]
+            visible = [older[-1]] if older and older[-1][1] is not None else []
+            kept = visible + [v for v in versions if v[0] > revision]
             if kept:
                 self.versions[key] = kept
                 self.changed += _changed(kept) - was
