@@ -458,6 +458,31 @@ def test_reviews_posted_as_protobuf_like_recent_kubectl(kubectl: Kubectl, target
     connection.close()
 
 
+def test_eks_view_access_policy_reads_namespaces_and_networkpolicies_but_no_custom_kinds(
+        kubectl: Kubectl, target: Target) -> None:
+    kinds.serve(target.cluster, *kinds.CILIUM, *kinds.ENFORCEMENT)
+    target.cluster.add_access_entry(DEFAULT_IDENTITY)
+    assert kubectl("auth", "can-i", "list", "namespaces").stdout.strip() == "no"  # an entry alone grants nothing
+    target.cluster.associate_access_policy(DEFAULT_IDENTITY,
+                                           "arn:aws:eks::aws:cluster-access-policy/AmazonEKSViewPolicy")
+
+    def can_i(*args: str) -> str:
+        return kubectl("auth", "can-i", *args).stdout.strip()
+
+    assert [can_i("list", "namespaces"), can_i("list", "networkpolicies.networking.k8s.io", "-A"),
+            can_i("get", "daemonsets.apps/aws-node", "-n", "kube-system"),
+            can_i("list", "ciliumnetworkpolicies.cilium.io", "-A"), can_i("list", "secrets", "-A")] == [
+        "yes", "yes", "yes", "no", "no"]
+    refused = kubectl("get", "ciliumnetworkpolicies.cilium.io", "-A")
+    assert "cannot list resource \"ciliumnetworkpolicies\" in API group \"cilium.io\" at the cluster scope" in (
+        refused.stderr)
+    target.cluster.associate_access_policy(DEFAULT_IDENTITY, "AmazonEKSClusterAdminPolicy", namespaces=["team-c"])
+    assert [can_i("list", "ciliumnetworkpolicies.cilium.io", "-n", "team-c"),
+            can_i("list", "ciliumnetworkpolicies.cilium.io", "-n", "team-a")] == ["yes", "no"]
+    with pytest.raises(ValueError, match="no access entry"):
+        target.cluster.associate_access_policy("arn:aws:iam::1:role/Other", "AmazonEKSViewPolicy")
+
+
 def test_kubectl_auth_can_i_list_shows_the_rules_of_the_namespace(kubectl: Kubectl, target: Target) -> None:
     scanner_rbac(target.cluster)
 

@@ -8,10 +8,11 @@ from YAML documents, 403 with kube-apiserver's message, the self-subject reviews
 (throttling, server errors, delays). Every request is recorded with the caller's identity.
 
 One module per responsibility: token (EKS token verification), identity (access entries' ARNs), errors (Status
-answers), resources and store (kinds, objects, paging), selectors, faults, rbac and request_info (authorization),
-reviews and protobuf (the self-subject reviews), cluster (one cluster's state), views and routes (HTTP answers),
-server (TLS). Import the public names from here.
+answers), resources and store (kinds, objects, paging), selectors, faults, rbac, access_policies and request_info
+(authorization), reviews and protobuf (the self-subject reviews), cluster (one cluster's state), views and routes
+(HTTP answers), server (TLS). Import the public names from here.
 """
+from netpol_scan.sandbox.kube_api.access_policies import ACCESS_POLICIES
 from netpol_scan.sandbox.kube_api.cluster import Cluster
 from netpol_scan.sandbox.kube_api.errors import EXPIRED_CONTINUE_MESSAGE, STATUS_REASONS, ApiError
 from netpol_scan.sandbox.kube_api.faults import Fault
@@ -27,7 +28,7 @@ from netpol_scan.sandbox.kube_api.token import EksTokenVerifier, SecretLookup, V
 from netpol_scan.sandbox.kube_api.views import negotiate
 
 __all__ = [
-    "AUTHENTICATED", "EXPIRED_CONTINUE_MESSAGE", "NAMESPACES", "NETWORK_POLICIES", "REVIEWS",
+    "ACCESS_POLICIES", "AUTHENTICATED", "EXPIRED_CONTINUE_MESSAGE", "NAMESPACES", "NETWORK_POLICIES", "REVIEWS",
     "SELF_SUBJECT_ACCESS_REVIEWS", "SELF_SUBJECT_REVIEWS", "SELF_SUBJECT_RULES_REVIEWS", "STATUS_REASONS",
     "ApiError", "Attributes", "Cluster", "Decision", "EksTokenVerifier", "Fault", "KubeApiServer", "Page",
     "PolicyRule", "Rbac", "RbacError", "ResourceKind", "SecretLookup", "TlsMaterial", "Verdict",

@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from typing import Any, Iterable
 
+from netpol_scan.sandbox.kube_api.access_policies import AccessPolicies
 from netpol_scan.sandbox.kube_api.faults import Fault, Faults
 from netpol_scan.sandbox.kube_api.identity import canonical_arn
-from netpol_scan.sandbox.kube_api.rbac import Attributes, Decision, Rbac
+from netpol_scan.sandbox.kube_api.rbac import Attributes, Decision, PolicyRule, Rbac
 from netpol_scan.sandbox.kube_api.resources import REVIEWS
 from netpol_scan.sandbox.kube_api.store import ObjectStore
 
@@ -25,6 +26,7 @@ class Cluster(ObjectStore):
         self._forbidden: set[str] = set()
         self.rbac = Rbac()
         self._access_entries: set[str] | None = None  # None: every identity the token verifier accepts
+        self.access_policies = AccessPolicies()
         for review in REVIEWS:
             self.serve(review)
         for namespace, policies in (namespaces or {}).items():
@@ -49,11 +51,20 @@ class Cluster(ObjectStore):
     # -- authentication ---------------------------------------------------------------------------------------------
     def add_access_entry(self, principal_arn: str, groups: Iterable[str] = ()) -> None:
         """An EKS access entry: from the first one on, only the principals of access entries authenticate (any
-        other valid token gets 401, as on EKS), each in its `groups` (kubernetesGroups) for RBAC. An IAM role's ARN
-        admits every session of the role."""
+        other valid token gets 401, as on EKS), each in its `groups` (kubernetesGroups), and RBAC is on. An IAM
+        role's ARN admits every session of the role."""
         with self.lock:
             self._access_entries = (self._access_entries or set()) | {principal_arn}
         self.rbac.add_groups(principal_arn, *groups)
+        self.rbac.apply([])
+
+    def associate_access_policy(self, principal_arn: str, policy: str, namespaces: Iterable[str] = ()) -> None:
+        """Associates an EKS access policy (name or ARN, e.g. AmazonEKSViewPolicy) with the principal's access
+        entry, for the cluster or only `namespaces`; ValueError when the principal has no access entry."""
+        with self.lock:
+            if principal_arn not in (self._access_entries or set()):
+                raise ValueError(f"no access entry for {principal_arn}: add_access_entry first")
+        self.access_policies.associate(principal_arn, policy, tuple(namespaces))
 
     def authenticated(self, identity: str | None) -> str | None:
         """The identity when the cluster admits it, else None (401)."""
@@ -79,11 +90,20 @@ class Cluster(ObjectStore):
             return bool(self._forbidden)
 
     def decide(self, user: str, request: Attributes) -> Decision:
-        """The authorizers in kube-apiserver's order: an explicit deny first, then RBAC."""
+        """The authorizers in order: an explicit deny first, then RBAC, then EKS access policies."""
         with self.lock:
             if request.resource_request and request.resource in self._forbidden:
                 return Decision(False, denied=True)
-        return self.rbac.decide(user, request)
+        decision = self.rbac.decide(user, request)
+        if decision.allowed:
+            return decision
+        by_policy = self.access_policies.decide(user, request)
+        return by_policy if by_policy.allowed else decision
+
+    def rules_for(self, user: str, namespace: str) -> tuple[list[PolicyRule], str]:
+        """The rules RBAC and access policies grant the identity in `namespace`, and RBAC's evaluation error."""
+        rules, error = self.rbac.rules_for(user, namespace)
+        return rules + self.access_policies.rules_for(user, namespace), error
 
     # -- the request log -------------------------------------------------------------------------------------------
     def record(self, entry: dict[str, Any]) -> None:

@@ -44,7 +44,7 @@ def rules_review(cluster: Cluster, user: str, body: bytes, content_type: str) ->
     """A SelfSubjectRulesReview: every rule that applies to the caller in spec.namespace."""
     spec = _spec(body, content_type, SELF_SUBJECT_RULES_REVIEWS)
     namespace = spec.get("namespace") or ""
-    rules, error = cluster.rbac.rules_for(user, namespace)
+    rules, error = cluster.rules_for(user, namespace)
     documents = [rule.document() for rule in rules]
     status: dict[str, Any] = {
         "resourceRules": [d for d in documents if "nonResourceURLs" not in d],
