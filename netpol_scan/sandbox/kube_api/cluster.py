@@ -1,5 +1,6 @@
-"""One cluster as the test server serves it: its objects, the faults waiting for requests, RBAC, and the log of
-every request with the caller's identity."""
+"""One cluster as the test server serves it: its objects, the faults waiting for requests, who may call it (EKS
+access entries) and do what (RBAC, EKS access policies, forbid), and the log of every request with the caller's
+identity."""
 from __future__ import annotations
 
 import re

@@ -35,7 +35,7 @@ def answer(cluster: Cluster, method: str, path: str, query: dict[str, str], iden
         return 201, REVIEW_PATHS[path.rstrip("/")](cluster, identity, body, content_type)
     if method != "GET":
         raise ApiError(405)  # the scanner only reads; this server has no write verbs
-    return 200, Router(cluster, identity, query, accept).get(path)
+    return 200, Router(cluster, query, accept).get(path)
 
 
 def forbidden(user: str, request: Attributes, decision: Decision) -> ApiError:
@@ -51,10 +51,10 @@ def forbidden(user: str, request: Attributes, decision: Decision) -> ApiError:
 
 
 class Router:
-    """Answers one authenticated GET: discovery, lists and single objects."""
+    """Answers one authorized GET: discovery, lists and single objects."""
 
-    def __init__(self, cluster: Cluster, identity: str, query: dict[str, str], accept: str | None):
-        self.cluster, self.identity, self.query, self.accept = cluster, identity, query, accept
+    def __init__(self, cluster: Cluster, query: dict[str, str], accept: str | None):
+        self.cluster, self.query, self.accept = cluster, query, accept
 
     def get(self, path: str) -> Any:
         segments = [s for s in path.split("/") if s]
