@@ -202,3 +202,42 @@ def test_cli_narrows_like_an_event_and_bad_input_exits_2(fleet, sts, capsys):
 
     assert main(["doctor", "--region", "nowhere"]) == 2
     assert "field 'regions' must hold Region names" in capsys.readouterr().err
+
+
+# -- what is checked in a cluster, and the all-good case --------------------------------------------------------------
+def test_the_doctor_checks_exactly_what_a_scan_reads(fleet, sts, invoke, capsys):
+    """The reads a real scan makes (recorded by the API server) are the permissions the doctor asks about."""
+    alpha = fleet.server(DEFAULT_ACCOUNT, DEFAULT_REGION, "alpha").cluster
+    assert invoke({"accounts": [DEFAULT_ACCOUNT], "regions": [DEFAULT_REGION]})["clusters_scanned"] == 1
+    scanned = {str(access) for r in alpha.requests if r["method"] == "GET" and (access := access_of(r["path"]))}
+    capsys.readouterr()
+    alpha.requests.clear()
+
+    _, report = doctor(capsys)
+
+    checked = {key[3].removeprefix("can ") for key in rows(report) if key[2] == "alpha" and key[3].startswith("can ")}
+    assert checked == scanned == CILIUM_CLUSTER_READS
+    assert not [r for r in alpha.requests if r["method"] == "GET" and access_of(r["path"])], \
+        "the doctor read objects; it may read discovery only"
+
+
+def test_all_good(fleet, sts, capsys):
+    code, report = doctor(capsys)
+
+    assert (code, report["ok"], report["gaps"]) == (0, True, 0), gaps(report)
+    assert (report["accounts"], report["regions"], report["clusters"]) == (2, 4, 2)
+    assert rows(report)[(MEMBER, OTHER_REGION, "", "list clusters")]["detail"] == "1 listed: shop"
+    assert rows(report)[(MEMBER, OTHER_REGION, "shop", "token")]["detail"] == f"authenticated as {MEMBER_ROLE}"
+    shop = fleet.server(MEMBER, OTHER_REGION, "shop").cluster
+    reviews = [r for r in shop.requests if r["method"] == "POST"]
+    assert {r["path"] for r in reviews} == {"/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"}
+    assert len(reviews) == len([k for k in rows(report) if k[2] == "shop" and k[3].startswith("can ")]) == 4
+    assert {r["identity"] for r in shop.requests} == {f"arn:aws:sts::{MEMBER}:assumed-role/{ROLE_NAME}/eks-netpol-scanner"}
+    assert_wrote_nothing(fleet)
+
+    table_code = main(["doctor"])
+    table = capsys.readouterr().out
+    assert table_code == 0 and table.splitlines()[0].split() == ["ACCOUNT", "REGION", "CLUSTER", "CHECK", "RESULT",
+                                                                 "DETAIL"]
+    assert table.rstrip().endswith("0 gap(s) in 2 account(s), 4 Region(s), 2 cluster(s): the scanner can scan "
+                                   "everything listed")
