@@ -2,13 +2,16 @@
 names files, parameters and groups that exist in this repository."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import yaml
 
 from handler.cluster_reader import NAMESPACES_PATH, NETWORK_POLICIES_PATH
+from handler.config import ScanRequest
 from handler.discovery import role_of_session
+from handler.doctor import doctor_request, is_doctor_event
 from handler.doctor.findings import (
     ACCESS_ENTRY_FILE,
     MEMBER_ROLE_FILE,
@@ -26,6 +29,7 @@ from handler.doctor.findings import (
     rbac_rule,
     table,
 )
+from handler.errors import EventError
 
 ROOT = Path(__file__).resolve().parents[2]
 ACCOUNT = "123456789012"
@@ -183,4 +187,14 @@ def test_fixes_name_real_files_parameters_and_the_bound_group():
     assert {"RoleName", "ScannerRoleArn", "ExternalId"} <= set(cfn(MEMBER_ROLE_FILE)["Parameters"])
     assert {"ClusterName", "PrincipalArn"} <= set(cfn(ACCESS_ENTRY_FILE)["Parameters"])
     assert {"ScanRoleName", "SubnetIds", "SecurityGroupIds", "TargetAccounts"} <= set(cfn("template.yaml")["Parameters"])
-    assert (ROOT / "events" / "doctor.json").read_text().strip() == '{"doctor": true}'
+
+
+def test_doctor_events():
+    event = json.loads((ROOT / "events" / "doctor.json").read_text())
+    assert is_doctor_event(event) and doctor_request(event) == ScanRequest()
+    assert doctor_request({"doctor": True, "clusters": ["shop"]}) == ScanRequest(clusters=("shop",))
+    assert not is_doctor_event({"accounts": [ACCOUNT]}) and not is_doctor_event(["doctor"])
+    for bad, message in (({"doctor": 1}, "must be true"), ({"doctor": True, "dry_run": False}, "dry_run"),
+                         ({"doctor": True, "regions": "eu-west-1"}, "field 'regions' must be a non-empty list")):
+        with pytest.raises(EventError, match=message):
+            doctor_request(bad)
