@@ -21,15 +21,18 @@ from typing import Any, Iterator
 from urllib.parse import quote
 
 import pytest
+import yaml
 from botocore.credentials import Credentials
 
 from handler.auth import eks_token
 from netpol_scan.sandbox.aws_world import DEFAULT_ACCOUNT, DEFAULT_IDENTITY, DEFAULT_REGION, World
 from netpol_scan.sandbox.kube_api import (
-    EXPIRED_CONTINUE_MESSAGE, Cluster, EksTokenVerifier, KubeApiServer, generate_tls, presigned_token,
+    EXPIRED_CONTINUE_MESSAGE, Cluster, EksTokenVerifier, KubeApiServer, RbacError, generate_tls, presigned_token,
 )
 
 REPO = Path(__file__).resolve().parents[2]
+RBAC_YAML = REPO / "infra" / "kubernetes" / "rbac.yaml"
+READERS = "netpol-scanner:readers"  # the group rbac.yaml binds (an access entry's kubernetesGroups)
 OTHER_ACCOUNT = "210987654321"
 METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"
 DENY_ALL = {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
@@ -85,13 +88,24 @@ def _connect(server: KubeApiServer, timeout: float = 5, ca_pem: bytes | None = N
     return http.client.HTTPSConnection("127.0.0.1", port, timeout=timeout, context=context)
 
 
-def _send(connection: http.client.HTTPSConnection, path: str, token: str | None, accept: str | None) -> Response:
+def _send(connection: http.client.HTTPSConnection, path: str, token: str | None, accept: str | None,
+          method: str = "GET", body: Any = None) -> Response:
     headers = {"Accept": accept or "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
-    connection.request("GET", path, headers=headers)
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    connection.request(method, path, headers=headers, body=None if body is None else json.dumps(body))
     answer = connection.getresponse()
     return Response(answer.status, answer.headers, json.loads(answer.read()))
+
+
+def post(server: KubeApiServer, path: str, token: str, body: Any) -> Response:
+    connection = _connect(server)
+    try:
+        return _send(connection, path, token, None, "POST", body)
+    finally:
+        connection.close()
 
 
 def names(items: list[dict[str, Any]]) -> list[str]:
@@ -201,13 +215,14 @@ def test_kubectl_discovers_builtin_and_custom_kinds(kubectl: Kubectl, target: Ta
         "metadata": {"name": "l7", "namespace": "team-c"}, "spec": {"endpointSelector": {}}})
     versions = kubectl("api-versions")
     assert versions.returncode == 0, versions.stderr
-    assert versions.stdout.split() == ["cilium.io/v2", "networking.k8s.io/v1", "v1"]
+    assert versions.stdout.split() == ["authorization.k8s.io/v1", "cilium.io/v2", "networking.k8s.io/v1", "v1"]
     resources = kubectl("api-resources", "--no-headers")
     assert resources.returncode == 0, resources.stderr
     assert sorted(line.split() for line in resources.stdout.splitlines()) == [
         ["ciliumnetworkpolicies", "cnp", "cilium.io/v2", "true", "CiliumNetworkPolicy"],
         ["namespaces", "ns", "v1", "false", "Namespace"],
-        ["networkpolicies", "netpol", "networking.k8s.io/v1", "true", "NetworkPolicy"]]
+        ["networkpolicies", "netpol", "networking.k8s.io/v1", "true", "NetworkPolicy"],
+        ["selfsubjectaccessreviews", "authorization.k8s.io/v1", "false", "SelfSubjectAccessReview"]]
     custom = kubectl("get", "cnp", "-A", "-o", "name")
     assert custom.returncode == 0, custom.stderr
     assert custom.stdout.split() == ["ciliumnetworkpolicy.cilium.io/l7"]
@@ -237,6 +252,145 @@ def test_kubectl_not_found_for_a_missing_namespace(kubectl: Kubectl) -> None:
     found = kubectl("get", "ns", "team-a", "-o", "json")
     assert found.returncode == 0, found.stderr
     assert json.loads(found.stdout)["metadata"]["labels"] == {"kubernetes.io/metadata.name": "team-a"}
+
+
+# -- RBAC --------------------------------------------------------------------------------------------------------
+
+REVIEWS = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
+
+
+def scanner_rbac(cluster: Cluster, member: bool = True) -> None:
+    """infra/kubernetes/rbac.yaml applied, and the scanner's identity in its group (or not: a missing access entry
+    group)."""
+    cluster.rbac.apply(yaml.safe_load_all(RBAC_YAML.read_text()))
+    if member:
+        cluster.rbac.add_groups(DEFAULT_IDENTITY, READERS)
+
+
+def review(target: Target, **attributes: str) -> dict[str, Any]:
+    answer = post(target.server, REVIEWS, target.token, {
+        "apiVersion": "authorization.k8s.io/v1", "kind": "SelfSubjectAccessReview",
+        "spec": {"resourceAttributes": attributes}})
+    assert answer.status == 201, answer.body
+    assert answer.body["spec"]["resourceAttributes"] == attributes
+    return answer.body["status"]
+
+
+def test_kubectl_auth_can_i_follows_the_scanner_clusterrole(kubectl: Kubectl, target: Target) -> None:
+    target.cluster.add_resource_kind("cilium.io", "v2", "ciliumnetworkpolicies", "CiliumNetworkPolicy", True)
+    target.cluster.add_resource_kind("apps", "v1", "daemonsets", "DaemonSet", True)
+    scanner_rbac(target.cluster)
+
+    def can_i(*args: str) -> str:
+        result = kubectl("auth", "can-i", *args)
+        assert result.returncode == (0 if result.stdout.strip() == "yes" else 1), result
+        return result.stdout.strip()
+
+    assert can_i("list", "namespaces") == "yes"
+    assert can_i("list", "networkpolicies.networking.k8s.io", "-A") == "yes"
+    assert can_i("list", "ciliumnetworkpolicies.cilium.io", "-A") == "yes"
+    assert can_i("list", "secrets", "-A") == "no"
+    assert can_i("delete", "namespaces") == "no"
+    assert can_i("get", "daemonsets.apps/aws-node", "-n", "kube-system") == "yes"  # Role with resourceNames
+    assert can_i("get", "daemonsets.apps/kube-proxy", "-n", "kube-system") == "no"
+    assert can_i("list", "daemonsets.apps", "-n", "kube-system") == "no"  # resourceNames never grant a list
+    assert can_i("get", "daemonsets.apps/aws-node", "-n", "default") == "no"  # a RoleBinding is one namespace
+    assert {r["method"] for r in target.cluster.requests_to("selfsubjectaccessreviews$")} == {"POST"}
+
+
+def test_kubectl_get_ns_is_forbidden_without_the_access_entry_group(kubectl: Kubectl, target: Target) -> None:
+    scanner_rbac(target.cluster, member=False)
+    result = kubectl("get", "ns")
+    assert result.returncode != 0
+    assert (f'Error from server (Forbidden): namespaces is forbidden: User "{DEFAULT_IDENTITY}" cannot list '
+            f'resource "namespaces" in API group "" at the cluster scope') in result.stderr
+    assert kubectl("auth", "can-i", "list", "namespaces").stdout.strip() == "no"
+    target.cluster.rbac.add_groups(DEFAULT_IDENTITY, READERS)
+    allowed = kubectl("get", "ns", "-o", "name")
+    assert allowed.returncode == 0, allowed.stderr
+    assert "namespace/team-a" in allowed.stdout.split()
+
+
+def test_access_review_says_which_binding_allows(target: Target) -> None:
+    scanner_rbac(target.cluster)
+    assert review(target, verb="list", resource="namespaces") == {
+        "allowed": True, "reason": 'RBAC: allowed by ClusterRoleBinding "netpol-scanner-read" of ClusterRole '
+                                   f'"netpol-scanner-read" to Group "{READERS}"'}
+    assert review(target, verb="get", group="apps", resource="daemonsets", namespace="kube-system",
+                  name="cilium")["reason"] == (
+        'RBAC: allowed by RoleBinding "netpol-scanner-enforcement/kube-system" of Role "netpol-scanner-enforcement" '
+        f'to Group "{READERS}"')
+    assert review(target, verb="list", resource="secrets") == {"allowed": False}
+    assert review(target, verb="list", group="networking.k8s.io", resource="networkpolicies",
+                  namespace="team-a") == {"allowed": True, "reason": 'RBAC: allowed by ClusterRoleBinding '
+                                          f'"netpol-scanner-read" of ClusterRole "netpol-scanner-read" to Group "{READERS}"'}
+
+
+def test_access_review_before_rbac_and_with_an_explicit_deny(target: Target) -> None:
+    assert review(target, verb="delete", resource="namespaces") == {"allowed": True}  # no RBAC yet: admin
+    target.cluster.forbid("networkpolicies")
+    assert review(target, verb="list", group="networking.k8s.io", resource="networkpolicies") == {
+        "allowed": False, "denied": True}
+
+
+def test_access_review_names_a_binding_to_a_missing_role(target: Target) -> None:
+    target.cluster.rbac.bind_cluster_role(DEFAULT_IDENTITY, "netpol-scanner-read")
+    status = review(target, verb="list", resource="namespaces")
+    assert status == {"allowed": False, "reason": 'RBAC: clusterrole.rbac.authorization.k8s.io "netpol-scanner-read" '
+                                                  "not found"}
+    forbidden = request(target.server, "/api/v1/namespaces", target.token)
+    assert forbidden.status == 403
+    assert forbidden.body["message"].endswith(f'at the cluster scope: {status["reason"]}')
+
+
+def test_access_review_requests_are_checked(target: Target) -> None:
+    both = post(target.server, REVIEWS, target.token, {"spec": {
+        "resourceAttributes": {"verb": "get"}, "nonResourceAttributes": {"verb": "get", "path": "/api"}}})
+    assert (both.status, both.body["reason"]) == (422, "Invalid")
+    assert (post(target.server, REVIEWS, target.token, {"spec": {}}).status,
+            post(target.server, REVIEWS, target.token, ["not", "a", "review"]).status) == (422, 400)
+    assert request(target.server, REVIEWS, target.token).status == 405  # create only
+    assert post(target.server, REVIEWS, None, {"spec": {}}).status == 401
+    non_resource = post(target.server, REVIEWS, target.token, {"spec": {"nonResourceAttributes": {
+        "verb": "get", "path": "/apis"}}})
+    assert non_resource.body["status"] == {"allowed": True}
+
+
+def test_every_identity_keeps_discovery_and_reviews_under_rbac(target: Target, world: World) -> None:
+    scanner_rbac(target.cluster)
+    stranger = eks_token(world.session(OTHER_ACCOUNT), target.cluster.name, DEFAULT_REGION)
+    assert [request(target.server, path, stranger).status for path in ("/api", "/apis", "/version", "/api/v1")] == [
+        200, 200, 200, 200]
+    answer = post(target.server, REVIEWS, stranger, {"spec": {"resourceAttributes": {
+        "verb": "list", "resource": "namespaces"}}})
+    assert (answer.status, answer.body["status"]) == (201, {"allowed": False})
+    refused = request(target.server, "/api/v1/namespaces/team-a", stranger)
+    assert (refused.status, refused.body["message"], refused.body["details"]) == (
+        403, f'namespaces "team-a" is forbidden: User "arn:aws:sts::{OTHER_ACCOUNT}:assumed-role/WorldSetup/'
+             f'world-setup" cannot get resource "namespaces" in API group "" in the namespace "team-a"',
+        {"name": "team-a", "kind": "namespaces"})
+    posted = post(target.server, "/apis", stranger, {})
+    assert (posted.status, posted.body["message"]) == (
+        403, f'forbidden: User "arn:aws:sts::{OTHER_ACCOUNT}:assumed-role/WorldSetup/world-setup" cannot post '
+             'path "/apis"')
+
+
+def test_authorization_comes_before_routing(target: Target) -> None:
+    scanner_rbac(target.cluster)
+    assert request(target.server, "/apis/nope.io/v1/widgets", target.token).status == 403
+    assert request(target.server, "/apis/cilium.io/v2/ciliumnetworkpolicies", target.token).status == 404
+
+
+def test_rbac_documents_are_checked_before_anything_is_loaded(target: Target) -> None:
+    role = {"kind": "ClusterRole", "metadata": {"name": "ok"}, "rules": []}
+    for bad in ({"kind": "ConfigMap", "metadata": {"name": "aws-auth"}},
+                {"kind": "Role", "metadata": {"name": "no-namespace"}, "rules": []},
+                {"kind": "ClusterRoleBinding", "metadata": {"name": "b"}, "roleRef": {"kind": "Role", "name": "r"}},
+                {"kind": "RoleBinding", "metadata": {"name": "b", "namespace": "x"}}):
+        with pytest.raises(RbacError):
+            target.cluster.rbac.apply([role, bad])
+        assert not target.cluster.rbac.enforced
+    assert request(target.server, "/api/v1/namespaces", target.token).status == 200
 
 
 # -- lists -----------------------------------------------------------------------------------------------------
@@ -388,7 +542,7 @@ def test_discovery(target: Target) -> None:
     target.cluster.add_resource_kind("projectcalico.org", "v3", "globalnetworkpolicies", "GlobalNetworkPolicy",
                                      False, ["gnp"])
     groups = request(target.server, "/apis", target.token).body
-    assert [g["name"] for g in groups["groups"]] == ["networking.k8s.io", "projectcalico.org"]
+    assert [g["name"] for g in groups["groups"]] == ["networking.k8s.io", "authorization.k8s.io", "projectcalico.org"]
     group = request(target.server, "/apis/projectcalico.org", target.token).body
     assert (group["kind"], group["preferredVersion"]["groupVersion"]) == ("APIGroup", "projectcalico.org/v3")
     resources = request(target.server, "/apis/projectcalico.org/v3", target.token).body
