@@ -9,8 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
-from handler.doctor.findings import access_of
+from handler.doctor.findings import RBAC_FILE, SCANNER_GROUP, access_of
 from handler.errors import EventError
 from netpol_scan.cli import main
 from netpol_scan.sandbox.aws_world import DEFAULT_ACCOUNT, DEFAULT_REGION, World
@@ -241,3 +242,52 @@ def test_all_good(fleet, sts, capsys):
                                                                  "DETAIL"]
     assert table.rstrip().endswith("0 gap(s) in 2 account(s), 4 Region(s), 2 cluster(s): the scanner can scan "
                                    "everything listed")
+
+
+def test_a_kind_forbidden_by_rbac_names_the_missing_rule_and_that_rule_closes_the_gap(fleet, sts, capsys):
+    """The cluster enforces the project's own RBAC (infra/kubernetes/rbac.yaml) without its Cilium rule; the scan
+    role's identity is in the access entry's group."""
+    alpha = fleet.server(DEFAULT_ACCOUNT, DEFAULT_REGION, "alpha").cluster
+    documents = [d for d in yaml.safe_load_all((ROOT / RBAC_FILE).read_text()) if d]
+    cluster_roles = [d for d in documents if d["kind"] == "ClusterRole"]
+    for role in cluster_roles:
+        role["rules"] = [r for r in role["rules"] if "cilium.io" not in r["apiGroups"]]
+    alpha.rbac.apply(documents)
+    alpha.rbac.add_groups(f"arn:aws:sts::{DEFAULT_ACCOUNT}:assumed-role/{ROLE_NAME}/eks-netpol-scanner", SCANNER_GROUP)
+
+    code, report = doctor(capsys)
+
+    assert code == 3
+    found = gaps(report)
+    assert list(found) == [(DEFAULT_ACCOUNT, DEFAULT_REGION, "alpha", "can list ciliumnetworkpolicies.cilium.io"),
+                           (DEFAULT_ACCOUNT, DEFAULT_REGION, "alpha",
+                            "can list ciliumclusterwidenetworkpolicies.cilium.io")]
+    for gap in found.values():
+        assert gap["result"] == "GAP"
+        assert gap["detail"].startswith("forbidden") and gap["detail"].endswith(
+            "the verdicts these policies could change are NOT_AVAILABLE")
+        assert f"kubectl --context <alpha> apply -f {RBAC_FILE}" in gap["fix"]
+    rules = [yaml.safe_load(line.split("ClusterRole: ", 1)[1]) for gap in found.values()
+             for line in gap["fix"].splitlines() if "ClusterRole: " in line]
+    assert rules == [{"apiGroups": ["cilium.io"], "resources": ["ciliumnetworkpolicies"], "verbs": ["list"]},
+                     {"apiGroups": ["cilium.io"], "resources": ["ciliumclusterwidenetworkpolicies"], "verbs": ["list"]}]
+
+    cluster_roles[0]["rules"] += rules  # the fix, as printed
+    alpha.rbac.apply(documents)
+    code, report = doctor(capsys)
+    assert (code, report["gaps"]) == (0, 0), gaps(report)
+    assert_wrote_nothing(fleet)
+
+
+def test_a_forbidden_enforcement_object_names_a_role_in_its_namespace(fleet, sts, capsys):
+    alpha = fleet.server(DEFAULT_ACCOUNT, DEFAULT_REGION, "alpha").cluster
+    alpha.forbid("configmaps")  # an explicit deny, whatever RBAC grants
+
+    code, report = doctor(capsys)
+
+    assert code == 3
+    ((key, gap),) = gaps(report).items()
+    assert key[2:] == ("alpha", "can get configmaps kube-system/amazon-vpc-cni")
+    assert gap["detail"].endswith("its CIS 5.3.1 enforcement evidence is unknown")
+    assert gap["fix"].endswith('Role in namespace kube-system: {apiGroups: [""], resources: [configmaps], '
+                              'resourceNames: [amazon-vpc-cni], verbs: [get]}')
