@@ -165,8 +165,9 @@ def _fleet_checks(fleet: FleetProbe) -> Iterator[Check]:
                     "give the doctor AWS credentials (the scanner function's own, or yours for a local check)")
         return
     yield Check("", "", "", "identity", Result.OK, f"checking as {fleet.identity}")
-    if fleet.accounts_error:
-        yield Check("", "", "", "list accounts", Result.GAP, fleet.accounts_error,
+    if fleet.accounts_error or not fleet.accounts:  # only an Organization can list no account at all
+        yield Check("", "", "", "list accounts", Result.GAP,
+                    fleet.accounts_error or "the Organization lists no ACTIVE account: there is nothing to scan",
                     "TargetAccounts=ORGANIZATION needs the scanner in the management account or a delegated "
                     "administrator of AWS Organizations, with organizations:ListAccounts; or list the accounts: "
                     "TargetAccounts=<id>,<id>")
@@ -255,6 +256,9 @@ def _token_check(account: AccountProbe, region: str, cluster: ClusterProbe) -> C
     where = (account.account_id, region, cluster.name)
     if cluster.auth_status == 200:
         return Check(*where, "token", Result.OK, f"authenticated as {account.principal}")
+    if cluster.auth_status is None:
+        return Check(*where, "token", Result.UNKNOWN, cluster.auth_message,
+                     f"the credentials of {account.principal} must be able to presign sts:GetCallerIdentity")
     detail = f"HTTP {cluster.auth_status}" + (f": {cluster.auth_message}" if cluster.auth_message else "")
     if cluster.auth_status != UNAUTHORIZED:
         return Check(*where, "token", Result.UNKNOWN, f"GET /apis answered {detail}",

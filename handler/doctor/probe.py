@@ -55,15 +55,19 @@ def examine(settings: Settings, request: ScanRequest, base: boto3.Session, in_fu
     sessions = discovery.AccountSessions(base, settings, own)
     limits = ReadLimits(connect_timeout=settings.connect_timeout, read_timeout=settings.read_timeout)
     regions = discovery.target_regions(settings, request)
-    with ThreadPoolExecutor(max_workers=settings.cluster_concurrency) as pool:
-        pending = [_account(sessions, account, regions, request, pool, limits) for account in accounts]
-        return replace(fleet, accounts=tuple(finish() for finish in pending))
+    # Accounts are entered on one pool, clusters checked on another: an account's thread never waits for a
+    # cluster, so neither pool can fill up with threads waiting for the other.
+    with ThreadPoolExecutor(settings.cluster_concurrency) as account_pool, \
+            ThreadPoolExecutor(settings.cluster_concurrency) as cluster_pool:
+        entered = list(account_pool.map(
+            lambda account: _account(sessions, account, regions, request, cluster_pool, limits), accounts))
+        return replace(fleet, accounts=tuple(finish() for finish in entered))
 
 
 def _account(sessions: discovery.AccountSessions, account_id: str, regions: list[str], request: ScanRequest,
              pool: ThreadPoolExecutor, limits: ReadLimits) -> Callable[[], AccountProbe]:
-    """Enters the account and lists its clusters here; the clusters are checked on the pool. Returns what waits
-    for them and makes the account's probe."""
+    """Enters the account and lists its clusters; the clusters are checked on `pool`. Returns what waits for them
+    and makes the account's probe."""
     principal = sessions.role_arn(account_id)
     try:
         session = sessions.session(account_id)
@@ -110,8 +114,12 @@ def _cluster(eks: Any, tokens: TokenSource, ref: ClusterRef, limits: ReadLimits)
     if not info.endpoint.startswith("https://"):
         return ClusterProbe(ref.name, info.endpoint, describe_error=f"the endpoint is not https: {info.endpoint!r}")
     try:
-        api = api_client(info, tokens.token(ref.name), limits)
-    except (ClusterReadError, ClientError, BotoCoreError) as error:
+        token = tokens.token(ref.name)
+    except (ClientError, BotoCoreError) as error:
+        return ClusterProbe(ref.name, info.endpoint, auth_message=f"no token could be made: {error}")
+    try:
+        api = api_client(info, token, limits)
+    except ClusterReadError as error:  # certificateAuthority.data is no PEM: TLS cannot be verified
         return ClusterProbe(ref.name, info.endpoint, unreachable=str(error))
     with api:
         return _examine_cluster(info, _Kube(api, info.endpoint, limits))

@@ -135,6 +135,17 @@ def test_single_account_mode_names_the_template_parameter(world, sts, monkeypatc
     assert "ScanRoleName=NetpolScannerRole" in gaps(report)[(MEMBER, "", "", "own account")]["fix"]
 
 
+def test_organization_accounts_not_listable(world, sts, monkeypatch, capsys):
+    monkeypatch.setenv("TARGET_ACCOUNTS", "ORGANIZATION")  # this account is in no organization
+
+    code, report = doctor(capsys)
+
+    assert code == 3
+    ((key, gap),) = gaps(report).items()
+    assert key == ("", "", "", "list accounts") and "the Organization lists no ACTIVE account" in gap["detail"]
+    assert "organizations:ListAccounts" in gap["fix"]
+
+
 # -- cluster side ---------------------------------------------------------------------------------------------------
 def test_unreachable_endpoint(world, sts, capsys):
     world.enable_security_hub(DEFAULT_ACCOUNT, DEFAULT_REGION)

@@ -3,6 +3,7 @@ names files, parameters and groups that exist in this repository."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -130,7 +131,15 @@ def test_a_step_that_fails_hides_the_steps_after_it():
     assert results(refused)[-1] == ("shop", "token", "GAP")
     assert f"--principal-arn {ROLE} --kubernetes-groups {SCANNER_GROUP}" in refused.gaps[0].fix
     assert results(not_listed)[-1] == ("", "list clusters", "GAP")
+    no_token = diagnose(fleet(one_region(cluster(auth_message="no token could be made: no credentials"))))
+    assert results(no_token)[-1] == ("shop", "token", "unknown")
+    assert no_token.gaps[0].detail == "no token could be made: no credentials"
     assert results(not_entered) == [("", "identity", "ok"), ("", "assume role", "GAP")]
+    no_organization = diagnose(replace(fleet(), accounts_error="cannot list the Organization's accounts: denied"))
+    assert [(g.check, g.detail) for g in no_organization.gaps] == [
+        ("list accounts", "cannot list the Organization's accounts: denied")]
+    no_identity = diagnose(replace(fleet(), identity_error="cannot identify the function's own account"))
+    assert results(no_identity) == [("", "identity", "GAP")]
 
 
 def test_security_hub_not_enabled_versus_not_allowed_to_ask():
