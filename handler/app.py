@@ -7,7 +7,7 @@ from typing import Any
 import boto3
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from handler import fleet, worker
+from handler import doctor, fleet, worker
 from handler.cluster_reader import ClusterReader, ReadLimits
 from handler.config import ScanRequest, Settings
 from handler.discovery import AWS_CALLS
@@ -21,6 +21,10 @@ from handler.pipeline import Run, Scanner, Targets
 def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     """Scans the targeted EKS clusters; returns the run summary. Bad settings or events raise before any write."""
     settings = Settings.from_env()
+    if doctor.is_doctor_event(event):  # a check of what the scan can reach; it writes nothing
+        diagnosis = doctor.run_doctor(settings, doctor.doctor_request(event), boto3.Session(), in_function=True)
+        logger.info("doctor finished", extra={"gaps": len(diagnosis.gaps)})
+        return diagnosis.to_dict()
     request = ScanRequest.from_event(event)
     run = Run.start()
     logger.set_correlation_id(run.run_id)

@@ -22,7 +22,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import urllib3
 from kubernetes.client import ApiClient, Configuration
@@ -73,12 +73,29 @@ class ClusterReader:
         """Any cluster, through a client configured elsewhere (a kubeconfig context, for `netpol-scan cluster`):
         the same lists, paging and fault handling. Closes the client."""
         with _Session(cluster, api, self.limits, self._sleep) as session:
-            namespaces = session.list_all(NAMESPACES_PATH, METADATA_ONLY, _namespace)
-            policies = session.list_all(NETWORK_POLICIES_PATH, JSON, _policy)
-            engines = engine_reader.read_engines(session, cluster.auto_mode)
-            return ClusterSnapshot(cluster, tuple(namespaces), tuple(policies) + engines.policies,
-                                   api_requests=session.requests, unreadable=engines.unreadable,
-                                   enforcement=engines.enforcement, unselected_pods=engines.unselected_pods)
+            return read_snapshot(cluster, session)
+
+
+class Reads(Protocol):
+    """What reading a snapshot asks of a session: lists, single objects, and the count of requests made."""
+
+    requests: int
+
+    def list_all(self, path: str, accept: str, convert: Callable[[Mapping[str, Any]], Any] | None = None, *,
+                 label_selector: str | None = None) -> list[Any]: ...
+
+    def get_object(self, path: str) -> Mapping[str, Any] | None: ...
+
+
+def read_snapshot(cluster: ClusterInfo, session: Reads) -> ClusterSnapshot:
+    """Every read of a scan, in order, through `session`: the reader's own, or one that only notes what would be
+    read (`netpol-scan doctor` checks RBAC for exactly these reads)."""
+    namespaces = session.list_all(NAMESPACES_PATH, METADATA_ONLY, _namespace)
+    policies = session.list_all(NETWORK_POLICIES_PATH, JSON, _policy)
+    engines = engine_reader.read_engines(session, cluster.auto_mode)
+    return ClusterSnapshot(cluster, tuple(namespaces), tuple(policies) + engines.policies,
+                           api_requests=session.requests, unreadable=engines.unreadable,
+                           enforcement=engines.enforcement, unselected_pods=engines.unselected_pods)
 
 
 def api_client(cluster: ClusterInfo, token: str, limits: ReadLimits) -> ApiClient:

@@ -27,6 +27,7 @@ AWS_CALLS = Config(retries={"mode": "standard", "max_attempts": 5}, connect_time
 class Identity:
     account_id: str
     partition: str
+    arn: str = ""  # the caller's ARN (for the function: its execution role's assumed-role session)
 
 
 def own_identity(session: boto3.Session, region: str) -> Identity:
@@ -36,7 +37,7 @@ def own_identity(session: boto3.Session, region: str) -> Identity:
     except (ClientError, BotoCoreError) as error:
         raise DiscoveryError(f"cannot identify the function's own account: {error}") from error
     _, partition, _, _, account_id, _ = arn.split(":", 5)
-    return Identity(account_id, partition)
+    return Identity(account_id, partition, arn)
 
 
 def target_accounts(session: boto3.Session, settings: Settings, request: ScanRequest, own: Identity) -> list[str]:
@@ -85,6 +86,12 @@ class AccountSessions:
         # account (about 50 ms for each of STS, EKS and Security Hub); config files and AWS_ENDPOINT_URL apply alike.
         self._loader = base._session.get_component("data_loader")
 
+    def role_arn(self, account_id: str) -> str:
+        """The role that does the account's work: the scan role in it, or (single-account mode) the function's."""
+        if not self.settings.scan_role_name:
+            return role_of_session(self.own.arn)
+        return f"arn:{self.own.partition}:iam::{account_id}:role/{self.settings.scan_role_name}"
+
     def session(self, account_id: str) -> boto3.Session:
         if not self.settings.scan_role_name:
             if account_id != self.own.account_id:
@@ -92,7 +99,7 @@ class AccountSessions:
                                      f"({self.own.account_id}) and SCAN_ROLE_NAME is not set, so there is no role "
                                      "to enter it with")
             return self.base
-        role_arn = f"arn:{self.own.partition}:iam::{account_id}:role/{self.settings.scan_role_name}"
+        role_arn = self.role_arn(account_id)
         params: dict[str, Any] = {"RoleArn": role_arn, "RoleSessionName": SESSION_NAME, "DurationSeconds": 3600}
         if self.settings.scan_role_external_id:
             params["ExternalId"] = self.settings.scan_role_external_id
@@ -105,6 +112,16 @@ class AccountSessions:
         return boto3.Session(aws_access_key_id=creds["AccessKeyId"], aws_secret_access_key=creds["SecretAccessKey"],
                              aws_session_token=creds["SessionToken"], region_name=self.settings.default_region,
                              botocore_session=core)
+
+
+def role_of_session(arn: str) -> str:
+    """The role ARN behind an assumed-role session ARN (what an EKS access entry names); other ARNs as they are.
+    A role's path is not in its session ARN, so a role with a path comes out without it."""
+    prefix, _, rest = arn.partition(":sts::")
+    account_id, _, resource = rest.partition(":")
+    if not resource.startswith("assumed-role/"):
+        return arn
+    return f"{prefix}:iam::{account_id}:role/{resource.split('/')[1]}"
 
 
 def cluster_names(eks: Any, account_id: str, region: str) -> list[str]:

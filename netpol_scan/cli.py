@@ -2,12 +2,13 @@
 
     netpol-scan cluster [--context NAME ...] [--all-contexts] [--output table|json|asff] [--fail-on SEVERITY]
     netpol-scan invoke EVENT.json [--dry-run]
+    netpol-scan doctor [--account ID ...] [--region NAME ...] [--cluster NAME ...] [--output table|json]
     netpol-scan sandbox
     netpol-scan report (--bucket NAME | --dir PATH) [--days N] [--plot FILE.png]
 
 Exit codes: 0 fine; 1 a namespace fails a control at or above --fail-on; 2 bad input (arguments, kubeconfig,
-event, settings); 3 something could not be assessed (a context or cluster unreadable, an account not entered);
-4 the Lambda handler itself failed (`invoke`).
+event, settings); 3 something could not be assessed (a context or cluster unreadable, an account not entered;
+for `doctor`: any gap); 4 the Lambda handler itself failed (`invoke`).
 """
 from __future__ import annotations
 
@@ -64,6 +65,17 @@ def _parser() -> argparse.ArgumentParser:
     invoke.add_argument("event", type=Path, metavar="EVENT.json")
     invoke.add_argument("--dry-run", action="store_true", help="read and evaluate, write nothing")
     invoke.set_defaults(run=_invoke)
+
+    doctor = commands.add_parser("doctor", help="why is my fleet not scanned? checks every step a scan takes; "
+                                                "writes nothing")
+    doctor.add_argument("--account", action="append", default=[], metavar="ID",
+                        help="only this target account (repeatable; default: the scanner's TARGET_ACCOUNTS)")
+    doctor.add_argument("--region", action="append", default=[], metavar="NAME",
+                        help="only this Region (repeatable; default: TARGET_REGIONS, else AWS_REGION)")
+    doctor.add_argument("--cluster", action="append", default=[], metavar="NAME",
+                        help="only clusters of this name (repeatable)")
+    doctor.add_argument("--output", "-o", choices=("table", "json"), default="table")
+    doctor.set_defaults(run=_doctor)
 
     sandbox = commands.add_parser("sandbox", help="a real scan of local stand-ins for AWS and four clusters "
                                                   "(one in EKS Auto Mode)")
@@ -182,6 +194,32 @@ def _load_event(path: Path) -> dict[str, Any]:
     if not isinstance(event, dict):
         raise UsageError(f"{path} must hold a JSON object (see events/*.json), got {type(event).__name__}")
     return event
+
+
+# -- doctor ----------------------------------------------------------------------------------------------------
+def _doctor(args: argparse.Namespace) -> int:
+    import os
+
+    import boto3
+
+    from handler import doctor
+    from handler.config import Settings
+    from handler.errors import ConfigError, EventError
+
+    event = {"doctor": True, **{field: values for field, values in (("accounts", args.account),
+                                                                     ("regions", args.region),
+                                                                     ("clusters", args.cluster)) if values}}
+    # The scanner's own settings, from the same variables as the function's; the doctor writes no report, so a
+    # REPORT_BUCKET is not needed to run it.
+    env = {**os.environ, "REPORT_BUCKET": os.environ.get("REPORT_BUCKET") or "not-needed-by-the-doctor"}
+    logging.getLogger("urllib3").setLevel(logging.ERROR)  # connection retries: the check's row says it
+    try:
+        settings = Settings.from_env(env)
+        diagnosis = doctor.run_doctor(settings, doctor.doctor_request(event), boto3.Session(), in_function=False)
+    except (ConfigError, EventError) as error:
+        raise UsageError(str(error)) from error
+    print(json.dumps(diagnosis.to_dict(), indent=2) if args.output == "json" else doctor.table(diagnosis))
+    return EXIT_NOT_ASSESSED if diagnosis.gaps else EXIT_OK
 
 
 # -- sandbox and report ----------------------------------------------------------------------------------------

@@ -7,17 +7,16 @@ can be held back from moto and reported in FailedFindings instead, as the real s
 """
 from __future__ import annotations
 
-import http.client
 import json
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import urlsplit
+
+from netpol_scan.sandbox.relay import Answer, Relay
 
 IMPORT_PATH = "/findings/import"
+JSON = {"Content-Type": "application/json"}
 
 
 @dataclass
@@ -28,30 +27,15 @@ class ImportCall:
     rejected: list[str] = field(default_factory=list)
 
 
-class SecurityHubProxy:
+class SecurityHubProxy(Relay):
     def __init__(self, upstream: str) -> None:
-        parts = urlsplit(upstream)
-        self._upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
-        self.lock = threading.Lock()
+        super().__init__(upstream)
         self.calls: list[ImportCall] = []
         self._throttle = 0
         self._reject: Callable[[dict[str, Any]], str | None] = lambda finding: None
-        handler = type("Handler", (_Handler,), {"proxy": self})
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def endpoint(self) -> str:
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def __enter__(self) -> SecurityHubProxy:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+        return super().__enter__()
 
     def throttle(self, calls: int) -> None:
         """The next `calls` BatchImportFindings calls are answered 429 TooManyRequestsException."""
@@ -70,76 +54,32 @@ class SecurityHubProxy:
                 return True
             return False
 
-    def forward(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, dict, bytes]:
-        connection = http.client.HTTPConnection(*self._upstream, timeout=60)
-        try:
-            headers = {k: v for k, v in headers.items() if k.lower() not in ("content-length", "connection")}
-            connection.request(method, path, body=body, headers=headers)
-            response = connection.getresponse()
-            return response.status, dict(response.getheaders()), response.read()
-        finally:
-            connection.close()
-
-
-class _Handler(BaseHTTPRequestHandler):
-    proxy: SecurityHubProxy
-    protocol_version = "HTTP/1.1"
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-    def do_GET(self) -> None:
-        self._relay()
-
-    def do_POST(self) -> None:
-        self._relay()
-
-    def do_PATCH(self) -> None:
-        self._relay()
-
-    def _relay(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        if self.path.split("?")[0] == IMPORT_PATH and self.command == "POST":
-            return self._import(body)
-        status, headers, answer = self.proxy.forward(self.command, self.path, dict(self.headers), body)
-        self._send(status, answer, headers.get("Content-Type", "application/json"))
-
-    def _import(self, body: bytes) -> None:
+    def answer(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Answer | None:
+        if path.split("?")[0] != IMPORT_PATH or method != "POST":
+            return None
         arrived = time.monotonic()
-        request = json.loads(body)
-        findings = request.get("Findings", [])
-        if self.proxy.take_throttle():
+        findings = json.loads(body).get("Findings", [])
+        if self.take_throttle():
             self._record(arrived, len(findings), 429)
-            return self._send(429, json.dumps({"message": "Rate exceeded"}).encode(), "application/json",
-                              {"x-amzn-ErrorType": "TooManyRequestsException"})
-        with self.proxy.lock:
-            decide = self.proxy._reject
+            return 429, {**JSON, "x-amzn-ErrorType": "TooManyRequestsException"}, b'{"message": "Rate exceeded"}'
+        with self.lock:
+            decide = self._reject
         failed = [{"Id": f["Id"], "ErrorCode": code, "ErrorMessage": "rejected by the test proxy"}
                   for f in findings if (code := decide(f))]
         rejected = {f["Id"] for f in failed}
         forwarded = [f for f in findings if f["Id"] not in rejected]
         answer = {"FailedCount": 0, "SuccessCount": 0, "FailedFindings": []}
         if forwarded:
-            status, _, raw = self.proxy.forward("POST", self.path, dict(self.headers),
-                                                json.dumps({"Findings": forwarded}).encode())
+            status, _, raw = self.forward("POST", path, headers, json.dumps({"Findings": forwarded}).encode())
             if status != 200:
                 self._record(arrived, len(findings), status)
-                return self._send(status, raw, "application/json")
+                return status, JSON, raw
             answer = json.loads(raw)
         answer["FailedFindings"] = answer.get("FailedFindings", []) + failed
         answer["FailedCount"] = answer.get("FailedCount", 0) + len(failed)
         self._record(arrived, len(findings), 200, sorted(rejected))
-        self._send(200, json.dumps(answer).encode(), "application/json")
+        return 200, JSON, json.dumps(answer).encode()
 
     def _record(self, arrived: float, findings: int, status: int, rejected: list[str] | None = None) -> None:
-        with self.proxy.lock:
-            self.proxy.calls.append(ImportCall(arrived, findings, status, rejected or []))
-
-    def _send(self, status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(body)))
-        for key, value in (headers or {}).items():
-            self.send_header(key, value)
-        self.end_headers()
-        self.wfile.write(body)
+        with self.lock:
+            self.calls.append(ImportCall(arrived, findings, status, rejected or []))

@@ -320,7 +320,7 @@ def test_scanner_permissions_are_exactly_the_calls_made(template):
         "ssm:GetParameter", "sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage",
         "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility", "ec2:CreateNetworkInterface",
         "ec2:DescribeNetworkInterfaces", "ec2:DeleteNetworkInterface", "ec2:AssignPrivateIpAddresses",
-        "ec2:UnassignPrivateIpAddresses",
+        "ec2:UnassignPrivateIpAddresses", "securityhub:DescribeHub",
     }
     ((cond, _),) = by_action["ec2:CreateNetworkInterface"]
     assert cond == "InVpc", "ENI permissions only for functions placed in a VPC"
@@ -340,9 +340,12 @@ def test_scanner_permissions_are_exactly_the_calls_made(template):
     assert assume["Resource"] == {"Fn::Sub": "arn:${AWS::Partition}:iam::*:role/${ScanRoleName}"}
     ((cond, _),) = by_action["organizations:ListAccounts"]
     assert cond == "ListOrganization"
-    for action in ("eks:ListClusters", "eks:DescribeCluster", "securityhub:BatchImportFindings"):
+    for action in ("eks:ListClusters", "eks:DescribeCluster", "securityhub:BatchImportFindings",
+                   "securityhub:DescribeHub"):
         ((cond, _),) = by_action[action]
         assert cond == "SingleAccountMode", action
+    ((_, hub),) = by_action["securityhub:DescribeHub"]  # the doctor's check, of this account's own hub only
+    assert hub["Resource"] == {"Fn::Sub": "arn:${AWS::Partition}:securityhub:*:${AWS::AccountId}:hub/default"}
     conditions = template["Conditions"]
     assert conditions["HasScanRole"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "ScanRoleName"}, ""]}]}
     assert conditions["SingleAccountMode"] == {"Fn::Equals": [{"Ref": "ScanRoleName"}, ""]}
@@ -477,6 +480,7 @@ def test_member_role_permissions(member_role):
         "securityhub:BatchImportFindings": {
             "Fn::Sub": "arn:${AWS::Partition}:securityhub:*:${AWS::AccountId}:product/${AWS::AccountId}/default"
         },
+        "securityhub:DescribeHub": {"Fn::Sub": "arn:${AWS::Partition}:securityhub:*:${AWS::AccountId}:hub/default"},
     }
 
 
