@@ -163,6 +163,11 @@ class Scanner:
     def sessions(self) -> discovery.AccountSessions:
         return discovery.AccountSessions(self.base, self.settings, self.own)
 
+    @functools.cached_property
+    def targeted_accounts(self) -> frozenset[str]:
+        """What a queue message may name: listed once per warm worker (an organization's listing is paged)."""
+        return frozenset(discovery.targeted_accounts(self.base, self.settings, self.own))
+
     def scan_inline(self, run: Run, request: ScanRequest, targets: Targets) -> dict[str, Any]:
         """Scans every target in this invocation, on CLUSTER_CONCURRENCY threads, and writes the run report."""
         def scan(task: tuple[RegionTarget, str, bool]) -> ClusterOutcome:
