@@ -36,6 +36,7 @@ class SecurityHubProxy:
         self.calls: list[ImportCall] = []
         self._throttle = 0
         self._reject: Callable[[dict[str, Any]], str | None] = lambda finding: None
+        self._not_enabled: set[tuple[str, str]] = set()
         handler = type("Handler", (_Handler,), {"proxy": self})
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self._server.daemon_threads = True
@@ -62,6 +63,15 @@ class SecurityHubProxy:
         """Findings for which `error_code_for` returns a code are not imported, and come back in FailedFindings."""
         with self.lock:
             self._reject = error_code_for
+
+    def disable(self, account: str, region: str) -> None:
+        """Security Hub CSPM is off in this account and Region: imports there fail whole, as AWS answers them."""
+        with self.lock:
+            self._not_enabled.add((account, region))
+
+    def is_enabled(self, account: str, region: str) -> bool:
+        with self.lock:
+            return (account, region) not in self._not_enabled
 
     def take_throttle(self) -> bool:
         with self.lock:
@@ -108,6 +118,12 @@ class _Handler(BaseHTTPRequestHandler):
         arrived = time.monotonic()
         request = json.loads(body)
         findings = request.get("Findings", [])
+        account, region = _signed_scope(self.headers.get("Authorization", ""), findings)
+        if not self.proxy.is_enabled(account, region):
+            self._record(arrived, len(findings), 403)
+            message = f"Account {account} is not subscribed to AWS Security Hub"
+            return self._send(403, json.dumps({"message": message}).encode(), "application/json",
+                              {"x-amzn-ErrorType": "InvalidAccessException"})
         if self.proxy.take_throttle():
             self._record(arrived, len(findings), 429)
             return self._send(429, json.dumps({"message": "Rate exceeded"}).encode(), "application/json",
@@ -143,3 +159,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header(key, value)
         self.end_headers()
         self.wfile.write(body)
+
+
+def _signed_scope(authorization: str, findings: list[dict[str, Any]]) -> tuple[str, str]:
+    """The account (of the findings) and the Region (of the SigV4 credential scope) an import is made in."""
+    scope = authorization.partition("Credential=")[2].split(",")[0].split("/")
+    region = scope[2] if len(scope) > 2 else ""
+    return (findings[0].get("AwsAccountId", "") if findings else ""), region
