@@ -392,6 +392,8 @@ class Cluster:
         self._stores: dict[tuple[str, str], _Store] = {}
         self._faults: list[Fault] = []
         self._forbidden: set[str] = set()
+        # RBAC rules every caller is held to (netpol_scan/sandbox/rbac.py: RbacAuthorizer); None: reads allowed.
+        self.authorizer: Any = None
         self._revision = 1000
         self._compacted = 0  # continue tokens older than this revision are gone, as after etcd compaction
         for kind in (NAMESPACES, NETWORK_POLICIES):
@@ -537,6 +539,12 @@ class Cluster:
     def is_forbidden(self, plural: str) -> bool:
         with self.lock:
             return plural in self._forbidden
+
+    def denies(self, verb: str, kind: ResourceKind, namespace: str | None, name: str | None) -> bool:
+        """Whether RBAC refuses this request: a forbidden kind, or one the authorizer's rules do not allow."""
+        with self.lock:
+            return kind.plural in self._forbidden or (
+                self.authorizer is not None and not self.authorizer.allows(verb, kind.group, kind.plural, namespace, name))
 
     def expire_continue_tokens(self) -> None:
         """Every continue token issued so far answers 410 Expired, as after an etcd compaction."""
@@ -933,7 +941,7 @@ class _Router:
         return self._list(kind, namespace) if name is None else self._get(kind, namespace, name)
 
     def _authorize(self, kind: ResourceKind, verb: str, namespace: str | None, name: str | None) -> None:
-        if not self.cluster.is_forbidden(kind.plural):
+        if not self.cluster.denies(verb, kind, namespace, name):
             return
         scope = f'in the namespace "{namespace}"' if namespace else "at the cluster scope"
         reason = (f'User "{self.identity}" cannot {verb} resource "{kind.plural}" in API group "{kind.group}" '
