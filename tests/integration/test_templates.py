@@ -719,3 +719,13 @@ def test_athena_table_projects_the_findings_layout(template):
     assert storage["SerdeInfo"]["SerializationLibrary"] == "org.openx.data.jsonserde.JsonSerDe"
     assert all(c["Name"] == c["Name"].lower() for c in storage["Columns"])
     assert params["projection.account.type"] == {"Fn::If": ["AthenaAccountsInjected", "injected", "enum"]}
+
+
+def test_deploy_doc_lists_every_template_parameter_with_its_default(template):
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    table = text[text.index("## Parameters (template.yaml)"):]
+    rows = dict(re.findall(r"^\| (\w+) \| ([^|]*) \|", table, re.M)[1:])
+    assert set(rows) == set(template["Parameters"])
+    for name, spec in template["Parameters"].items():
+        default = str(spec.get("Default", ""))
+        assert rows[name].strip().strip('"') == default, name
