@@ -94,7 +94,7 @@ def test_the_projects_cluster_role_reads_every_kind_and_enforcement_object(world
     ("list", "", "secrets", None, None), ("get", "", "secrets", "kube-system", "aws-secret"),
     ("list", "", "pods", None, None), ("list", "", "configmaps", None, None),
     ("get", "", "configmaps", "kube-system", "coredns"), ("get", "", "configmaps", "default", "amazon-vpc-cni"),
-    ("get", "apps", "daemonsets", "kube-system", "kube-proxy"), ("list", "apps", "daemonsets", "kube-system", None),
+    ("get", "apps", "daemonsets", "kube-system", "kube-proxy"), ("list", "apps", "deployments", None, None),
     ("watch", "networking.k8s.io", "networkpolicies", None, None), ("create", "", "namespaces", None, None),
     ("delete", "cilium.io", "ciliumnetworkpolicies", "web", "one"),
 ])
