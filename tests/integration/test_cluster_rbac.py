@@ -10,10 +10,12 @@ from pathlib import Path
 import pytest
 import yaml
 
+from handler.auth import eks_token
 from handler.engine_reader import POLICY_KINDS
-from netpol_scan.sandbox.aws_world import World
+from netpol_scan.sandbox.aws_world import DEFAULT_REGION, World
 from netpol_scan.sandbox.kube_api import Cluster
 from netpol_scan.sandbox.rbac import RbacAuthorizer
+from tests.integration.test_kube_api_server import Kubectl, kubectl_binary  # noqa: F401 - a fixture
 from tests.integration.test_policy_engines import Target, serve
 
 RBAC = Path(__file__).resolve().parents[2] / "infra" / "kubernetes" / "rbac.yaml"
@@ -124,3 +126,41 @@ def test_the_test_server_enforces_each_rule(world):
     assert [r["path"] for r in cluster.requests if r["status"] == 403] == [
         "/api/v1/namespaces/kube-system/configmaps/amazon-vpc-cni"]
     assert len(snapshot.enforcement.unknown) == 1
+
+
+# -- kubectl apply -f infra/kubernetes/ ---------------------------------------------------------------------------
+
+RBAC_KINDS = [("rbac.authorization.k8s.io", "v1", plural, kind, namespaced) for plural, kind, namespaced in (
+    ("clusterroles", "ClusterRole", False), ("clusterrolebindings", "ClusterRoleBinding", False),
+    ("roles", "Role", True), ("rolebindings", "RoleBinding", True))] + [("", "v1", "configmaps", "ConfigMap", True)]
+OLD_AWS_AUTH = """apiVersion: v1
+kind: ConfigMap
+metadata: {name: aws-auth, namespace: kube-system}
+data: {mapRoles: "- rolearn: arn:aws:iam::111122223333:role/NetpolScannerRole"}
+"""
+
+
+def applied_by_kubectl(world: World, kubectl_binary: str, home: Path, directory: Path) -> list[str]:
+    """What `kubectl apply -f <directory>` would apply (client-side dry run against the test API server)."""
+    cluster = Cluster("apply", {"default": {}, "kube-system": {}})
+    for group, version, plural, kind, namespaced in RBAC_KINDS:
+        cluster.add_resource_kind(group, version, plural, kind, namespaced)
+    with serve(world, cluster) as server:
+        kubectl = Kubectl(kubectl_binary, home)
+        kubectl.configure(server, {"token": eks_token(world.session(), cluster.name, DEFAULT_REGION)})
+        done = kubectl("apply", "--dry-run=client", "--validate=false", "-o", "name", "-f", str(directory))
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split()
+
+
+def test_kubectl_apply_of_infra_kubernetes_applies_the_rbac_and_never_aws_auth(world, kubectl_binary, tmp_path):
+    applied = applied_by_kubectl(world, kubectl_binary, tmp_path, RBAC.parent)
+    assert sorted(applied) == ["clusterrole.rbac.authorization.k8s.io/netpol-scanner-read",
+                               "clusterrolebinding.rbac.authorization.k8s.io/netpol-scanner-read",
+                               "role.rbac.authorization.k8s.io/netpol-scanner-enforcement",
+                               "rolebinding.rbac.authorization.k8s.io/netpol-scanner-enforcement"]
+    # The control: the aws-auth manifest this directory used to hold would have been applied with the rest.
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "rbac.yaml").write_text(RBAC.read_text())
+    (tmp_path / "old" / "aws-auth-snippet.yaml").write_text(OLD_AWS_AUTH)
+    assert "configmap/aws-auth" in applied_by_kubectl(world, kubectl_binary, tmp_path, tmp_path / "old")
