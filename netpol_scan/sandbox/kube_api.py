@@ -38,6 +38,9 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+# Re-exported: tests import them from here, as from the sandbox branch's kube_api package.
+from netpol_scan.sandbox.rbac import Attributes, Decision, Rbac  # noqa: F401
+
 # --------------------------------------------------------------------------------------------------------------
 # EKS token verification (what aws-iam-authenticator checks, with the STS signature check done locally)
 # --------------------------------------------------------------------------------------------------------------
@@ -392,8 +395,7 @@ class Cluster:
         self._stores: dict[tuple[str, str], _Store] = {}
         self._faults: list[Fault] = []
         self._forbidden: set[str] = set()
-        # RBAC rules every caller is held to (netpol_scan/sandbox/rbac.py: RbacAuthorizer); None: reads allowed.
-        self.authorizer: Any = None
+        self.rbac = Rbac()  # off until roles and bindings are applied
         self._revision = 1000
         self._compacted = 0  # continue tokens older than this revision are gone, as after etcd compaction
         for kind in (NAMESPACES, NETWORK_POLICIES):
@@ -540,11 +542,13 @@ class Cluster:
         with self.lock:
             return plural in self._forbidden
 
-    def denies(self, verb: str, kind: ResourceKind, namespace: str | None, name: str | None) -> bool:
-        """Whether RBAC refuses this request: a forbidden kind, or one the authorizer's rules do not allow."""
+    def denies(self, user: str, verb: str, kind: ResourceKind, namespace: str | None, name: str | None) -> bool:
+        """Whether this request is refused: a forbidden kind, or one the applied RBAC does not allow the caller."""
         with self.lock:
-            return kind.plural in self._forbidden or (
-                self.authorizer is not None and not self.authorizer.allows(verb, kind.group, kind.plural, namespace, name))
+            if kind.plural in self._forbidden:
+                return True
+        request = Attributes(verb, True, kind.group, kind.plural, "", namespace or "", name or "")
+        return not self.rbac.decide(user, request).allowed
 
     def expire_continue_tokens(self) -> None:
         """Every continue token issued so far answers 410 Expired, as after an etcd compaction."""
@@ -941,7 +945,7 @@ class _Router:
         return self._list(kind, namespace) if name is None else self._get(kind, namespace, name)
 
     def _authorize(self, kind: ResourceKind, verb: str, namespace: str | None, name: str | None) -> None:
-        if not self.cluster.denies(verb, kind, namespace, name):
+        if not self.cluster.denies(self.identity, verb, kind, namespace, name):
             return
         scope = f'in the namespace "{namespace}"' if namespace else "at the cluster scope"
         reason = (f'User "{self.identity}" cannot {verb} resource "{kind.plural}" in API group "{kind.group}" '

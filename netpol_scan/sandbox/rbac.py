@@ -1,59 +1,102 @@
-"""Kubernetes RBAC for the test API server: Roles, ClusterRoles and their bindings to groups, evaluated as
-kube-apiserver's RBAC authorizer does for the requests the scanner makes (get and list of resources).
+"""RBAC for the test API server: Roles, ClusterRoles and their bindings, evaluated as kube-apiserver's RBAC
+authorizer does for resource requests (the scanner's get and list).
 
-A ClusterRole bound by a ClusterRoleBinding applies everywhere; a Role (or ClusterRole) bound by a RoleBinding
-applies in the binding's namespace only. A rule with resourceNames allows only requests naming one of them (a
-list never does). Everything not allowed is denied: RBAC has no deny rules.
+A cluster starts without RBAC: every authenticated identity may read everything. `apply` loads roles and bindings
+(as `yaml.safe_load_all` reads infra/kubernetes/rbac.yaml) and switches RBAC on; from then on a request is allowed
+only when a binding of one of the caller's groups (`add_groups`: an EKS access entry's kubernetesGroups) grants it.
+A ClusterRoleBinding applies everywhere, a RoleBinding in its namespace only; a rule with resourceNames allows only
+requests naming one of them (a list never does). RBAC has no deny rules.
+
+The names and signatures (Rbac.apply, add_groups, decide; Attributes; Decision) are the sandbox branch's, whose
+fuller authorizer (non-resource URLs, self-subject reviews) replaces this one when both are merged.
 """
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 
 @dataclass(frozen=True)
-class Grant:
-    """One rule, where it applies: namespace None = cluster-wide (and in every namespace)."""
+class Attributes:
+    """What a request asks for, as kube-apiserver's RequestInfo gives it to the authorizer."""
 
-    api_groups: frozenset[str]
-    resources: frozenset[str]
-    verbs: frozenset[str]
-    resource_names: frozenset[str]
+    verb: str
+    resource_request: bool
+    group: str = ""
+    resource: str = ""
+    subresource: str = ""
+    namespace: str = ""  # "" is the cluster scope (and every namespace, for a cluster-wide list)
+    name: str = ""
+    path: str = ""
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    reason: str = ""
+    denied: bool = False
+
+
+@dataclass(frozen=True)
+class _Grant:
+    """One rule of a bound role, and where the binding applies (None: everywhere)."""
+
+    rule: Mapping[str, Any]
     namespace: str | None
+    groups: frozenset[str]
 
-    def allows(self, verb: str, group: str, resource: str, namespace: str | None, name: str | None) -> bool:
-        if self.namespace is not None and namespace != self.namespace:
+    def allows(self, request: Attributes) -> bool:
+        rule = self.rule
+        if self.namespace is not None and request.namespace != self.namespace:
             return False
-        if self.resource_names and name not in self.resource_names:
+        if rule.get("resourceNames") and request.name not in rule["resourceNames"]:
             return False
-        return (_matches(self.verbs, verb) and _matches(self.api_groups, group)
-                and _matches(self.resources, resource))
+        return all("*" in (rule.get(key) or ()) or value in (rule.get(key) or ())
+                   for key, value in (("verbs", request.verb), ("apiGroups", request.group),
+                                      ("resources", request.resource)))
 
 
-def _matches(allowed: frozenset[str], value: str) -> bool:
-    return "*" in allowed or value in allowed
+class Rbac:
+    """Roles, bindings and the groups of each identity; `decide` answers like the RBAC authorizer."""
 
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._roles: dict[tuple[str, str, str], list[Mapping[str, Any]]] = {}
+        self._bindings: list[Mapping[str, Any]] = []
+        self._groups: dict[str, set[str]] = {}
+        self.enforced = False
 
-class RbacAuthorizer:
-    """What callers in `groups` may do under these RBAC objects (dicts, as `yaml.safe_load_all` reads them)."""
+    def apply(self, documents: Iterable[Mapping[str, Any] | None]) -> None:
+        with self._lock:
+            for document in (d for d in documents if d):
+                meta = document["metadata"]
+                if document["kind"] in ("Role", "ClusterRole"):
+                    key = (document["kind"], meta.get("namespace", "") if document["kind"] == "Role" else "",
+                           meta["name"])
+                    self._roles[key] = list(document.get("rules") or ())
+                else:
+                    self._bindings.append(document)
+            self.enforced = True
 
-    def __init__(self, documents: Iterable[Mapping[str, Any]], groups: Iterable[str]) -> None:
-        documents = [d for d in documents if d]
-        roles = {(d["kind"], d["metadata"].get("namespace"), d["metadata"]["name"]): d.get("rules") or []
-                 for d in documents if d["kind"] in ("Role", "ClusterRole")}
-        wanted = set(groups)
-        self.grants: list[Grant] = []
-        for binding in (d for d in documents if d["kind"] in ("RoleBinding", "ClusterRoleBinding")):
-            if not any(s.get("kind") == "Group" and s.get("name") in wanted for s in binding.get("subjects") or ()):
-                continue
-            ref = binding["roleRef"]
-            namespace = binding["metadata"].get("namespace") if binding["kind"] == "RoleBinding" else None
-            role_namespace = namespace if ref["kind"] == "Role" else None
-            for rule in roles.get((ref["kind"], role_namespace, ref["name"]), []):
-                self.grants.append(Grant(frozenset(rule.get("apiGroups") or ()), frozenset(rule.get("resources") or ()),
-                                         frozenset(rule.get("verbs") or ()), frozenset(rule.get("resourceNames") or ()),
-                                         namespace))
+    def add_groups(self, user: str, *groups: str) -> None:
+        with self._lock:
+            self._groups.setdefault(user, set()).update(groups)
 
-    def allows(self, verb: str, group: str, resource: str, namespace: str | None, name: str | None) -> bool:
-        return any(g.allows(verb, group, resource, namespace, name) for g in self.grants)
+    def decide(self, user: str, request: Attributes) -> Decision:
+        with self._lock:
+            if not self.enforced:
+                return Decision(True, "RBAC is off")
+            groups = self._groups.get(user, set())
+            allowed = any(grant.allows(request) for grant in self._grants() if grant.groups & groups)
+        return Decision(allowed, "" if allowed else "no RBAC binding allows it")
+
+    def _grants(self) -> Iterable[_Grant]:
+        for binding in self._bindings:
+            ref, meta = binding["roleRef"], binding["metadata"]
+            namespace = meta.get("namespace", "") if binding["kind"] == "RoleBinding" else None
+            groups = frozenset(s["name"] for s in binding.get("subjects") or () if s.get("kind") == "Group")
+            role_namespace = namespace if ref["kind"] == "Role" else ""
+            for rule in self._roles.get((ref["kind"], role_namespace or "", ref["name"]), ()):
+                yield _Grant(rule, namespace, groups)

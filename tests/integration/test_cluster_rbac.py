@@ -12,9 +12,8 @@ import yaml
 
 from handler.auth import eks_token
 from handler.engine_reader import POLICY_KINDS
-from netpol_scan.sandbox.aws_world import DEFAULT_REGION, World
-from netpol_scan.sandbox.kube_api import Cluster
-from netpol_scan.sandbox.rbac import RbacAuthorizer
+from netpol_scan.sandbox.aws_world import DEFAULT_IDENTITY, DEFAULT_REGION, World
+from netpol_scan.sandbox.kube_api import Attributes, Cluster
 from tests.integration.test_kube_api_server import Kubectl, kubectl_binary  # noqa: F401 - a fixture
 from tests.integration.test_policy_engines import Target, serve
 
@@ -69,7 +68,8 @@ def everything_cluster(documents: list[dict]) -> Cluster:
     for namespace, name in (("kube-system", "amazon-vpc-cni"), ("kube-system", "coredns")):
         cluster.add_object("v1", "configmaps", {"metadata": {"name": name, "namespace": namespace},
                                                 "data": {"enable-network-policy-controller": "true"}})
-    cluster.authorizer = RbacAuthorizer(documents, [READERS])
+    cluster.rbac.apply(documents)
+    cluster.rbac.add_groups(DEFAULT_IDENTITY, READERS)  # the access entry's kubernetesGroups
     return cluster
 
 
@@ -101,7 +101,11 @@ def test_the_projects_cluster_role_reads_every_kind_and_enforcement_object(world
     ("delete", "cilium.io", "ciliumnetworkpolicies", "web", "one"),
 ])
 def test_the_projects_cluster_role_grants_nothing_else(verb, group, resource, namespace, name):
-    assert not RbacAuthorizer(rbac_documents(), [READERS]).allows(verb, group, resource, namespace, name)
+    cluster = everything_cluster(rbac_documents())
+    request = Attributes(verb, True, group, resource, "", namespace or "", name or "")
+    assert not cluster.rbac.decide(DEFAULT_IDENTITY, request).allowed
+    readable = Attributes("list", True, "", "namespaces")  # the control: what the role grants, it allows
+    assert cluster.rbac.decide(DEFAULT_IDENTITY, readable).allowed
 
 
 def without(documents: list[dict], kind: str, resource: str) -> list[dict]:
