@@ -2,6 +2,9 @@
 PYTHON := $(shell scripts/find-python)
 VENV := .venv
 SAM_VENV := .venv-sam
+# checkov pins boto3==1.35.49 and packaging<24, which the project's own pins (boto3>=1.40, pytest's packaging>=24)
+# exclude: like SAM CLI, it gets a venv of its own, on the tests' PATH.
+CHECKOV_VENV := .venv-checkov
 BIN := $(VENV)/bin
 # The test oracle; its pins conflict with ours (pyproject.toml's test extras say why): installed without them.
 NCA_PACKAGE := network-config-analyzer==2.1.0
@@ -23,11 +26,17 @@ $(SAM_VENV)/.installed:
 	$(SAM_VENV)/bin/python -m pip install -q aws-sam-cli
 	touch $@
 
+$(CHECKOV_VENV)/.installed:
+	$(PYTHON) -m venv $(CHECKOV_VENV)
+	$(CHECKOV_VENV)/bin/python -m pip install -q --upgrade pip
+	$(CHECKOV_VENV)/bin/python -m pip install -q 'checkov>=3.2,<4'
+	touch $@
+
 demo: setup
 	$(BIN)/netpol-scan sandbox
 
-test: setup $(SAM_VENV)/.installed
-	PATH="$(CURDIR)/$(SAM_VENV)/bin:$$PATH" $(BIN)/python -m pytest -n 2 -q
+test: setup $(SAM_VENV)/.installed $(CHECKOV_VENV)/.installed
+	PATH="$(CURDIR)/$(SAM_VENV)/bin:$(CURDIR)/$(CHECKOV_VENV)/bin:$$PATH" $(BIN)/python -m pytest -n 2 -q
 
 acceptance: setup
 	../shared/acceptance/run
@@ -36,7 +45,7 @@ bench: setup
 	$(BIN)/python -m bench.scan_one_cluster
 
 clean:
-	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache
+	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) .aws-sam .pytest_cache
 
 # --- Lambda package: `sam build` runs `make build-ScannerFunction` (template.yaml, BuildMethod: makefile) ---
 # Paths come from this Makefile's own location, so the target works whether SAM runs make in the project

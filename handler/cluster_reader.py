@@ -264,8 +264,9 @@ def _explain(status: int, path: str, body: bytes) -> str:
     except (ValueError, AttributeError):
         message = ""
     hint = {401: "the token was refused: does the scan role have an EKS access entry (or aws-auth mapping)?",
-            403: "forbidden: the scan role needs list on namespaces and networking.k8s.io networkpolicies "
-                 "(AmazonEKSViewPolicy)"}.get(status, "")
+            403: "forbidden: the scan role needs get and list on namespaces and networking.k8s.io "
+                 "networkpolicies: apply infra/kubernetes/rbac.yaml and map the role to netpol-scanner:readers"
+            }.get(status, "")
     return f"HTTP {status} on {path}" + (f": {message}" if message else "") + (f" ({hint})" if hint else "")
 
 

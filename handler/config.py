@@ -17,6 +17,9 @@ REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]{1,2}")
 CLUSTER_NAME = re.compile(r"[0-9A-Za-z][A-Za-z0-9_-]{0,99}")
 ROLE_NAME = re.compile(r"[A-Za-z0-9_+=,.@-]{1,64}")
 BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+# A run's id and start (pipeline.Run.start): they name S3 keys, so a queue message's are checked like an event's.
+RUN_ID = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}")
+TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z")
 
 DEFAULT_CLUSTER_CONCURRENCY = 8
 DEFAULT_PAGE_SIZE = 500  # kube-apiserver's recommended chunk; the issue caps a page at 500
@@ -133,6 +136,19 @@ class ScanRequest:
             raise EventError("; ".join(problems))
         return cls(accounts=_unique(event.get("accounts")), regions=_unique(event.get("regions")),
                    clusters=_unique(event.get("clusters")), dry_run=bool(event.get("dry_run", False)))
+
+
+def require_targeted(accounts: Iterable[str], targeted: Iterable[str], settings: Settings) -> None:
+    """Raises EventError, before anything is assumed or written, when a manual event or a queue message names an
+    account the scanner does not target: the scanner acts on its configured accounts only."""
+    allowed = set(targeted)
+    outside = [a for a in accounts if a not in allowed]
+    if outside:
+        where = ("the organization's ACTIVE accounts" if settings.use_organization
+                 else "TARGET_ACCOUNTS" if settings.target_accounts
+                 else "the function's own account, as TARGET_ACCOUNTS is empty")
+        raise EventError(f"account(s) {', '.join(outside)} are not targets of this scanner (targets: {where}); "
+                         "nothing was scanned")
 
 
 # `source` is what the schedule sends (events/scheduled.json); the rest narrow or dry-run a manual scan.

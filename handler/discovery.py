@@ -15,7 +15,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from handler import enforcement
-from handler.config import ScanRequest, Settings
+from handler.config import ScanRequest, Settings, require_targeted
 from handler.errors import DiscoveryError
 from handler.models import ClusterInfo, ClusterRef, EnforcementEvidence
 
@@ -41,9 +41,17 @@ def own_identity(session: boto3.Session, region: str) -> Identity:
 
 
 def target_accounts(session: boto3.Session, settings: Settings, request: ScanRequest, own: Identity) -> list[str]:
-    """The event's accounts, else TARGET_ACCOUNTS, else the Organization's ACTIVE accounts, else our own."""
-    if request.accounts:
-        return list(request.accounts)
+    """The event's accounts, each of which must be a target (EventError otherwise, before any AssumeRole), else
+    every target."""
+    targeted = targeted_accounts(session, settings, own)
+    if not request.accounts:
+        return targeted
+    require_targeted(request.accounts, targeted, settings)
+    return list(request.accounts)
+
+
+def targeted_accounts(session: boto3.Session, settings: Settings, own: Identity) -> list[str]:
+    """TARGET_ACCOUNTS, else the Organization's ACTIVE accounts, else our own."""
     if settings.use_organization:
         return organization_accounts(session, settings.default_region)
     return list(settings.target_accounts) or [own.account_id]

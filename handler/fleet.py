@@ -24,7 +24,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from handler.config import ScanRequest, Settings
+from handler.config import ACCOUNT_ID, CLUSTER_NAME, REGION, RUN_ID, TIMESTAMP, ScanRequest, Settings
 from handler.errors import PublishError, ScannerError
 from handler.pipeline import Run, Scanner, Targets
 from handler.publish.s3 import ReportStore, report_key_of
@@ -62,10 +62,16 @@ class ClusterTask:
             task = cls(**data)
         except (ValueError, TypeError) as error:
             raise TaskError(f"not a cluster task: {body[:200]!r}") from error
-        if not all(isinstance(getattr(task, name), str) and getattr(task, name)
-                   for name in ("run_id", "started_at", "account_id", "region", "cluster")):
-            raise TaskError(f"cluster task with empty or non-string fields: {body[:200]!r}")
+        bad = [name for name, pattern in TASK_FIELDS
+               if not isinstance(getattr(task, name), str) or not pattern.fullmatch(getattr(task, name))]
+        if bad or not isinstance(task.deleted, bool):
+            raise TaskError(f"cluster task with malformed field(s) {', '.join(bad) or 'deleted'}: {body[:200]!r}")
         return task
+
+
+# A message is checked with the event's patterns: its fields become AssumeRole ARNs and S3 keys.
+TASK_FIELDS = (("run_id", RUN_ID), ("started_at", TIMESTAMP), ("account_id", ACCOUNT_ID), ("region", REGION),
+               ("cluster", CLUSTER_NAME))
 
 
 @dataclass

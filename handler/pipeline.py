@@ -29,7 +29,8 @@ from handler.errors import ClusterReadError, DiscoveryError, PublishError, Scann
 from handler.models import ClusterRef, ClusterSnapshot, ComplianceStatus, ControlResult
 from handler.policy.coverage import not_understood
 from handler.publish.s3 import GzipJsonLines, ReportStore
-from handler.publish.securityhub import CALLS_PER_SECOND, RateLimiter, Rejection, SecurityHubPublisher, hub_client
+from handler.publish.securityhub import (CALLS_PER_SECOND, RateLimiter, Rejection, SecurityHubPublisher, hub_client,
+                                         rejections_by_target)
 from handler.state import ClusterState, Plan, plan_deleted, plan_scanned, plan_unreadable
 
 # A cluster is not started with less time than this left, and its findings are not published without the
@@ -165,6 +166,11 @@ class Scanner:
     @functools.cached_property
     def sessions(self) -> discovery.AccountSessions:
         return discovery.AccountSessions(self.base, self.settings, self.own)
+
+    @functools.cached_property
+    def targeted_accounts(self) -> frozenset[str]:
+        """What a queue message may name: listed once per warm worker (an organization's listing is paged)."""
+        return frozenset(discovery.targeted_accounts(self.base, self.settings, self.own))
 
     def scan_inline(self, run: Run, request: ScanRequest, targets: Targets) -> dict[str, Any]:
         """Scans every target in this invocation, on CLUSTER_CONCURRENCY threads, and writes the run report."""
@@ -372,6 +378,7 @@ def summarize(clusters: list[dict[str, Any]], account_failures: list[dict[str, s
         "findings_imported": sum(c["findings_imported"] for c in clusters),
         "findings_archived": sum(c["findings_archived"] for c in clusters),
         "findings_rejected": sum(len(c["findings_rejected"]) for c in clusters),
+        "findings_rejected_by_target": rejections_by_target(clusters),
         "accounts_failed": len(account_failures),
         "failures": [{"cluster": f"{c['account_id']}/{c['region']}/{c['cluster']}", "error": c["error"]}
                      for c in failed]

@@ -22,7 +22,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from handler import fleet
 from handler.cluster_reader import ClusterReader, ReadLimits
-from handler.config import Settings
+from handler.config import Settings, require_targeted
 from handler.errors import DiscoveryError, ScannerError
 from handler.observability import logger, metrics, record_metrics, tracer
 from handler.pipeline import ClusterOutcome, Scanner, summarize
@@ -86,6 +86,7 @@ def process_event(scanner: Scanner, event: dict[str, Any], context: LambdaContex
 
 def handle_record(scanner: Scanner, record: SQSRecord) -> None:
     task = fleet.ClusterTask.from_json(record.body)
+    require_targeted([task.account_id], scanner.targeted_accounts, scanner.settings)  # before any AssumeRole
     attempt, attempts = int(record.attributes.approximate_receive_count), scanner.settings.max_receives
     last = attempt >= attempts
     # The same words on every attempt: a finding that changed with each retry would be imported each time.

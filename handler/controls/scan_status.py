@@ -29,7 +29,8 @@ CONTROL = Control(
     # The requirements it keeps from being assessed.
     requirements=namespace_network_policy.CONTROL.requirements,
     remediation_text="Make the cluster readable by the scanner: its endpoint must be reachable from the "
-                     "function, and the scan role needs an EKS access entry with AmazonEKSViewPolicy (or an "
-                     "aws-auth mapping to the read-only ClusterRole in infra/kubernetes/rbac.yaml).",
+                     "function, and the scan role needs the read-only ClusterRole of infra/kubernetes/rbac.yaml, "
+                     "through an EKS access entry (infra/eks-access-entry.yaml) or an aws-auth mapping to the "
+                     "group netpol-scanner:readers.",
     remediation_url="https://docs.aws.amazon.com/eks/latest/userguide/access-entries.html",
 )

@@ -101,6 +101,35 @@ class Rejection:
     error_message: str
 
 
+SECURITY_HUB_NOT_ENABLED = "Security Hub CSPM is not enabled here"
+
+
+def rejection_reason(error_code: str, error_message: str) -> str:
+    """Why Security Hub refused a finding, in words. Security Hub CSPM switched off in the account and Region is
+    the usual cause (InvalidAccessException: "Account ... is not subscribed to AWS Security Hub"), and the one an
+    operator can fix at once."""
+    if error_code.startswith("InvalidAccess") and any(words in error_message.lower()
+                                                      for words in ("not subscribed", "not enabled")):
+        return (f"{SECURITY_HUB_NOT_ENABLED}: enable it in this account and Region (aws securityhub "
+                "enable-security-hub); the findings are sent again on the next run")
+    return f"{error_code}: {error_message}"
+
+
+def rejections_by_target(clusters: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per account and Region, how many findings Security Hub refused and why (from cluster results as kept in
+    run reports, whose rejections are Rejection.__dict__)."""
+    targets: dict[str, dict[str, Any]] = {}
+    for cluster in clusters:
+        for rejection in cluster["findings_rejected"]:
+            target = targets.setdefault(f"{cluster['account_id']}/{cluster['region']}",
+                                        {"findings_rejected": 0, "why": []})
+            target["findings_rejected"] += 1
+            why = rejection_reason(rejection.get("error_code", "Unknown"), rejection.get("error_message", ""))
+            if why not in target["why"]:
+                target["why"].append(why)
+    return [{"target": name, **targets[name]} for name in sorted(targets)]
+
+
 @dataclass
 class ImportOutcome:
     imported: int = 0

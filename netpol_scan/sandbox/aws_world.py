@@ -176,6 +176,12 @@ class World:
         hub = self.client("securityhub", account, region)
         return [f for page in hub.get_paginator("get_findings").paginate() for f in page["Findings"]]
 
+    def assumed_roles(self) -> list[str]:
+        """The ARN of every role STS issued credentials for so far (moto's STS state), in order: what AssumeRole
+        calls succeeded, as CloudTrail would tell."""
+        return [role.role_arn for account_backends in list(sts_backends.values())
+                for backend in list(account_backends.values()) for role in list(backend.assumed_roles)]
+
     def s3_keys(self, bucket: str) -> list[str]:
         s3 = self.client("s3")
         return [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)

@@ -33,6 +33,7 @@ class SecurityHubProxy(Relay):
         self.calls: list[ImportCall] = []
         self._throttle = 0
         self._reject: Callable[[dict[str, Any]], str | None] = lambda finding: None
+        self._not_enabled: set[tuple[str, str]] = set()
 
     def __enter__(self) -> SecurityHubProxy:
         return super().__enter__()
@@ -47,6 +48,15 @@ class SecurityHubProxy(Relay):
         with self.lock:
             self._reject = error_code_for
 
+    def disable(self, account: str, region: str) -> None:
+        """Security Hub CSPM is off in this account and Region: imports there fail whole, as AWS answers them."""
+        with self.lock:
+            self._not_enabled.add((account, region))
+
+    def is_enabled(self, account: str, region: str) -> bool:
+        with self.lock:
+            return (account, region) not in self._not_enabled
+
     def take_throttle(self) -> bool:
         with self.lock:
             if self._throttle > 0:
@@ -59,6 +69,11 @@ class SecurityHubProxy(Relay):
             return None
         arrived = time.monotonic()
         findings = json.loads(body).get("Findings", [])
+        account, region = _signed_scope(headers, findings)
+        if not self.is_enabled(account, region):
+            self._record(arrived, len(findings), 403)
+            message = json.dumps({"message": f"Account {account} is not subscribed to AWS Security Hub"}).encode()
+            return 403, {**JSON, "x-amzn-ErrorType": "InvalidAccessException"}, message
         if self.take_throttle():
             self._record(arrived, len(findings), 429)
             return 429, {**JSON, "x-amzn-ErrorType": "TooManyRequestsException"}, b'{"message": "Rate exceeded"}'
@@ -83,3 +98,11 @@ class SecurityHubProxy(Relay):
     def _record(self, arrived: float, findings: int, status: int, rejected: list[str] | None = None) -> None:
         with self.lock:
             self.calls.append(ImportCall(arrived, findings, status, rejected or []))
+
+
+def _signed_scope(headers: dict[str, str], findings: list[dict[str, Any]]) -> tuple[str, str]:
+    """The account (of the findings) and the Region (of the SigV4 credential scope) an import is made in."""
+    authorization = next((v for k, v in headers.items() if k.lower() == "authorization"), "")
+    scope = authorization.partition("Credential=")[2].split(",")[0].split("/")
+    region = scope[2] if len(scope) > 2 else ""
+    return (findings[0].get("AwsAccountId", "") if findings else ""), region

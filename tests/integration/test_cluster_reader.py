@@ -74,7 +74,7 @@ def test_token_for_another_cluster_is_refused_with_an_access_hint(target: Target
 
 def test_forbidden_names_the_missing_permission(target: Target) -> None:
     target.cluster.forbid("networkpolicies")
-    with pytest.raises(ClusterReadError, match=r"HTTP 403.*networkpolicies.*AmazonEKSViewPolicy"):
+    with pytest.raises(ClusterReadError, match=r"HTTP 403.*networkpolicies.*infra/kubernetes/rbac.yaml"):
         target.read()
 
 

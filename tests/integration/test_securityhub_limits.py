@@ -95,3 +95,22 @@ def test_imports_stay_under_ten_calls_a_second_per_account_and_region(world, inv
     # shares this process), so the check is on the whole run: n calls span at least n - 1 intervals, less jitter
     # at both ends. Without the limiter the three clusters' calls all arrive within a fraction of that.
     assert starts[-1] - starts[0] >= (len(starts) - 1) * 0.1 - 0.15, starts
+
+
+def test_a_region_without_security_hub_is_named_in_the_run_summary_in_words(world, invoke, proxy, monkeypatch):
+    other_region = "us-east-1"
+    monkeypatch.setenv("TARGET_REGIONS", f"{DEFAULT_REGION},{other_region}")
+    world.add_cluster(DEFAULT_ACCOUNT, DEFAULT_REGION, Cluster("here", {"default": {}}))
+    world.add_cluster(DEFAULT_ACCOUNT, other_region, Cluster("there", {"default": {}, "web": {}}))
+    proxy.disable(DEFAULT_ACCOUNT, other_region)
+
+    result = invoke({})
+
+    there = next(c for c in s3_json(world, result["report"])["clusters"] if c["cluster"] == "there")
+    assert result["clusters_scanned"] == 2 and result["findings_rejected"] == there["findings"] > 0
+    (where,) = result["findings_rejected_by_target"]
+    assert where["target"] == f"{DEFAULT_ACCOUNT}/{other_region}"
+    assert where["findings_rejected"] == result["findings_rejected"]
+    assert [why.split(":")[0] for why in where["why"]] == ["Security Hub CSPM is not enabled here"]
+    assert s3_json(world, result["report"])["summary"]["findings_rejected_by_target"] == [where]
+    assert len(of_cluster(world.findings(), "here")) == result["findings_imported"] > 0

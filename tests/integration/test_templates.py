@@ -18,44 +18,21 @@ from pathlib import Path
 import pytest
 import yaml
 
+from handler import fleet
 from handler.engine_reader import POLICY_KINDS
+from handler.models import ClusterRef
+from handler.publish import s3 as s3_layout
+from tests.cfn import Resolved, TemplateError, actions_of, load_cfn, policy_statements
 
 ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "template.yaml"
 INFRA = ROOT / "infra"
 CFN_TEMPLATES = [TEMPLATE, *sorted(INFRA.glob("*.yaml"))]
-RBAC = INFRA / "kubernetes" / "rbac.yaml"
-AWS_AUTH = INFRA / "kubernetes" / "aws-auth-snippet.yaml"
+KUBERNETES = INFRA / "kubernetes"
+RBAC = KUBERNETES / "rbac.yaml"
+AWS_AUTH = KUBERNETES / "add-aws-auth-mapping.sh"
 
 SERVICE = "eks-netpol-scanner"
-
-
-# --- loading CloudFormation YAML (short tags such as !Ref, !Sub, !GetAtt) ---------------------------
-
-
-class CfnLoader(yaml.SafeLoader):
-    """SafeLoader that turns CloudFormation short tags into their long form ({"Fn::Sub": ...})."""
-
-
-def _construct_tag(loader: CfnLoader, tag_suffix: str, node: yaml.Node):
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)
-    if tag_suffix == "Ref":
-        return {"Ref": value}
-    if tag_suffix == "GetAtt" and isinstance(value, str):
-        value = value.split(".", 1)
-    return {f"Fn::{tag_suffix}": value}
-
-
-CfnLoader.add_multi_constructor("!", _construct_tag)
-
-
-def load_cfn(path: Path) -> dict:
-    return yaml.load(path.read_text(), Loader=CfnLoader)  # noqa: S506 - SafeLoader subclass
 
 
 @pytest.fixture(scope="module")
@@ -225,21 +202,29 @@ def test_translated_functions(translated):
         assert props["Runtime"] == "python3.12"
         assert props["TracingConfig"] == {"Mode": "Active"}
         assert props["Role"] == {"Fn::GetAtt": ["ScannerRole", "Arn"]}
-        assert "ReservedConcurrentExecutions" not in props
+    # One scheduled run at a time (unless the account cannot reserve any concurrency); workers scale.
+    assert functions["ScannerFunction"]["Properties"]["ReservedConcurrentExecutions"] == {
+        "Fn::If": ["HasReservedConcurrency", 1, {"Ref": "AWS::NoValue"}]}
+    assert "ReservedConcurrentExecutions" not in functions["WorkerFunction"]["Properties"]
     (mapping,) = resources_of_type(translated, "AWS::Lambda::EventSourceMapping").values()
     props = mapping["Properties"]
     assert props["EventSourceArn"] == {"Fn::GetAtt": ["ScanQueue", "Arn"]}
     assert props["FunctionName"] == {"Ref": "WorkerFunction"}
     assert (props["BatchSize"], props["FunctionResponseTypes"]) == (1, ["ReportBatchItemFailures"])
     assert props["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "WorkerMaximumConcurrency"}}
-    # The only generated role is the scheduler's, and it may only invoke the function.
-    for name, role in resources_of_type(translated, "AWS::IAM::Role").items():
-        if name == "ScannerRole":
-            continue
-        for policy in role["Properties"].get("Policies", []):
-            for _, stmt in statements(policy["PolicyDocument"]):
-                assert as_list(stmt["Action"]) == ["lambda:InvokeFunction"], (name, stmt)
-        assert not role["Properties"].get("ManagedPolicyArns"), name
+    # SAM generates no role: the schedule has its own, which only this account's Scheduler may assume and which
+    # may only invoke the scanner function.
+    assert set(resources_of_type(translated, "AWS::IAM::Role")) == {"ScannerRole", "ScheduleRole"}
+    _, schedule = one_resource(translated, "AWS::Scheduler::Schedule")
+    assert schedule["Properties"]["Target"]["RoleArn"] == {"Fn::GetAtt": ["ScheduleRole", "Arn"]}
+    role = translated["Resources"]["ScheduleRole"]["Properties"]
+    (trust,) = role["AssumeRolePolicyDocument"]["Statement"]
+    assert trust["Principal"] == {"Service": "scheduler.amazonaws.com"}
+    assert trust["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
+    assert not role.get("ManagedPolicyArns")
+    (invoke,) = [stmt for policy in role["Policies"] for _, stmt in statements(policy["PolicyDocument"])]
+    assert as_list(invoke["Action"]) == ["lambda:InvokeFunction"]
+    assert invoke["Resource"] == [{"Fn::GetAtt": ["ScannerFunction", "Arn"]}, {"Fn::Sub": "${ScannerFunction.Arn}:*"}]
 
 
 def test_scan_queue_outlasts_the_worker_and_dead_letters(template):
@@ -277,18 +262,101 @@ def test_function_properties(template):
     assert props["Handler"] == "handler.app.lambda_handler"
     assert template["Globals"]["Function"]["Runtime"] == "python3.12"
     assert template["Globals"]["Function"]["Tracing"] == "Active"
-    assert "ReservedConcurrentExecutions" not in props
     assert props["LoggingConfig"]["LogGroup"] == {"Ref": "ScannerLogGroup"}
     assert "RetentionInDays" in template["Resources"]["ScannerLogGroup"]["Properties"]
     env = {**template["Globals"]["Function"]["Environment"]["Variables"],
            **props.get("Environment", {}).get("Variables", {})}
     assert env["REPORT_BUCKET"] == {"Ref": "ReportBucket"}
-    for name, param in [("SCAN_ROLE_NAME", "ScanRoleName"), ("SCAN_ROLE_EXTERNAL_ID", "ScanRoleExternalId"),
-                        ("TARGET_ACCOUNTS", "TargetAccounts"), ("TARGET_REGIONS", "TargetRegions"),
+    for name, param in [("TARGET_ACCOUNTS", "TargetAccounts"), ("TARGET_REGIONS", "TargetRegions"),
                         ("POWERTOOLS_LOG_LEVEL", "LogLevel"), ("POWERTOOLS_METRICS_NAMESPACE", "MetricsNamespace")]:
         assert env[name] == {"Ref": param}, name
+    for name, param in [("SCAN_ROLE_NAME", "ScanRoleName"), ("SCAN_ROLE_EXTERNAL_ID", "ScanRoleExternalId")]:
+        assert env[name] == {"Fn::If": ["SingleAccountMode", "", {"Ref": param}]}, name
     assert env["POWERTOOLS_SERVICE_NAME"] == SERVICE
-    assert template["Parameters"]["ScanRoleExternalId"]["NoEcho"] is True
+    # The external id is in a plain environment variable: NoEcho on its parameter would promise a secrecy it
+    # does not have (the template says why).
+    assert "NoEcho" not in template["Parameters"]["ScanRoleExternalId"]
+
+
+STACK_REFS = {"ReportBucket": "netpol-reports", "ReportBucket.Arn": "arn:aws:s3:::netpol-reports",
+              "ScanQueue": "https://sqs.eu-west-1.amazonaws.com/123456789012/netpol-scan.fifo"}
+
+
+def function_environment(resolved: Resolved) -> dict[str, str]:
+    """What the scanner function's environment holds once deployed with these parameter values."""
+    return {k: str(v) for k, v in resolved.value(resolved.template["Globals"]["Function"]["Environment"]
+                                                  ["Variables"]).items()}
+
+
+def scanner_actions(resolved: Resolved) -> dict[str, list[dict]]:
+    by_action: dict[str, list[dict]] = {}
+    for policy in resolved.resource("ScannerRole")["Policies"]:
+        for statement in policy_statements(policy["PolicyDocument"]):
+            for action in actions_of(statement):
+                by_action.setdefault(action, []).append(statement)
+    return by_action
+
+
+def test_template_defaults_resolve_to_a_working_single_account_configuration(template):
+    """`sam deploy --guided` with every default: the function scans its own account with its own role."""
+    from handler.config import Settings
+
+    resolved = Resolved(template, refs=STACK_REFS)
+    settings = Settings.from_env({**function_environment(resolved), "AWS_REGION": "eu-west-1"})
+    assert (settings.scan_role_name, settings.target_accounts, settings.use_organization) == (None, (), False)
+    assert settings.target_regions == () and settings.report_bucket == "netpol-reports"
+    actions = scanner_actions(resolved)
+    assert "sts:AssumeRole" not in actions and "organizations:ListAccounts" not in actions
+    own = "arn:aws:{}:*:123456789012:{}"
+    assert [s["Resource"] for s in actions["eks:ListClusters"]] == ["*"]
+    assert [s["Resource"] for s in actions["eks:DescribeCluster"]] == [own.format("eks", "cluster/*")]
+    assert [s["Resource"] for s in actions["eks:DescribeAddon"]] == [own.format("eks", "addon/*/vpc-cni/*")]
+    assert [s["Resource"] for s in actions["securityhub:BatchImportFindings"]] == [
+        own.format("securityhub", "product/123456789012/default")]
+    assert resolved.resource("ScannerFunction")["ReservedConcurrentExecutions"] == 1
+    assert resolved.resource("FindingsTable") is not None
+
+
+def test_target_accounts_switch_to_the_member_role_in_those_accounts_only(template):
+    from handler.config import Settings
+
+    listed = Resolved(template, {"TargetAccounts": "111111111111, 222222222222"}, refs=STACK_REFS)
+    settings = Settings.from_env({**function_environment(listed), "AWS_REGION": "eu-west-1"})
+    assert settings.scan_role_name == "NetpolScannerRole"
+    assert settings.target_accounts == ("111111111111", "222222222222")
+    (assume,) = scanner_actions(listed)["sts:AssumeRole"]
+    assert assume["Resource"] == "arn:aws:iam::*:role/NetpolScannerRole"
+    assert assume["Condition"] == {"StringEquals": {"aws:ResourceAccount": ["111111111111", "222222222222"]}}
+    assert "eks:ListClusters" not in scanner_actions(listed), "the function's own role reads no cluster then"
+
+    organization = Resolved(template, {"TargetAccounts": "ORGANIZATION", "OrganizationId": "o-abcdef1234"},
+                            refs=STACK_REFS)
+    (assume,) = scanner_actions(organization)["sts:AssumeRole"]
+    assert assume["Condition"] == {"StringEquals": {"aws:ResourceOrgID": "o-abcdef1234"}}
+    assert scanner_actions(organization)["organizations:ListAccounts"]
+
+
+@pytest.mark.parametrize("overrides, refused", [
+    ({"TargetAccounts": "111111111111", "ScanRoleName": ""}, "TargetAccounts needs ScanRoleName"),
+    ({"TargetAccounts": "ORGANIZATION"}, "needs OrganizationId"),
+    ({"TargetAccounts": "ORGANIZATION", "OrganizationId": "r-abcd"}, "OrganizationId"),
+    ({"TargetAccounts": "all"}, "TargetAccounts"),
+])
+def test_parameters_a_deploy_refuses(template, overrides, refused):
+    with pytest.raises(TemplateError, match=refused):
+        Resolved(template, overrides, refs=STACK_REFS)
+
+
+def test_vpc_network_interfaces_only_in_the_given_subnets_and_security_groups(template):
+    assert "ec2:CreateNetworkInterface" not in scanner_actions(Resolved(template, refs=STACK_REFS))
+    in_vpc = Resolved(template, {"SubnetIds": "subnet-a,subnet-b", "SecurityGroupIds": "sg-1"}, refs=STACK_REFS)
+    create = {s["Sid"]: s for s in scanner_actions(in_vpc)["ec2:CreateNetworkInterface"]}
+    assert create["VpcNetworkInterfacesInGivenSubnets"]["Condition"] == {
+        "StringEquals": {"ec2:SubnetID": ["subnet-a", "subnet-b"]}}
+    assert create["VpcNetworkInterfacesWithGivenSecurityGroups"]["Condition"] == {
+        "StringEquals": {"ec2:SecurityGroupID": ["sg-1"]}}
+    assert create["VpcNetworkInterfacesOfThisAccountAndRegion"]["Resource"] == (
+        "arn:aws:ec2:eu-west-1:123456789012:network-interface/*")
 
 
 def test_architecture_matches_makefile_platform(template):
@@ -322,9 +390,13 @@ def test_scanner_permissions_are_exactly_the_calls_made(template):
         "ec2:DescribeNetworkInterfaces", "ec2:DeleteNetworkInterface", "ec2:AssignPrivateIpAddresses",
         "ec2:UnassignPrivateIpAddresses", "securityhub:DescribeHub",
     }
-    ((cond, _),) = by_action["ec2:CreateNetworkInterface"]
-    assert cond == "InVpc", "ENI permissions only for functions placed in a VPC"
+    for action in ("ec2:CreateNetworkInterface", "ec2:DescribeNetworkInterfaces", "ec2:DeleteNetworkInterface"):
+        assert {cond for cond, _ in by_action[action]} == {"InVpc"}, "ENI permissions only for functions in a VPC"
     assert template["Globals"]["Function"]["VpcConfig"]["Fn::If"][0] == "InVpc"
+    assert [s["Resource"] for _, s in by_action["ec2:DescribeNetworkInterfaces"]] == ["*"]
+    for action in ("ec2:CreateNetworkInterface", "ec2:DeleteNetworkInterface", "ec2:AssignPrivateIpAddresses",
+                   "ec2:UnassignPrivateIpAddresses"):
+        assert all(s["Resource"] != "*" for _, s in by_action[action]), action
     for action in ("sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"):
         ((_, queue),) = by_action[action]
         assert queue["Resource"] == {"Fn::GetAtt": ["ScanQueue", "Arn"]}, action
@@ -338,6 +410,7 @@ def test_scanner_permissions_are_exactly_the_calls_made(template):
     ((cond, assume),) = by_action["sts:AssumeRole"]
     assert cond == "HasScanRole"
     assert assume["Resource"] == {"Fn::Sub": "arn:${AWS::Partition}:iam::*:role/${ScanRoleName}"}
+    assert assume["Condition"]["Fn::If"][0] == "ListOrganization"  # and scoped to the targets: below
     ((cond, _),) = by_action["organizations:ListAccounts"]
     assert cond == "ListOrganization"
     for action in ("eks:ListClusters", "eks:DescribeCluster", "securityhub:BatchImportFindings",
@@ -347,11 +420,16 @@ def test_scanner_permissions_are_exactly_the_calls_made(template):
     ((_, hub),) = by_action["securityhub:DescribeHub"]  # the doctor's check, of this account's own hub only
     assert hub["Resource"] == {"Fn::Sub": "arn:${AWS::Partition}:securityhub:*:${AWS::AccountId}:hub/default"}
     conditions = template["Conditions"]
-    assert conditions["HasScanRole"] == {"Fn::Not": [{"Fn::Equals": [{"Ref": "ScanRoleName"}, ""]}]}
-    assert conditions["SingleAccountMode"] == {"Fn::Equals": [{"Ref": "ScanRoleName"}, ""]}
+    assert conditions["SingleAccountMode"] == {"Fn::Equals": [{"Ref": "TargetAccounts"}, ""]}
+    assert conditions["HasScanRole"] == {"Fn::Not": [{"Fn::Condition": "SingleAccountMode"}]}
     assert conditions["ListOrganization"] == {"Fn::Equals": [{"Ref": "TargetAccounts"}, "ORGANIZATION"]}
     ((_, objects),) = [s for s in by_action["s3:GetObject"]]
     assert objects["Resource"] == {"Fn::Sub": "${ReportBucket.Arn}/*"}
+    # Writes only where the functions write: never config/, where the exemptions document lives.
+    ((_, writes),) = by_action["s3:PutObject"]
+    written = [s3_layout.STATE_PREFIX, s3_layout.findings_key(ClusterRef("1", "r", "c"), "d", "r"),
+               s3_layout.report_key("d", "r"), fleet.FLEET_PREFIX]
+    assert writes["Resource"] == [{"Fn::Sub": "${ReportBucket.Arn}/" + key.split("/")[0] + "/*"} for key in written]
     ((_, listing),) = by_action["s3:ListBucket"]
     assert listing["Resource"] == {"Fn::GetAtt": ["ReportBucket", "Arn"]}
     assert "Condition" not in listing  # a prefix condition turns a missing state object into AccessDenied
@@ -409,7 +487,7 @@ def test_lifecycle_never_expires_current_state_objects(template):
 def test_alarms(template):
     alarms = {name: a["Properties"] for name, a in resources_of_type(template, "AWS::CloudWatch::Alarm").items()}
     assert {a["MetricName"] for a in alarms.values()} == {"Errors", "ClustersFailed", "AccountsFailed",
-                                                          "ApproximateNumberOfMessagesVisible"}
+                                                          "FindingsRejected", "ApproximateNumberOfMessagesVisible"}
     errors = [a for a in alarms.values() if a["MetricName"] == "Errors"]
     assert {e["Dimensions"][0]["Value"]["Ref"] for e in errors} == {"ScannerFunction", "WorkerFunction"}
     for alarm in errors:
@@ -420,6 +498,14 @@ def test_alarms(template):
         assert alarm["Namespace"] == {"Ref": "MetricsNamespace"}
         assert alarm["Dimensions"] == [{"Name": "service", "Value": SERVICE}]
         assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (0, "GreaterThanThreshold")
+    rejected = alarms["FindingsRejectedAlarm"]  # a metric the function emits from every run summary
+    assert rejected["Namespace"] == {"Ref": "MetricsNamespace"}
+    assert rejected["Dimensions"] == [{"Name": "service", "Value": SERVICE}]
+    assert (rejected["Threshold"], rejected["ComparisonOperator"]) == ({"Ref": "FindingsRejectedAlarmThreshold"},
+                                                                        "GreaterThanThreshold")
+    assert template["Parameters"]["FindingsRejectedAlarmThreshold"]["Default"] == 0
+    from handler.observability import SUMMARY_METRICS
+    assert ("FindingsRejected", "findings_rejected") in SUMMARY_METRICS
     dlq = alarms["DeadLetterAlarm"]
     assert dlq["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["ScanDeadLetterQueue", "QueueName"]}}]
     assert (dlq["Threshold"], dlq["ComparisonOperator"]) == (0, "GreaterThanThreshold")
@@ -484,17 +570,23 @@ def test_member_role_permissions(member_role):
     }
 
 
-def test_access_entry(access_entry):
+def test_access_entry_defaults_to_the_projects_own_cluster_role(access_entry):
     _, entry = one_resource(access_entry, "AWS::EKS::AccessEntry")
     props = entry["Properties"]
     assert props["Type"] == "STANDARD"
     assert props["PrincipalArn"] == {"Ref": "PrincipalArn"}
-    policies = props["AccessPolicies"]["Fn::If"][1]
-    assert policies == [{
-        "PolicyArn": {"Fn::Sub": "arn:${AWS::Partition}:eks::aws:cluster-access-policy/AmazonEKSViewPolicy"},
-        "AccessScope": {"Type": "cluster"},
-    }]
-    assert access_entry["Parameters"]["AccessMode"]["Default"] == "EKSViewPolicy"
+    assert access_entry["Parameters"]["AccessMode"]["Default"] == "RbacGroup"
+    default = Resolved(access_entry, {"ClusterName": "c", "PrincipalArn": "arn:aws:iam::123456789012:role/R"})
+    resolved = default.resource("ScannerAccessEntry")
+    assert resolved["KubernetesGroups"] == [READER_GROUP] and "AccessPolicies" not in resolved
+    # AmazonEKSViewPolicy stays an opt-in, with its trade-off written beside it.
+    view = Resolved(access_entry, {"ClusterName": "c", "PrincipalArn": "arn:aws:iam::123456789012:role/R",
+                                   "AccessMode": "EKSViewPolicy"}).resource("ScannerAccessEntry")
+    assert "KubernetesGroups" not in view
+    assert view["AccessPolicies"] == [{
+        "PolicyArn": "arn:aws:eks::aws:cluster-access-policy/AmazonEKSViewPolicy", "AccessScope": {"Type": "cluster"}}]
+    header = (INFRA / "eks-access-entry.yaml").read_text()
+    assert "trade-off" in header and "NOT_AVAILABLE" in header
     pattern = access_entry["Parameters"]["PrincipalArn"]["AllowedPattern"]
     assert re.fullmatch(pattern, "arn:aws:iam::123456789012:role/NetpolScannerRole")
     assert re.fullmatch(pattern, "arn:aws-us-gov:iam::123456789012:role/path/NetpolScannerRole")
@@ -502,51 +594,91 @@ def test_access_entry(access_entry):
     assert not re.fullmatch(pattern, "arn:aws:iam::123456789012:user/alice")
 
 
-def test_cluster_role_reads_only_namespaces_and_policies_and_enforcement_objects_by_name():
+READER_GROUP = "netpol-scanner:readers"
+# What the scanner reads, group -> resources (handler/engine_reader.py, handler/cluster_reader.py, and the kinds
+# of issue 9: ClusterNetworkPolicy, ApplicationNetworkPolicy, CiliumCIDRGroup, NodeClass, NodePool).
+READ_KINDS = {
+    "": {"namespaces"}, "networking.k8s.io": {"networkpolicies"},
+    "cilium.io": {"ciliumnetworkpolicies", "ciliumclusterwidenetworkpolicies", "ciliumcidrgroups"},
+    "projectcalico.org": {"networkpolicies", "globalnetworkpolicies"},
+    "crd.projectcalico.org": {"networkpolicies", "globalnetworkpolicies"},
+    "policy.networking.k8s.io": {"adminnetworkpolicies", "baselineadminnetworkpolicies", "clusternetworkpolicies"},
+    "networking.k8s.aws": {"clusternetworkpolicies", "applicationnetworkpolicies"},
+    "eks.amazonaws.com": {"nodeclasses"}, "karpenter.sh": {"nodepools"},
+}
+
+
+def rbac_documents() -> dict[str, dict]:
     docs = [d for d in yaml.safe_load_all(RBAC.read_text()) if d]
     kinds = {d["kind"]: d for d in docs}
-    assert sorted(kinds) == ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]
+    assert len(kinds) == len(docs) and sorted(kinds) == ["ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"]
+    return kinds
+
+
+def test_cluster_role_reads_only_namespaces_policy_kinds_and_enforcement_objects_by_name():
+    kinds = rbac_documents()
     role = kinds["ClusterRole"]
     assert role["metadata"]["name"] == "netpol-scanner-read"
-    granted = set()
+    listed: dict[str, set[str]] = {}
+    named = []
     for rule in role["rules"]:
-        assert set(rule) == {"apiGroups", "resources", "verbs"}, "no resourceNames/nonResourceURLs"
-        assert set(rule["verbs"]) <= {"get", "list", "watch"}
+        assert set(rule) <= {"apiGroups", "resources", "verbs", "resourceNames"}, "no nonResourceURLs"
+        assert "secrets" not in rule["resources"] and "*" not in rule["resources"] + rule["apiGroups"]
+        if "resourceNames" in rule:
+            assert rule["verbs"] == ["get"], "named objects are read one by one, never listed"
+            named.append((rule["apiGroups"], rule["resources"], sorted(rule["resourceNames"])))
+            continue
+        if rule["resources"] == ["daemonsets"]:  # agents found by label across namespaces: list, no get
+            assert (rule["apiGroups"], rule["verbs"]) == (["apps"], ["list"])
+            continue
+        assert rule["verbs"] == ["get", "list"], "get and list only: no watch"
         for group in rule["apiGroups"]:
-            for resource in rule["resources"]:
-                granted.add((group, resource))
-    assert granted == {("", "namespaces"), ("networking.k8s.io", "networkpolicies"),
-                       ("cilium.io", "ciliumnetworkpolicies"), ("cilium.io", "ciliumclusterwidenetworkpolicies"),
-                       ("cilium.io", "ciliumcidrgroups"),
-                       ("projectcalico.org", "networkpolicies"), ("projectcalico.org", "globalnetworkpolicies"),
-                       ("crd.projectcalico.org", "networkpolicies"), ("crd.projectcalico.org", "globalnetworkpolicies"),
-                       ("policy.networking.k8s.io", "adminnetworkpolicies"),
-                       ("policy.networking.k8s.io", "baselineadminnetworkpolicies"),
-                       ("policy.networking.k8s.io", "clusternetworkpolicies"),
-                       ("networking.k8s.aws", "clusternetworkpolicies"),
-                       ("networking.k8s.aws", "applicationnetworkpolicies"),
-                       ("eks.amazonaws.com", "nodeclasses"), ("karpenter.sh", "nodepools"), ("apps", "daemonsets")}
-    assert granted >= {(group, plural) for group, kinds in POLICY_KINDS.items() for plural, _, _ in kinds}
-    daemonsets = [r for r in role["rules"] if "daemonsets" in r["resources"]]
-    assert [r["verbs"] for r in daemonsets] == [["list"]], "agents outside their usual namespace: list, never get"
+            listed.setdefault(group, set()).update(rule["resources"])
+    assert listed == READ_KINDS
+    assert {(group, plural) for group, kinds in POLICY_KINDS.items() for plural, _, _ in kinds} <= {
+        (group, plural) for group, plurals in listed.items() for plural in plurals}, "every policy kind read is granted"
+    assert named == [(["apps"], ["daemonsets"], ["aws-node", "calico-node", "cilium"])]
     binding = kinds["ClusterRoleBinding"]
     assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "netpol-scanner-read"}
-    assert binding["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": "netpol-scanner:readers"}]
-    enforcement = kinds["Role"]  # CIS 5.3.1: get of named objects in kube-system, never list
+    assert binding["subjects"] == [{"apiGroup": "rbac.authorization.k8s.io", "kind": "Group", "name": READER_GROUP}]
+    enforcement = kinds["Role"]  # CIS 5.3.1: the VPC CNI's ConfigMap, by name, in kube-system only
     assert enforcement["metadata"]["namespace"] == "kube-system"
-    assert [(r["apiGroups"], r["resources"], sorted(r["resourceNames"]), r["verbs"]) for r in enforcement["rules"]] == [
-        (["apps"], ["daemonsets"], ["aws-node", "calico-node", "cilium"], ["get"]),
+    assert [(r["apiGroups"], r["resources"], r["resourceNames"], r["verbs"]) for r in enforcement["rules"]] == [
         ([""], ["configmaps"], ["amazon-vpc-cni"], ["get"])]
     assert kinds["RoleBinding"]["subjects"] == binding["subjects"]
+    assert kinds["RoleBinding"]["roleRef"]["name"] == enforcement["metadata"]["name"]
 
 
-def test_aws_auth_snippet_maps_role_to_reader_group():
-    config_map = yaml.safe_load(AWS_AUTH.read_text())
-    assert config_map["metadata"] == {"name": "aws-auth", "namespace": "kube-system"}
-    (entry,) = yaml.safe_load(config_map["data"]["mapRoles"])
-    assert re.fullmatch(r"arn:aws:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_-]+", entry["rolearn"])
-    assert entry["username"] == "netpol-scanner"
-    assert entry["groups"] == ["netpol-scanner:readers"]
+def kubectl_reads(directory: Path) -> list[Path]:
+    """The files `kubectl apply -f <directory>` reads: .json, .yaml and .yml (kubectl's FileExtensions)."""
+    return sorted(p for p in directory.rglob("*") if p.suffix in (".json", ".yaml", ".yml"))
+
+
+def test_aws_auth_cannot_be_applied_from_infra_kubernetes():
+    for path in kubectl_reads(KUBERNETES):
+        for document in yaml.safe_load_all(path.read_text()):
+            assert document["kind"] != "ConfigMap", f"{path.name}: kubectl apply would replace a ConfigMap"
+            assert document["metadata"]["name"] != "aws-auth", path.name
+    assert AWS_AUTH.suffix == ".sh" and AWS_AUTH not in kubectl_reads(KUBERNETES)
+
+
+def fake_eksctl(tmp_path: Path) -> dict[str, str]:
+    """An eksctl on PATH that prints its arguments, one a line."""
+    (tmp_path / "eksctl").write_text('#!/bin/sh\nfor a in "$@"; do echo "$a"; done\n')
+    (tmp_path / "eksctl").chmod(0o755)
+    return {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
+
+
+def test_aws_auth_mapping_script_adds_one_entry_with_eksctl(tmp_path):
+    env = fake_eksctl(tmp_path)
+    role = "arn:aws:iam::123456789012:role/NetpolScannerRole"
+    done = subprocess.run(["sh", str(AWS_AUTH), "shop", "eu-west-1", role], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["create", "iamidentitymapping", "--cluster", "shop", "--region", "eu-west-1",
+                                        "--arn", role, "--username", "netpol-scanner", "--group", READER_GROUP]
+    for bad in (["shop", "eu-west-1"], ["shop", "eu-west-1", "arn:aws:sts::123456789012:assumed-role/R/s"]):
+        refused = subprocess.run(["sh", str(AWS_AUTH), *bad], capture_output=True, text=True, env=env)
+        assert refused.returncode == 2 and refused.stdout == "", bad
 
 
 # --- the operator's dashboard and the Athena table ------------------------------------------------------------
@@ -597,3 +729,13 @@ def test_athena_table_projects_the_findings_layout(template):
     assert storage["SerdeInfo"]["SerializationLibrary"] == "org.openx.data.jsonserde.JsonSerDe"
     assert all(c["Name"] == c["Name"].lower() for c in storage["Columns"])
     assert params["projection.account.type"] == {"Fn::If": ["AthenaAccountsInjected", "injected", "enum"]}
+
+
+def test_deploy_doc_lists_every_template_parameter_with_its_default(template):
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    table = text[text.index("## Parameters (template.yaml)"):]
+    rows = dict(re.findall(r"^\| (\w+) \| ([^|]*) \|", table, re.M)[1:])
+    assert set(rows) == set(template["Parameters"])
+    for name, spec in template["Parameters"].items():
+        default = str(spec.get("Default", ""))
+        assert rows[name].strip().strip('"') == default, name

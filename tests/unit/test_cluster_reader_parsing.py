@@ -114,7 +114,7 @@ def test_explain_403_points_at_permissions():
     text = _explain(403, "/apis/networking.k8s.io/v1/networkpolicies",
                     status_body('networkpolicies.networking.k8s.io is forbidden: User "x" cannot list'))
     assert "HTTP 403" in text and "forbidden" in text
-    assert "AmazonEKSViewPolicy" in text and "networkpolicies" in text
+    assert "infra/kubernetes/rbac.yaml" in text and "netpol-scanner:readers" in text and "networkpolicies" in text
     assert "access entry" not in text
 
 

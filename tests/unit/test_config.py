@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from handler.config import DEFAULT_CLUSTER_CONCURRENCY, ScanRequest, Settings
+from handler.config import DEFAULT_CLUSTER_CONCURRENCY, ScanRequest, Settings, require_targeted
 from handler.errors import ConfigError, EventError
 
 EVENTS = Path(__file__).resolve().parents[2] / "events"
@@ -233,3 +233,26 @@ def test_non_ascii_digits_are_not_an_account_id():
 def test_event_lists_are_deduplicated():
     r = ScanRequest.from_event({"accounts": [A1, A1], "regions": ["eu-west-1", "eu-west-1"]})
     assert r.accounts == (A1,) and r.regions == ("eu-west-1",)
+
+
+# -- the scanner's targets ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("settings, where", [
+    (env(TARGET_ACCOUNTS=f"{A1},{A2}"), "TARGET_ACCOUNTS"),
+    (env(TARGET_ACCOUNTS="ORGANIZATION"), "the organization's ACTIVE accounts"),
+    (env(), "the function's own account, as TARGET_ACCOUNTS is empty"),
+])
+def test_an_account_outside_the_targets_is_named_with_where_the_targets_come_from(settings, where):
+    targeted = (A1, A2)
+    require_targeted([A2, A1], targeted, Settings.from_env(settings))  # targets pass, in any order
+    with pytest.raises(EventError) as raised:
+        require_targeted([A1, "999999999999", "888888888888"], targeted, Settings.from_env(settings))
+    assert str(raised.value) == (f"account(s) 999999999999, 888888888888 are not targets of this scanner "
+                                 f"(targets: {where}); nothing was scanned")
+
+
+def test_the_sample_events_name_the_sandboxs_account_a_real_scanner_must_target():
+    """events/one-account.json's placeholder is the sandbox's own account: elsewhere it is refused, not scanned."""
+    request = ScanRequest.from_event(json.loads((EVENTS / "one-account.json").read_text()))
+    with pytest.raises(EventError, match="not targets"):
+        require_targeted(request.accounts, [A2], Settings.from_env(env(TARGET_ACCOUNTS=A2)))

@@ -29,6 +29,23 @@ def test_summary_counts_only_scanned_clusters_namespaces_and_breaks_failures_dow
                                    {"target": "444444444444/*", "error": "no role"}]
 
 
+def test_rejections_are_told_per_account_and_region_and_security_hub_off_in_words():
+    off = {"finding_id": "a", "error_code": "InvalidAccessException",
+           "error_message": "Account 111111111111 is not subscribed to AWS Security Hub"}
+    large = {"finding_id": "b", "error_code": "TooLarge", "error_message": "over 245760 bytes"}
+    clusters = [cluster("111111111111", "a"), cluster("111111111111", "b"), cluster("222222222222", "c")]
+    clusters[0]["findings_rejected"] = [off, {**off, "finding_id": "c"}]
+    clusters[1]["findings_rejected"] = [large]
+    clusters[2]["region"] = "us-east-1"
+    clusters[2]["findings_rejected"] = [{**off, "error_message": "Security Hub is not enabled"}]
+    by_target = summarize(clusters, [])["findings_rejected_by_target"]
+    assert [(t["target"], t["findings_rejected"]) for t in by_target] == [("111111111111/eu-west-1", 3),
+                                                                          ("222222222222/us-east-1", 1)]
+    assert by_target[0]["why"][0].startswith("Security Hub CSPM is not enabled here: enable it")
+    assert by_target[0]["why"][1] == "TooLarge: over 245760 bytes"
+    assert by_target[1]["why"][0].startswith("Security Hub CSPM is not enabled here")
+
+
 def test_failing_namespaces_are_emitted_per_account_for_the_dashboard(capsys):
     record_metrics({"namespaces_failing_by_account": {"111111111111": 3, "222222222222": 5}})
     blobs = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
