@@ -28,7 +28,7 @@ SERVED = [
     ("projectcalico.org", "v3", "globalnetworkpolicies", "GlobalNetworkPolicy", False),
     ("policy.networking.k8s.io", "v1alpha1", "adminnetworkpolicies", "AdminNetworkPolicy", False),
     ("policy.networking.k8s.io", "v1alpha1", "baselineadminnetworkpolicies", "BaselineAdminNetworkPolicy", False),
-    ("policy.networking.k8s.io", "v1alpha1", "clusternetworkpolicies", "ClusterNetworkPolicy", False),
+    ("policy.networking.k8s.io", "v1alpha2", "clusternetworkpolicies", "ClusterNetworkPolicy", False),
     ("networking.k8s.aws", "v1alpha1", "clusternetworkpolicies", "ClusterNetworkPolicy", False),
     ("networking.k8s.aws", "v1alpha1", "applicationnetworkpolicies", "ApplicationNetworkPolicy", True),
     ("eks.amazonaws.com", "v1", "nodeclasses", "NodeClass", False),
@@ -84,7 +84,7 @@ def test_the_projects_cluster_role_reads_every_kind_and_enforcement_object(world
     assert [r for r in cluster.requests if r["status"] == 403] == []
     assert snapshot.unreadable == () and snapshot.enforcement.unknown == ()
     read_kinds = {(p.api_version.split("/")[0], p.kind) for p in snapshot.policies if p.api_version != "networking.k8s.io/v1"}
-    served = {(group, kind) for group, kinds in POLICY_KINDS.items() for _, kind in kinds
+    served = {(group, kind) for group, kinds in POLICY_KINDS.items() for _, kind, _ in kinds
               if group != "crd.projectcalico.org"}  # projectcalico.org is served, so its storage group is not read
     assert read_kinds == served
     assert {p.name for p in snapshot.policies if p.api_version == "networking.k8s.io/v1"} == {"deny"}
