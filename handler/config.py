@@ -27,6 +27,10 @@ DEFAULT_FANOUT_THRESHOLD = 20
 DEFAULT_MAX_RECEIVES = 3  # must equal the queue's redrive maxReceiveCount
 DEFAULT_WORKERS_PER_ACCOUNT = 2
 DEFAULT_RUN_DEADLINE_MINUTES = 360
+# How long a failed fan-out task stays invisible before its next attempt, by attempt (the last figure for any
+# later one): a FIFO message group waits while one of its messages is invisible, so minutes, not the queue's
+# 5,400 s VisibilityTimeout.
+RETRY_BACKOFF_SECONDS = (30, 120, 480)
 FLEET_MODES = ("auto", "inline", "queue", "local")
 DEFAULT_SERVICE_NAME = "eks-netpol-scanner"
 DEFAULT_METRICS_NAMESPACE = "NetpolScanner"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -55,6 +56,22 @@ class Queue:
                 else:
                     self.sqs.delete_message(QueueUrl=self.url, ReceiptHandle=message["ReceiptHandle"])
         return responses
+
+    def receive(self) -> list[dict[str, Any]]:
+        return self.sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=1,
+                                        AttributeNames=["All"]).get("Messages", [])
+
+    def next_receivable(self, message: dict[str, Any]) -> float:
+        """When moto's SQS will deliver this message again (Unix time): its visibility, read from the server."""
+        from moto.sqs.models import sqs_backends
+
+        name = self.url.rsplit("/", 1)[-1]
+        for account in list(sqs_backends.values()):
+            for backend in list(account.values()):
+                for stored in list(getattr(backend.queues.get(name), "_messages", ())):
+                    if stored.id == message["MessageId"]:
+                        return stored.visible_at / 1000
+        raise AssertionError(f"message {message['MessageId']} is not in {name}")
 
     def event(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
         return {"Records": [{
@@ -208,3 +225,35 @@ def test_a_run_whose_tasks_never_finished_is_reported_once_its_deadline_passed(w
     assert report["summary"]["clusters_failed"] == 1
     assert "never finished" in report["summary"]["failures"][0]["error"]
     assert store.open_run_ids() == []
+
+
+def test_a_failed_task_comes_back_after_a_short_backoff_not_the_queues_visibility_timeout(world, invoke, queue,
+                                                                                          monkeypatch):
+    """The queue keeps a received message invisible for 5,400 s (the template's VisibilityTimeout), and a FIFO
+    message group waits while one of its messages is invisible: a failed task must come back within minutes."""
+    monkeypatch.setenv("TARGET_ACCOUNTS", ACCOUNTS[0])
+    monkeypatch.setenv("TARGET_REGIONS", REGIONS[0])
+    monkeypatch.setenv("SECURITYHUB_WORKERS_PER_ACCOUNT", "1")  # one message group for the account and Region
+    world.enable_security_hub(ACCOUNTS[0], REGIONS[0])
+    world.add_cluster(ACCOUNTS[0], REGIONS[0], Cluster("a-down", {"default": {}}), reachable=False)
+    world.add_cluster(ACCOUNTS[0], REGIONS[0], Cluster("b-up", {"default": {}}))
+    queue.sqs.set_queue_attributes(QueueUrl=queue.url, Attributes={"VisibilityTimeout": "5400"})
+    invoke({})
+
+    for attempt, backoff in enumerate((30, 120), start=1):
+        received, (message,) = time.time(), queue.receive()
+        assert json.loads(message["Body"])["cluster"] == "a-down"
+        assert int(message["Attributes"]["ApproximateReceiveCount"]) == attempt
+        response = worker.lambda_handler(queue.event([message]), LambdaContext(900))
+        assert response["batchItemFailures"] == [{"itemIdentifier": message["MessageId"]}]
+        assert queue.receive() == []  # the failed task is invisible, and the rest of its group waits behind it
+        assert received + backoff - 1 <= queue.next_receivable(message) <= time.time() + backoff
+        queue.sqs.change_message_visibility(QueueUrl=queue.url, ReceiptHandle=message["ReceiptHandle"],
+                                            VisibilityTimeout=0)  # as if the backoff had passed
+
+    (message,) = queue.receive()  # the last attempt fails too: the task is visible again at once,
+    response = worker.lambda_handler(queue.event([message]), LambdaContext(900))
+    assert response["batchItemFailures"] and queue.next_receivable(message) <= time.time()
+    (following,) = queue.receive()  # so SQS moves it to the dead-letter queue and the group goes on
+    assert json.loads(following["Body"])["cluster"] == "b-up"
+    assert [t["cluster"] for t in queue.dead_letters()] == ["a-down"]
