@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Hashable
 from typing import Any
 
 import boto3
@@ -53,19 +54,20 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
 
 
 # A warm execution environment keeps its Scanner: the identity, the account sessions and their clients (and
-# their rate limiters) are made once, not per message. Rebuilt when the environment changes, and well before
-# the assumed roles' credentials (3,600 s) expire.
+# their rate limiters) are made once, not per message. Rebuilt when its settings or the AWS SDK's environment
+# (credentials, endpoints) change, and well before the assumed roles' credentials (3,600 s) expire; not for
+# _X_AMZN_TRACE_ID, which Lambda sets anew for every invocation.
 SCANNER_LIFETIME_SECONDS = 1800
-_warm: tuple[float, frozenset[tuple[str, str]], Scanner, Backoff | None] | None = None
+_warm: tuple[float, Hashable, Scanner, Backoff | None] | None = None
 
 
 def _warm_scanner() -> tuple[Scanner, Backoff | None]:
     global _warm
-    environment = frozenset(os.environ.items())
-    if _warm is None or _warm[1] != environment or time.monotonic() - _warm[0] > SCANNER_LIFETIME_SECONDS:
-        settings, session = Settings.from_env(), boto3.Session()
-        _warm = (time.monotonic(), environment, worker_scanner(settings, session),
-                 Backoff.for_queue(settings, session))
+    settings = Settings.from_env()
+    key = (settings, frozenset((k, v) for k, v in os.environ.items() if k.startswith("AWS_")))
+    if _warm is None or _warm[1] != key or time.monotonic() - _warm[0] > SCANNER_LIFETIME_SECONDS:
+        session = boto3.Session()
+        _warm = (time.monotonic(), key, worker_scanner(settings, session), Backoff.for_queue(settings, session))
     return _warm[2], _warm[3]
 
 

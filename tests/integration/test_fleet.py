@@ -257,3 +257,24 @@ def test_a_failed_task_comes_back_after_a_short_backoff_not_the_queues_visibilit
     (following,) = queue.receive()  # so SQS moves it to the dead-letter queue and the group goes on
     assert json.loads(following["Body"])["cluster"] == "b-up"
     assert [t["cluster"] for t in queue.dead_letters()] == ["a-down"]
+
+
+def test_a_warm_worker_keeps_its_scanner_while_lambda_changes_the_trace_id(world, invoke, queue, monkeypatch):
+    monkeypatch.setenv("TARGET_ACCOUNTS", ACCOUNTS[0])
+    monkeypatch.setenv("TARGET_REGIONS", REGIONS[0])
+    world.enable_security_hub(ACCOUNTS[0], REGIONS[0])
+    for name in ("one", "two"):
+        world.add_cluster(ACCOUNTS[0], REGIONS[0], Cluster(name, {"default": {}}))
+    invoke({})
+
+    scanners = []
+    for trace in ("Root=1-00000001-000000000000000000000001", "Root=1-00000002-000000000000000000000002"):
+        monkeypatch.setenv("_X_AMZN_TRACE_ID", trace)  # Lambda sets a new one for every invocation
+        (message,) = queue.receive()
+        assert worker.lambda_handler(queue.event([message]), LambdaContext(900))["batchItemFailures"] == []
+        queue.sqs.delete_message(QueueUrl=queue.url, ReceiptHandle=message["ReceiptHandle"])
+        scanners.append(worker._warm_scanner()[0])
+
+    assert scanners[0] is scanners[1]  # identity, sessions and exemptions loaded once, not per message
+    monkeypatch.setenv("REFRESH_DAYS", "3")  # a setting that changes does make a new one
+    assert worker._warm_scanner()[0] is not scanners[0]
