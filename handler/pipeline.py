@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
+import math
 import threading
 import time
 import uuid
@@ -31,11 +32,19 @@ from handler.publish.s3 import GzipJsonLines, ReportStore
 from handler.publish.securityhub import CALLS_PER_SECOND, RateLimiter, Rejection, SecurityHubPublisher, hub_client
 from handler.state import ClusterState, Plan, plan_deleted, plan_scanned, plan_unreadable
 
-# A cluster is not started with less time than this left, and its findings are not published without the
-# time to publish them all: a cluster is scanned whole or tried again, never half-published.
-MIN_SECONDS_PER_CLUSTER = 45.0
-PUBLISH_MARGIN_SECONDS = 15.0
 _CLIENT_CREATION = threading.Lock()
+
+
+@dataclass(frozen=True)
+class TimeBudget:
+    """How a cluster's scan shares the invocation's remaining time. A cluster is not started with less than
+    `start` seconds left; its read must end with `after_read` seconds left (to publish a NOT_AVAILABLE finding and
+    write the run report); its findings are not published without `publish_margin` seconds beyond what importing
+    them all takes: a cluster is scanned whole or tried again, never half-published, and the report is written."""
+
+    start: float = 45.0
+    after_read: float = 30.0
+    publish_margin: float = 15.0
 
 
 @dataclass(frozen=True)
@@ -141,8 +150,9 @@ class Scanner:
 
     def __init__(self, settings: Settings, base_session: boto3.Session, reader: ClusterReader,
                  logger: logging.Logger | Any, remaining_seconds: Callable[[], float] | None = None,
-                 calls_per_second: float = CALLS_PER_SECOND) -> None:
+                 calls_per_second: float = CALLS_PER_SECOND, budget: TimeBudget = TimeBudget()) -> None:
         self.settings = settings
+        self.budget = budget
         self.base = base_session
         self.reader = reader
         self.log = logger
@@ -277,13 +287,13 @@ class Scanner:
 
     def _scan(self, run: Run, dry_run: bool, target: RegionTarget, ref: ClusterRef,
               failure_note: str) -> ClusterOutcome:
-        self._require_time(MIN_SECONDS_PER_CLUSTER, "not started")
+        self._require_time(self.budget.start, "not started")
         previous = self.store.load_state(ref)
         resource = None
         try:
             info = discovery.describe_cluster(target.eks, ref)
             resource = cluster_resource(info)
-            snapshot = self.reader.read(info, target.tokens.token(ref.name))
+            snapshot = self.reader.read(info, target.tokens.token(ref.name), self._read_deadline())
         except (ClusterReadError, DiscoveryError) as error:
             reason = f"{error}{failure_note}"
             return self._publish(run, dry_run, target, previous,
@@ -293,6 +303,11 @@ class Scanner:
         outcome = ClusterOutcome(ref, "scanned", api_requests=snapshot.api_requests, **_counts(snapshot, results))
         return self._publish(run, dry_run, target, previous,
                              plan_scanned(previous, ref, resource, results, run.started_at, self.refresh), outcome)
+
+    def _read_deadline(self) -> float | None:
+        """When a read must be over (time.monotonic()), or None when the invocation has no time limit."""
+        seconds = self.remaining_seconds() - self.budget.after_read
+        return None if math.isinf(seconds) else time.monotonic() + seconds
 
     def _require_time(self, seconds: float, what: str) -> None:
         if self.remaining_seconds() < seconds:
@@ -316,7 +331,7 @@ class Scanner:
             return outcome
         # Publishing is not started without the time to finish it, at this scanner's share of Security Hub's rate
         # (a batch of 100 a call), with room for retries.
-        self._require_time(PUBLISH_MARGIN_SECONDS + len(plan.send_ids) / 100 / self.calls_per_second * 2,
+        self._require_time(self.budget.publish_margin + len(plan.send_ids) / 100 / self.calls_per_second * 2,
                            "not published")
         written = GzipJsonLines()
         imported = target.publisher.import_encoded(

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -304,3 +305,37 @@ def test_a_bad_exemptions_document_stops_the_run_before_any_write(world, invoke,
     with pytest.raises(ValueError, match="reason"):
         invoke({})
     assert world.findings() == [] and world.s3_keys(BUCKET) == keys
+
+
+def test_a_cluster_too_slow_for_the_invocation_is_not_available_and_the_report_is_written(world, invoke):
+    """The invocation has 8 s left, of which the read may take all but 4 s, and the API server takes 20 s an
+    answer: the read ends at its deadline, the cluster's earlier findings stay, and the report is written."""
+    import logging
+
+    import boto3
+
+    from handler.cluster_reader import ClusterReader
+    from handler.config import ScanRequest, Settings
+    from handler.pipeline import Run, Scanner, TimeBudget
+    from netpol_scan.lambda_context import LambdaContext
+
+    cluster = shop()
+    arn = world.add_cluster(DEFAULT_ACCOUNT, DEFAULT_REGION, cluster)
+    invoke({})
+    before = {f["Id"]: f for f in world.findings()}
+
+    cluster.delete_namespace("cart")  # what a finished read would archive
+    cluster.inject("namespaces", None, times=None, delay_seconds=20)
+    context = LambdaContext(8)
+    scanner = Scanner(Settings.from_env(), boto3.Session(), ClusterReader(), logging.getLogger("test"),
+                      remaining_seconds=lambda: context.get_remaining_time_in_millis() / 1000,
+                      budget=TimeBudget(start=5, after_read=4, publish_margin=2))
+    summary = scanner.scan_inline(Run.start(), ScanRequest(), scanner.discover(ScanRequest()))
+
+    report = s3_json(world, summary["report"])
+    (failure,) = report["summary"]["failures"]
+    assert re.search(r"read did not finish in \d s", failure["error"]), failure
+    after = {f["Id"]: f for f in world.findings()}
+    assert {fid: after[fid] for fid in before} == before, "a cut-short read changed earlier findings"
+    (status,) = scan_status(list(after.values()), arn)
+    assert status["Compliance"]["Status"] == "NOT_AVAILABLE" and "did not finish" in status["Description"]
