@@ -25,7 +25,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from handler.config import ScanRequest, Settings
-from handler.errors import PublishError, ScannerError
+from handler.errors import PublishError, ScannerError, WriteConflict
 from handler.pipeline import Run, Scanner, Targets
 from handler.publish.s3 import ReportStore, report_key_of
 
@@ -148,14 +148,18 @@ def fan_out(scanner: Scanner, run: Run, request: ScanRequest, targets: Targets,
 
 
 def finalize(scanner: Scanner, fleet: FleetStore, run_id: str, now: dt.datetime | None = None) -> dict[str, Any] | None:
-    """The run's report, once every task has a result or the deadline has passed; None before that."""
+    """The run's report, once every task has a result or the deadline has passed; None before that, and None
+    when another worker wrote it (the report is written once, so its metrics are emitted once)."""
     manifest = fleet.manifest(run_id)
     if fleet.result_count(run_id) < len(manifest.tasks) and (now or _utcnow()) < _parse(manifest.deadline):
         return None
     results = {(r["account_id"], r["region"], r["cluster"]): r for r in fleet.results(run_id)}
     clusters = [results.get((a, r, c)) or _never_finished(a, r, c, manifest.deadline)
                 for a, r, c, _ in manifest.tasks]
-    summary = scanner.report(manifest.run, manifest.request, manifest, clusters)
+    try:
+        summary = scanner.report(manifest.run, manifest.request, manifest, clusters)
+    except WriteConflict:
+        return None  # another worker finished the run at the same time and wrote its one report
     summary["mode"] = "fan-out"
     return summary
 

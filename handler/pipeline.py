@@ -26,13 +26,14 @@ from handler.cluster_reader import ClusterReader
 from handler.config import ScanRequest, Settings
 from handler.controls import namespace_network_policy
 from handler.evaluation import Evaluator
-from handler.errors import ClusterReadError, DiscoveryError, PublishError, ScannerError
+from handler.errors import ClusterReadError, DiscoveryError, PublishError, ScannerError, WriteConflict
 from handler.models import ClusterRef, ClusterSnapshot, ComplianceStatus, ControlResult
-from handler.publish.s3 import GzipJsonLines, ReportStore
+from handler.publish.s3 import GzipJsonLines, ReportStore, StoredState
 from handler.publish.securityhub import CALLS_PER_SECOND, RateLimiter, Rejection, SecurityHubPublisher, hub_client
 from handler.state import ClusterState, Plan, plan_deleted, plan_scanned, plan_unreadable
 
 _CLIENT_CREATION = threading.Lock()
+STATE_WRITE_ATTEMPTS = 5  # plans over a state another run wrote meanwhile; more means something keeps writing it
 
 
 @dataclass(frozen=True)
@@ -288,7 +289,7 @@ class Scanner:
     def _scan(self, run: Run, dry_run: bool, target: RegionTarget, ref: ClusterRef,
               failure_note: str) -> ClusterOutcome:
         self._require_time(self.budget.start, "not started")
-        previous = self.store.load_state(ref)
+        stored = self.store.load_state(ref)
         resource = None
         try:
             info = discovery.describe_cluster(target.eks, ref)
@@ -296,13 +297,14 @@ class Scanner:
             snapshot = self.reader.read(info, target.tokens.token(ref.name), self._read_deadline())
         except (ClusterReadError, DiscoveryError) as error:
             reason = f"{error}{failure_note}"
-            return self._publish(run, dry_run, target, previous,
-                                 plan_unreadable(previous, ref, resource, reason, run.started_at, self.refresh),
-                                 ClusterOutcome(ref, "failed", error=reason))
+            return self._publish(run, dry_run, target, stored, ClusterOutcome(ref, "failed", error=reason),
+                                 lambda previous: plan_unreadable(previous, ref, resource, reason, run.started_at,
+                                                                  self.refresh))
         results = self.evaluator.evaluate(snapshot, run.started_at)
         outcome = ClusterOutcome(ref, "scanned", api_requests=snapshot.api_requests, **_counts(snapshot, results))
-        return self._publish(run, dry_run, target, previous,
-                             plan_scanned(previous, ref, resource, results, run.started_at, self.refresh), outcome)
+        return self._publish(run, dry_run, target, stored, outcome,
+                             lambda previous: plan_scanned(previous, ref, resource, results, run.started_at,
+                                                           self.refresh))
 
     def _read_deadline(self) -> float | None:
         """When a read must be over (time.monotonic()), or None when the invocation has no time limit."""
@@ -314,21 +316,35 @@ class Scanner:
             raise OutOfTime(f"{what}: less than {seconds:.0f} s of the invocation left")
 
     def _deleted(self, run: Run, dry_run: bool, target: RegionTarget, ref: ClusterRef) -> ClusterOutcome:
-        previous = self.store.load_state(ref)
-        if previous is None:
+        stored = self.store.load_state(ref)
+        if stored.state is None:
             return ClusterOutcome(ref, "deleted")
-        return self._publish(run, dry_run, target, previous, plan_deleted(previous, run.started_at),
-                             ClusterOutcome(ref, "deleted"))
+        return self._publish(run, dry_run, target, stored, ClusterOutcome(ref, "deleted"),
+                             lambda previous: plan_deleted(previous, ref, run.started_at))
 
-    def _publish(self, run: Run, dry_run: bool, target: RegionTarget, previous: ClusterState | None, plan: Plan,
-                 outcome: ClusterOutcome) -> ClusterOutcome:
-        outcome.findings_archived = plan.archived
-        if dry_run:
-            outcome.findings = sum(1 for f in plan.findings() if f["Id"] in plan.send_ids)  # built, to prove it
-            return outcome
-        outcome.findings = len(plan.send_ids)
-        if not plan.report_ids:
-            return outcome
+    def _publish(self, run: Run, dry_run: bool, target: RegionTarget, stored: StoredState, outcome: ClusterOutcome,
+                 plan_over: Callable[[ClusterState | None], Plan]) -> ClusterOutcome:
+        """Publishes the plan made over the state read; when another run wrote that state in the meantime, plans
+        again over what it wrote and publishes the difference, so that state and Security Hub end up agreeing."""
+        for _ in range(STATE_WRITE_ATTEMPTS):
+            plan = plan_over(stored.state)
+            outcome.findings_archived = plan.archived
+            if dry_run:
+                outcome.findings = sum(1 for f in plan.findings() if f["Id"] in plan.send_ids)  # built, to prove it
+                return outcome
+            outcome.findings = len(plan.send_ids)
+            if not plan.report_ids and not (plan.forget and stored.etag):
+                return outcome
+            try:
+                return self._publish_plan(run, target, stored, plan, outcome)
+            except WriteConflict:
+                self.log.info("state written by another run: planning again", extra={"cluster": str(outcome.cluster)})
+                stored = self.store.load_state(outcome.cluster)
+        raise PublishError(f"the state of {outcome.cluster} kept changing under this run "
+                           f"({STATE_WRITE_ATTEMPTS} attempts)")
+
+    def _publish_plan(self, run: Run, target: RegionTarget, stored: StoredState, plan: Plan,
+                      outcome: ClusterOutcome) -> ClusterOutcome:
         # Publishing is not started without the time to finish it, at this scanner's share of Security Hub's rate
         # (a batch of 100 a call), with room for retries.
         self._require_time(self.budget.publish_margin + len(plan.send_ids) / 100 / self.calls_per_second * 2,
@@ -336,11 +352,15 @@ class Scanner:
         written = GzipJsonLines()
         imported = target.publisher.import_encoded(
             (f, line) for f, line in written.tee(plan.findings()) if f["Id"] in plan.send_ids)
-        outcome.findings_imported, outcome.rejected = imported.imported, imported.rejected
-        settled = plan.settle(previous, [r.finding_id for r in imported.rejected])
-        if settled != previous:  # an unchanged cluster's state is not written again
-            self.store.save_state(settled)
-        outcome.findings_key = self.store.write_findings(outcome.cluster, run.date, run.run_id, written)
+        outcome.findings_imported += imported.imported
+        outcome.rejected = imported.rejected
+        settled = plan.settle(stored.state, [r.finding_id for r in imported.rejected])
+        if settled is None:
+            self.store.delete_state(outcome.cluster, stored)
+        elif settled != stored.state:  # an unchanged cluster's state is not written again
+            self.store.save_state(settled, stored)
+        if plan.report_ids:
+            outcome.findings_key = self.store.write_findings(outcome.cluster, run.date, run.run_id, written)
         return outcome
 
     def _logged(self, outcome: ClusterOutcome) -> ClusterOutcome:

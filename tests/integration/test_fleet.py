@@ -278,3 +278,21 @@ def test_a_warm_worker_keeps_its_scanner_while_lambda_changes_the_trace_id(world
     assert scanners[0] is scanners[1]  # identity, sessions and exemptions loaded once, not per message
     monkeypatch.setenv("REFRESH_DAYS", "3")  # a setting that changes does make a new one
     assert worker._warm_scanner()[0] is not scanners[0]
+
+
+def test_two_workers_finishing_a_run_together_write_one_report(world, queue):
+    import boto3
+
+    from handler import fleet as fanout
+    from handler.config import Settings
+
+    scanner = worker.worker_scanner(Settings.from_env(), boto3.Session())
+    store = fanout.FleetStore(scanner.store)
+    run_id = "20200101T000000Z-0000beef"
+    store.put_manifest(fanout.RunManifest(run_id, "2020-01-01T00:00:00.000Z", "2020-01-01T06:00:00.000Z",
+                                          [[ACCOUNTS[0], REGIONS[0], "c", False]]))
+
+    reports = [fanout.finalize(scanner, store, run_id), fanout.finalize(scanner, store, run_id)]
+
+    assert reports[0] is not None and reports[1] is None  # one report, so one ScanDuration
+    assert s3_json(world, fanout.report_key_of(run_id))["run_id"] == run_id

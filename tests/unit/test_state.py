@@ -167,12 +167,21 @@ def test_success_after_failure_archives_not_available():
 def test_deleted_archives_every_active_finding():
     s1 = scan(None, DAY1, res("a"), res("b"), res("c")).next_state
     s2 = scan(s1, DAY2, res("a"), res("b")).next_state  # c archived already
-    plan = plan_deleted(s2, DAY3)
+    plan = plan_deleted(s2, REF, DAY3)
     assert sorted(f["Id"] for f in list(plan.findings())) == sorted([fid("a"), fid("b")])
     assert all(f["RecordState"] == "ARCHIVED" and f["UpdatedAt"] == DAY3 for f in list(plan.findings()))
     assert plan.archived == 2
     assert plan.next_state.active_ids == set()
-    assert list(plan_deleted(plan.next_state, DAY3).findings()) == []  # nothing left to archive
+    assert list(plan_deleted(plan.next_state, REF, DAY3).findings()) == []  # nothing left to archive
+
+
+def test_a_deleted_cluster_is_forgotten_once_every_archive_is_accepted():
+    s1 = scan(None, DAY1, res("a"), res("b")).next_state
+    plan = plan_deleted(s1, REF, DAY2)
+    assert plan.settle(s1, []) is None
+    kept = plan.settle(s1, [fid("b")])  # b's archive was rejected: kept ACTIVE, to be archived next run
+    assert kept is not None and kept.active_ids == {fid("b")}
+    assert plan_deleted(None, REF, DAY2).report_ids == ()  # another run forgot it already
 
 
 def test_settle_without_rejections_is_next_state():
