@@ -195,6 +195,20 @@ def test_dry_run_writes_nothing(world, invoke):
     assert world.findings() == [] and world.s3_keys(BUCKET) == keys
 
 
+def test_a_dry_run_emits_no_production_metrics(world, invoke, capsys):
+    """A dry run's ClustersFailed must not fire the production alarm: its EMF output holds no run metrics."""
+    world.add_cluster(DEFAULT_ACCOUNT, DEFAULT_REGION, shop())
+    world.add_cluster(DEFAULT_ACCOUNT, DEFAULT_REGION, Cluster("down", {"default": {}}), reachable=False)
+
+    invoke({"dry_run": True})
+    dry = capsys.readouterr().out
+    invoke({})
+    real = capsys.readouterr().out
+
+    assert '"ClustersFailed"' in real and '"NamespacesFailing"' in real  # what the alarms and dashboard read
+    assert '"ClustersFailed"' not in dry and '"NamespacesFailing"' not in dry and '"ClustersScanned"' not in dry
+
+
 @pytest.mark.parametrize("event, field", [
     ({"accounts": "123456789012"}, "accounts"),
     ({"regions": ["mars-1"]}, "regions"),
