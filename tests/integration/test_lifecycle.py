@@ -1,6 +1,7 @@
 """The finding lifecycle end to end: the real handler, a moto server over HTTP, Kubernetes API servers over TLS."""
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import re
@@ -293,8 +294,9 @@ def test_exemptions_from_ssm_and_annotations_end_to_end(world, invoke, monkeypat
              "until": "2020-01-01"}]}))
     monkeypatch.setenv("EXEMPTIONS", "ssm:/eks-netpol-scanner/exemptions")
     cluster = shop()
+    soon = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=30)).date().isoformat()
     cluster.add_namespace("vendor", annotations={"netpol-scanner.io/exempt": "vendor appliance",
-                                                 "netpol-scanner.io/exempt-until": "2999-01-01"})
+                                                 "netpol-scanner.io/exempt-until": soon})
     world.add_cluster(DEFAULT_ACCOUNT, DEFAULT_REGION, cluster)
 
     result = invoke({})
