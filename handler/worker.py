@@ -152,10 +152,9 @@ def handle_record(scanner: Scanner, record: SQSRecord) -> None:
     if outcome.result == "failed":
         outcome.error = f"gave up after attempt {attempt} of {attempts}; the task goes to the dead-letter queue: " \
                         f"{outcome.error}"
-    store = fleet.FleetStore(scanner.store)
-    store.put_result(task.run_id, outcome.to_dict())
-    record_metrics(summarize([outcome.to_dict()], []))
-    report = fleet.finalize(scanner, store, task.run_id)
+    result = outcome.to_dict()
+    record_metrics(summarize([result], []))
+    report = fleet.record(scanner, fleet.FleetStore(scanner.store), task.run_id, result)
     if report is not None:
         logger.info("run finished", extra={k: v for k, v in report.items() if k != "failures"})
         record_metrics({"seconds": report["seconds"]})

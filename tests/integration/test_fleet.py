@@ -296,3 +296,32 @@ def test_two_workers_finishing_a_run_together_write_one_report(world, queue):
 
     assert reports[0] is not None and reports[1] is None  # one report, so one ScanDuration
     assert s3_json(world, fanout.report_key_of(run_id))["run_id"] == run_id
+
+
+def test_recording_a_runs_results_lists_them_once_not_after_every_record(world, queue):
+    """A worker finds out whether it finished the run from a counter, not from a listing of every result: over a
+    run of n clusters that is n small requests, not n listings (n^2/2 keys)."""
+    import boto3
+
+    from handler import fleet as fanout
+    from handler.config import Settings
+
+    scanner = worker.worker_scanner(Settings.from_env(), boto3.Session())
+    listings: list[str] = []
+    scanner.store._s3.meta.events.register("before-call.s3.ListObjectsV2",
+                                           lambda params, **_: listings.append(params["query_string"]["prefix"]))
+    store = fanout.FleetStore(scanner.store)
+    run_id, clusters = "20990101T000000Z-00000abc", [f"c{i:02d}" for i in range(12)]
+    store.put_manifest(fanout.RunManifest(run_id, "2099-01-01T00:00:00.000Z", "2099-01-01T06:00:00.000Z",
+                                          [[ACCOUNTS[0], REGIONS[0], name, False] for name in clusters]))
+    reports = [fanout.record(scanner, store, run_id, {
+        "account_id": ACCOUNTS[0], "region": REGIONS[0], "cluster": name, "cluster_arn": "", "result": "scanned",
+        "error": None, "namespaces": 1, "namespaces_failing": 0, "namespaces_terminating": 0, "findings": 1,
+        "findings_imported": 1, "findings_archived": 0, "findings_rejected": [], "findings_key": None})
+        for name in clusters]
+
+    assert reports[:-1] == [None] * 11 and reports[-1]["clusters_scanned"] == 12
+    assert len(listings) == 1  # once, for the report
+    again = fanout.record(scanner, store, run_id, {**s3_json(world, f"fleet/run={run_id}/clusters/account="
+                                                              f"{ACCOUNTS[0]}/region={REGIONS[0]}/cluster=c00.json")})
+    assert again is None  # a task delivered again counts once, and the report is not written twice
