@@ -151,6 +151,13 @@ class FleetStore:
                 time.sleep(random.uniform(0.05, 0.25))  # apart from the workers that won, so that one wins next
         raise PublishError(f"{_progress_key(run_id)} kept changing: {PROGRESS_ATTEMPTS} attempts to count a result")
 
+    def written_summary(self, run_id: str) -> dict[str, Any] | None:
+        """The summary of a run's report when a worker wrote it already (the local transport runs them all)."""
+        report, _ = self.reports.get_json_versioned(report_key_of(run_id))
+        if report is None:
+            return None
+        return {**report["summary"], "report": report_key_of(run_id), "mode": "fan-out"}
+
     def results(self, run_id: str) -> list[dict[str, Any]]:
         return [self.reports.get_json(key) for key in self.reports.keys(f"{_run_prefix(run_id)}clusters/")]
 
@@ -186,7 +193,7 @@ def fan_out(scanner: Scanner, run: Run, request: ScanRequest, targets: Targets,
         {"accounts": list(request.accounts), "regions": list(request.regions), "clusters": list(request.clusters)},
         targets.failures, targets.clusters_not_found))
     send(tasks)
-    report = finalize(scanner, fleet, run.run_id)
+    report = finalize(scanner, fleet, run.run_id) or fleet.written_summary(run.run_id)
     if report is not None:
         return report
     return {"clusters_scanned": 0, "clusters_failed": 0, "namespaces": 0, "namespaces_failing": 0,

@@ -325,3 +325,14 @@ def test_recording_a_runs_results_lists_them_once_not_after_every_record(world, 
     again = fanout.record(scanner, store, run_id, {**s3_json(world, f"fleet/run={run_id}/clusters/account="
                                                               f"{ACCOUNTS[0]}/region={REGIONS[0]}/cluster=c00.json")})
     assert again is None  # a task delivered again counts once, and the report is not written twice
+
+
+def test_a_local_fan_out_returns_the_report_its_workers_wrote(world, invoke, monkeypatch):
+    monkeypatch.setenv("FLEET_MODE", "local")
+    world.add_cluster("123456789012", "eu-west-1", Cluster("one", {"default": {}, "web": {"deny": DENY_ALL}}))
+    world.add_cluster("123456789012", "eu-west-1", Cluster("two", {"default": {}}))
+
+    summary = invoke({})
+
+    assert (summary["mode"], summary["clusters_scanned"], summary["namespaces_failing"]) == ("fan-out", 2, 2)
+    assert s3_json(world, summary["report"])["summary"]["clusters_scanned"] == 2
