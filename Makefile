@@ -4,7 +4,7 @@ VENV := .venv
 SAM_VENV := .venv-sam
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test acceptance bench build validate clean
+.PHONY: setup demo test acceptance bench reliability build validate clean
 
 setup: $(VENV)/.installed
 
@@ -31,6 +31,9 @@ acceptance: setup
 
 bench: setup
 	$(BIN)/python -m bench.scan_one_cluster
+
+reliability: setup
+	$(BIN)/python -m bench.reliability --write docs/reliability.md
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) .aws-sam .pytest_cache
