@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import boto3
 
 from handler import discovery
-from handler.asff import cluster_resource
+from handler.asff import cluster_resource, plan_findings
 from handler.auth import TokenSource
 from handler.cluster_reader import ClusterReader
 from handler.config import ScanRequest, Settings
@@ -330,7 +330,7 @@ class Scanner:
             plan = plan_over(stored.state)
             outcome.findings_archived = plan.archived
             if dry_run:
-                outcome.findings = sum(1 for f in plan.findings() if f["Id"] in plan.send_ids)  # built, to prove it
+                outcome.findings = sum(1 for f in plan_findings(plan) if f["Id"] in plan.send_ids)  # built, to prove it
                 return outcome
             outcome.findings = len(plan.send_ids)
             if not plan.report_ids and not (plan.forget and stored.etag):
@@ -351,7 +351,7 @@ class Scanner:
                            "not published")
         written = GzipJsonLines()
         imported = target.publisher.import_encoded(
-            (f, line) for f, line in written.tee(plan.findings()) if f["Id"] in plan.send_ids)
+            (f, line) for f, line in written.tee(plan_findings(plan)) if f["Id"] in plan.send_ids)
         outcome.findings_imported += imported.imported
         outcome.rejected = imported.rejected
         settled = plan.settle(stored.state, [r.finding_id for r in imported.rejected])

@@ -20,17 +20,23 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from handler.asff import build_finding, finding_id
-from handler.controls import CONTROLS_BY_ID, scan_status
+from handler.controls import scan_status
 from handler.models import ClusterRef, ControlResult, RecordState
 
 STATE_VERSION = 1
 ARCHIVED_RETENTION = dt.timedelta(days=30)
 DEFAULT_REFRESH = dt.timedelta(days=7)
+
+
+def finding_id(cluster: ClusterRef, control_id: str, namespace: str | None) -> str:
+    """A finding's Id: the cluster ARN, the namespace and the control; never a time or a content hash."""
+    if namespace is None:
+        return f"{cluster.arn}/{control_id}"
+    return f"{cluster.arn}/namespace/{namespace}/{control_id}"
 
 
 @dataclass(frozen=True)
@@ -80,23 +86,14 @@ class ClusterState:
 @dataclass(frozen=True)
 class Plan:
     """What this run reports (every current finding, and those it archives), what of that it imports into
-    Security Hub (what changed or is due for refresh), and the state to keep once all imports are accepted."""
+    Security Hub (what changed or is due for refresh), and the state to keep once all imports are accepted. The
+    ASFF findings are built from it when it is published (asff.plan_findings)."""
 
     report_ids: tuple[str, ...]
     send_ids: frozenset[str]
     next_state: ClusterState
     archived: int = 0
     forget: bool = False  # the cluster is gone: no state is kept once every archive is accepted
-
-    def findings(self) -> Iterator[dict[str, Any]]:
-        """The reported ASFF findings, built one at a time: a cluster's 10,000 findings never sit in memory
-        together, only the batch being sent."""
-        for fid in self.report_ids:
-            published = self.next_state.findings[fid]
-            control = CONTROLS_BY_ID[published.result.control_id]
-            yield build_finding(published.result, control, self.next_state.cluster,
-                                self.next_state.cluster_resource, created_at=published.created_at,
-                                updated_at=published.updated_at, record_state=published.record_state)
 
     def settle(self, previous: ClusterState | None, rejected_ids: Iterable[str]) -> ClusterState | None:
         """The state to keep when Security Hub rejected some findings for good: for those, what was there
