@@ -35,8 +35,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from handler.config import ScanRequest, Settings
 from handler.errors import PublishError, ScannerError, WriteConflict
-from handler.pipeline import Run, Scanner, Targets
+from handler.pipeline import Scanner, Targets
 from handler.publish.s3 import ReportStore, only_over, report_key_of
+from handler.report import Run, finish_report
 
 FLEET_PREFIX = "fleet/"
 SQS_BATCH = 10
@@ -225,7 +226,7 @@ def finalize(scanner: Scanner, fleet: FleetStore, run_id: str, now: dt.datetime 
     clusters = [results.get((a, r, c)) or _never_finished(a, r, c, manifest.deadline)
                 for a, r, c, _ in manifest.tasks]
     try:
-        summary = scanner.report(manifest.run, manifest.request, manifest, clusters)
+        summary = finish_report(scanner.store, manifest.run, manifest.request, manifest, clusters)
     except WriteConflict:
         return None  # another worker finished the run at the same time and wrote its one report
     summary["mode"] = "fan-out"

@@ -31,7 +31,8 @@ from handler.config import RETRY_BACKOFF_SECONDS, Settings
 from handler.discovery import AWS_CALLS
 from handler.errors import DiscoveryError, ScannerError
 from handler.observability import logger, metrics, record_metrics, tracer
-from handler.pipeline import ClusterOutcome, Scanner, summarize
+from handler.pipeline import Scanner
+from handler.report import ClusterOutcome, summarize
 from handler.models import ClusterRef
 from handler.publish.securityhub import CALLS_PER_SECOND
 
@@ -49,8 +50,8 @@ class GaveUp(ScannerError):
 @metrics.log_metrics
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     scanner, backoff = _warm_scanner()
-    scanner.remaining_seconds = lambda: context.get_remaining_time_in_millis() / 1000
-    return process_event(scanner, event, context, backoff)
+    clock = scanner.with_clock(lambda: context.get_remaining_time_in_millis() / 1000)
+    return process_event(clock, event, context, backoff)
 
 
 # A warm execution environment keeps its Scanner: the identity, the account sessions and their clients (and
@@ -141,9 +142,9 @@ def handle_record(scanner: Scanner, record: SQSRecord) -> None:
             "dead-letter queue)")
     logger.append_keys(run_id=task.run_id, cluster=f"{task.account_id}/{task.region}/{task.cluster}")
     try:
-        target = scanner.target_for(task.account_id, task.region)
+        target = scanner.clients.target_for(task.account_id, task.region)
     except DiscoveryError as error:
-        ref = ClusterRef(task.account_id, task.region, task.cluster, scanner.own.partition)
+        ref = ClusterRef(task.account_id, task.region, task.cluster, scanner.clients.own.partition)
         outcome = ClusterOutcome(ref, "failed", error=f"{error}{note}")
     else:
         outcome = scanner.scan_cluster(task.run, False, target, task.cluster, task.deleted, failure_note=note)
