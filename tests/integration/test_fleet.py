@@ -119,6 +119,20 @@ def fleet(world) -> dict[str, Member]:
     return members
 
 
+def run_with_manifest(run_id: str, clusters: list[str], started: str, deadline: str):
+    """A worker's scanner and the fleet store of a fanned-out run whose manifest lists these clusters."""
+    import boto3
+
+    from handler import fleet as fanout
+    from handler.config import Settings
+
+    scanner = worker.worker_scanner(Settings.from_env(), boto3.Session())
+    store = fanout.FleetStore(scanner.store)
+    store.put_manifest(fanout.RunManifest(run_id, started, deadline,
+                                          [[ACCOUNTS[0], REGIONS[0], name, False] for name in clusters]))
+    return scanner, store
+
+
 @pytest.fixture
 def hub(world, monkeypatch) -> Iterator[SecurityHubProxy]:
     """Security Hub that throttles calls and fails findings on demand, in front of moto's."""
@@ -207,16 +221,10 @@ def test_a_worker_short_of_time_publishes_nothing_and_the_task_comes_back(world,
 
 
 def test_a_run_whose_tasks_never_finished_is_reported_once_its_deadline_passed(world, queue):
-    import boto3
-
     from handler import fleet as fanout
-    from handler.config import Settings
 
-    scanner = worker.worker_scanner(Settings.from_env(), boto3.Session())
-    store = fanout.FleetStore(scanner.store)
     lost = "20200101T000000Z-0000dead"
-    store.put_manifest(fanout.RunManifest(lost, "2020-01-01T00:00:00.000Z", "2020-01-01T06:00:00.000Z",
-                                          [[ACCOUNTS[0], REGIONS[0], "gone", False]]))
+    scanner, store = run_with_manifest(lost, ["gone"], "2020-01-01T00:00:00.000Z", "2020-01-01T06:00:00.000Z")
     assert store.open_run_ids() == [lost]
 
     fanout.finalize_overdue(scanner, store)
@@ -281,16 +289,10 @@ def test_a_warm_worker_keeps_its_scanner_while_lambda_changes_the_trace_id(world
 
 
 def test_two_workers_finishing_a_run_together_write_one_report(world, queue):
-    import boto3
-
     from handler import fleet as fanout
-    from handler.config import Settings
 
-    scanner = worker.worker_scanner(Settings.from_env(), boto3.Session())
-    store = fanout.FleetStore(scanner.store)
     run_id = "20200101T000000Z-0000beef"
-    store.put_manifest(fanout.RunManifest(run_id, "2020-01-01T00:00:00.000Z", "2020-01-01T06:00:00.000Z",
-                                          [[ACCOUNTS[0], REGIONS[0], "c", False]]))
+    scanner, store = run_with_manifest(run_id, ["c"], "2020-01-01T00:00:00.000Z", "2020-01-01T06:00:00.000Z")
 
     reports = [fanout.finalize(scanner, store, run_id), fanout.finalize(scanner, store, run_id)]
 
@@ -301,19 +303,14 @@ def test_two_workers_finishing_a_run_together_write_one_report(world, queue):
 def test_recording_a_runs_results_lists_them_once_not_after_every_record(world, queue):
     """A worker finds out whether it finished the run from a counter, not from a listing of every result: over a
     run of n clusters that is n small requests, not n listings (n^2/2 keys)."""
-    import boto3
-
     from handler import fleet as fanout
-    from handler.config import Settings
 
-    scanner = worker.worker_scanner(Settings.from_env(), boto3.Session())
+    run_id, clusters = "20990101T000000Z-00000abc", [f"c{i:02d}" for i in range(12)]
+    scanner, store = run_with_manifest(run_id, clusters, "2099-01-01T00:00:00.000Z", "2099-01-01T06:00:00.000Z")
     listings: list[str] = []
     scanner.store._s3.meta.events.register("before-call.s3.ListObjectsV2",
                                            lambda params, **_: listings.append(params["query_string"]["prefix"]))
-    store = fanout.FleetStore(scanner.store)
-    run_id, clusters = "20990101T000000Z-00000abc", [f"c{i:02d}" for i in range(12)]
-    store.put_manifest(fanout.RunManifest(run_id, "2099-01-01T00:00:00.000Z", "2099-01-01T06:00:00.000Z",
-                                          [[ACCOUNTS[0], REGIONS[0], name, False] for name in clusters]))
+
     reports = [fanout.record(scanner, store, run_id, {
         "account_id": ACCOUNTS[0], "region": REGIONS[0], "cluster": name, "cluster_arn": "", "result": "scanned",
         "error": None, "namespaces": 1, "namespaces_failing": 0, "namespaces_terminating": 0, "findings": 1,
@@ -322,8 +319,8 @@ def test_recording_a_runs_results_lists_them_once_not_after_every_record(world, 
 
     assert reports[:-1] == [None] * 11 and reports[-1]["clusters_scanned"] == 12
     assert len(listings) == 1  # once, for the report
-    again = fanout.record(scanner, store, run_id, {**s3_json(world, f"fleet/run={run_id}/clusters/account="
-                                                              f"{ACCOUNTS[0]}/region={REGIONS[0]}/cluster=c00.json")})
+    again = fanout.record(scanner, store, run_id, s3_json(world, f"fleet/run={run_id}/clusters/account="
+                                                             f"{ACCOUNTS[0]}/region={REGIONS[0]}/cluster=c00.json"))
     assert again is None  # a task delivered again counts once, and the report is not written twice
 
 
