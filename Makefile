@@ -9,7 +9,7 @@ BIN := $(VENV)/bin
 # The test oracle; its pins conflict with ours (pyproject.toml's test extras say why): installed without them.
 NCA_PACKAGE := network-config-analyzer==2.1.0
 
-.PHONY: setup demo test acceptance bench build validate clean
+.PHONY: setup demo test acceptance bench reliability build validate clean
 
 setup: $(VENV)/.installed
 
@@ -43,6 +43,9 @@ acceptance: setup
 
 bench: setup
 	$(BIN)/python -m bench.scan_one_cluster
+
+reliability: setup
+	$(BIN)/python -m bench.reliability --write docs/reliability.md
 
 clean:
 	rm -rf $(VENV) $(SAM_VENV) $(CHECKOV_VENV) .aws-sam .pytest_cache

@@ -39,7 +39,8 @@ def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     send = _fan_out_transport(settings, session, request, targets)
     if send is None:
         summary = scanner.scan_inline(run, request, targets)
-        record_metrics(summary)
+        if not request.dry_run:  # a dry run's failures must not reach the production metrics and alarms
+            record_metrics(summary)
     else:
         summary = fleet.fan_out(scanner, run, request, targets, send)
         record_metrics({"accounts_failed": len(targets.failures)})

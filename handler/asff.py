@@ -1,16 +1,19 @@
 """Pure ASFF building: control results in, BatchImportFindings-ready findings out.
 
 Ids are derived from the cluster ARN (account, Region, cluster), the control and the namespace, never from
-time or content, so the same namespace always updates the same finding and no two clusters collide.
+time or content, so the same namespace always updates the same finding and no two clusters collide (state.py
+decides them, with what to send and archive; the findings are built here, once, when a plan is published).
 Every field is held to the limits of the Security Hub API model; empty fields are dropped.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
+from handler.controls import CONTROLS_BY_ID
 from handler.controls.base import Control
 from handler.models import ClusterInfo, ClusterRef, ComplianceStatus, ControlResult, RecordState
+from handler.state import Plan, finding_id
 
 SCHEMA_VERSION = "2018-10-08"
 MAX_ID = 512
@@ -26,12 +29,6 @@ CLUSTER_FIELD = "kubernetes/cluster"
 NAMESPACE_FIELD = "kubernetes/namespace"
 CONTROL_FIELD = "eks-netpol-scanner/control"
 EVIDENCE_FIELD = "eks-netpol-scanner/evidence"
-
-
-def finding_id(cluster: ClusterRef, control_id: str, namespace: str | None) -> str:
-    if namespace is None:
-        return f"{cluster.arn}/{control_id}"
-    return f"{cluster.arn}/namespace/{namespace}/{control_id}"
 
 
 def product_arn(cluster: ClusterRef) -> str:
@@ -115,3 +112,14 @@ def _drop_empty(value: Any) -> Any:
         cleaned_items = [_drop_empty(v) for v in value]
         return [v for v in cleaned_items if v not in ("", None, [], {})]
     return value
+
+
+def plan_findings(plan: Plan) -> Iterator[dict[str, Any]]:
+    """The ASFF findings a plan reports, built one at a time: a cluster's 10,000 findings never sit in memory
+    together, only the batch being sent."""
+    state = plan.next_state
+    for fid in plan.report_ids:
+        published = state.findings[fid]
+        yield build_finding(published.result, CONTROLS_BY_ID[published.result.control_id], state.cluster,
+                            state.cluster_resource, created_at=published.created_at,
+                            updated_at=published.updated_at, record_state=published.record_state)

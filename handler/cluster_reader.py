@@ -12,6 +12,10 @@ Faults, as kube-apiserver reports them:
 - 5xx and timeouts: a few retries with backoff;
 - anything else, or retries exhausted: ClusterReadError, so the cluster is reported unreadable and its
   earlier findings are left as they were.
+
+A read may be given a deadline (the invocation's remaining time, less what publishing and the report need):
+it is checked before every request and every wait, and caps each request's timeouts and each Retry-After wait,
+so that a slow cluster ends as unreadable ("read did not finish in N s") while there is time to say so.
 """
 from __future__ import annotations
 
@@ -63,16 +67,17 @@ class ClusterReader:
         self.limits = limits or ReadLimits()
         self._sleep = sleep
 
-    def read(self, cluster: ClusterInfo, token: str) -> ClusterSnapshot:
-        """An EKS cluster, trusted through the CA from DescribeCluster and entered with an EKS token."""
+    def read(self, cluster: ClusterInfo, token: str, deadline: float | None = None) -> ClusterSnapshot:
+        """An EKS cluster, trusted through the CA from DescribeCluster and entered with an EKS token; finished
+        by `deadline` (time.monotonic()) or ClusterReadError."""
         if not cluster.endpoint.startswith("https://"):
             raise ClusterReadError(f"endpoint of {cluster.ref} is not https: {cluster.endpoint!r}")
-        return self.read_with(cluster, api_client(cluster, token, self.limits))
+        return self.read_with(cluster, api_client(cluster, token, self.limits), deadline)
 
-    def read_with(self, cluster: ClusterInfo, api: ApiClient) -> ClusterSnapshot:
+    def read_with(self, cluster: ClusterInfo, api: ApiClient, deadline: float | None = None) -> ClusterSnapshot:
         """Any cluster, through a client configured elsewhere (a kubeconfig context, for `netpol-scan cluster`):
         the same lists, paging and fault handling. Closes the client."""
-        with _Session(cluster, api, self.limits, self._sleep) as session:
+        with _Session(cluster, api, self.limits, self._sleep, deadline) as session:
             return read_snapshot(cluster, session)
 
 
@@ -130,9 +135,29 @@ def _ca_pem(cluster: ClusterInfo) -> str:
 class _Session:
     """One cluster's reads: request counting, retries and paging over a single ApiClient."""
 
-    def __init__(self, cluster: ClusterInfo, api: ApiClient, limits: ReadLimits, sleep: Callable[[float], None]):
+    def __init__(self, cluster: ClusterInfo, api: ApiClient, limits: ReadLimits, sleep: Callable[[float], None],
+                 deadline: float | None = None):
         self.cluster, self.api, self.limits, self._sleep = cluster, api, limits, sleep
         self.requests = 0
+        self._deadline = math.inf if deadline is None else deadline
+        self._allowed = self._deadline - time.monotonic()
+
+    def _left(self) -> float:
+        """Seconds left before the deadline; ClusterReadError once there are none."""
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            raise self._late()
+        return left
+
+    def _late(self) -> ClusterReadError:
+        return ClusterReadError(f"read did not finish in {max(self._allowed, 0):.0f} s (the time this invocation "
+                                "could give it)")
+
+    def _wait(self, seconds: float) -> None:
+        """A wait before a retry, unless it would outlast the deadline: then the read ends now."""
+        if seconds >= self._left():
+            raise self._late()
+        self._sleep(seconds)
 
     def __enter__(self) -> _Session:
         return self
@@ -195,10 +220,10 @@ class _Session:
             if status == 410 and any(k == "continue" for k, _ in query):
                 raise _ContinueExpired()
             if attempt < self.limits.attempts and status == 429:
-                self._sleep(_retry_after(headers))
+                self._wait(_retry_after(headers))
                 continue
             if attempt < self.limits.attempts and (status in RETRYABLE_STATUS or status == 0):
-                self._sleep(min(0.25 * 2 ** attempt, 4.0))
+                self._wait(min(0.25 * 2 ** attempt, 4.0))
                 continue
             if status == 403:
                 raise ForbiddenError(_explain(status, path, body))
@@ -206,17 +231,20 @@ class _Session:
         raise AssertionError("unreachable")  # the loop returns or raises on its last attempt
 
     def _request(self, path: str, query: list[tuple[str, Any]], accept: str) -> tuple[int, Mapping[str, str], bytes]:
-        """One GET. Status 0 stands for a read timeout, which is retried like a 5xx."""
+        """One GET, its timeouts capped by the deadline. Status 0 stands for a read timeout, which is retried like
+        a 5xx (unless the deadline has passed)."""
+        left = self._left()
         self.requests += 1
         request = self.api.param_serialize("GET", path, query_params=query, header_params={"Accept": accept},
                                            auth_settings=["BearerToken"])
         try:
-            response = self.api.call_api(*request, _request_timeout=(self.limits.connect_timeout,
-                                                                     self.limits.read_timeout))
+            response = self.api.call_api(*request, _request_timeout=(min(self.limits.connect_timeout, left),
+                                                                     min(self.limits.read_timeout, left)))
             body = response.read()
         except urllib3.exceptions.HTTPError as error:
             # urllib3 wraps a read timeout in MaxRetryError once its own (zero) read retries are used up.
             if isinstance(getattr(error, "reason", error), urllib3.exceptions.ReadTimeoutError):
+                self._left()
                 return 0, {}, b""
             raise ClusterReadError(f"cannot reach {self.cluster.endpoint}: {_reason(error)}") from error
         except OSError as error:

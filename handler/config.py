@@ -30,6 +30,13 @@ DEFAULT_FANOUT_THRESHOLD = 20
 DEFAULT_MAX_RECEIVES = 3  # must equal the queue's redrive maxReceiveCount
 DEFAULT_WORKERS_PER_ACCOUNT = 2
 DEFAULT_RUN_DEADLINE_MINUTES = 360
+# An annotation exemption must name its expiry, at most this far ahead: whoever can annotate a namespace can
+# silence it, so never for ever (ANNOTATION_EXEMPTION_MAX_DAYS).
+DEFAULT_ANNOTATION_EXEMPTION_MAX_DAYS = 90
+# How long a failed fan-out task stays invisible before its next attempt, by attempt (the last figure for any
+# later one): a FIFO message group waits while one of its messages is invisible, so minutes, not the queue's
+# 5,400 s VisibilityTimeout.
+RETRY_BACKOFF_SECONDS = (30, 120, 480)
 FLEET_MODES = ("auto", "inline", "queue", "local")
 DEFAULT_SERVICE_NAME = "eks-netpol-scanner"
 DEFAULT_METRICS_NAMESPACE = "NetpolScanner"
@@ -61,6 +68,7 @@ class Settings:
     run_deadline_minutes: int = DEFAULT_RUN_DEADLINE_MINUTES
     networking_k8s_io_only: bool = False  # CIS_5_3_2_POLICY_KINDS=networking.k8s.io: the strict reading of 5.3.2
     exemptions_source: str | None = None  # EXEMPTIONS: ssm:/parameter/name or s3://bucket/key
+    annotation_exemption_max_days: int = DEFAULT_ANNOTATION_EXEMPTION_MAX_DAYS
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -102,6 +110,8 @@ class Settings:
             max_receives=_positive_int(env, "SCAN_MAX_RECEIVES", DEFAULT_MAX_RECEIVES, 1000),
             workers_per_account=_positive_int(env, "SECURITYHUB_WORKERS_PER_ACCOUNT", DEFAULT_WORKERS_PER_ACCOUNT, 10),
             run_deadline_minutes=_positive_int(env, "RUN_DEADLINE_MINUTES", DEFAULT_RUN_DEADLINE_MINUTES, 10_080),
+            annotation_exemption_max_days=_positive_int(env, "ANNOTATION_EXEMPTION_MAX_DAYS",
+                                                        DEFAULT_ANNOTATION_EXEMPTION_MAX_DAYS, 3650),
         )
 
 

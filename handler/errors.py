@@ -26,6 +26,10 @@ class PublishError(ScannerError):
     """Raised when a run's report or state cannot be written to S3."""
 
 
+class WriteConflict(PublishError):
+    """Raised when a conditional S3 write loses: the object changed since it was read, or already exists."""
+
+
 class ForbiddenError(ClusterReadError):
     """Raised when RBAC denies a read (403): for an optional policy kind the scan goes on and says so."""
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import boto3
 
 from handler import exemptions
-from handler.config import Settings
+from handler.config import DEFAULT_ANNOTATION_EXEMPTION_MAX_DAYS, Settings
 from handler.controls import CONTROLS, EvaluationOptions
 from handler.models import ClusterSnapshot, ControlResult
 
@@ -19,20 +19,23 @@ from handler.models import ClusterSnapshot, ControlResult
 class Evaluator:
     options: EvaluationOptions = EvaluationOptions()
     exemptions: tuple[exemptions.Exemption, ...] = ()
+    annotation_max_days: int = DEFAULT_ANNOTATION_EXEMPTION_MAX_DAYS
 
     @classmethod
     def from_settings(cls, settings: Settings, session: boto3.Session) -> Evaluator:
         """Loads the exemptions once; a bad EXEMPTIONS document raises ConfigError here, before any write."""
         namespace_controls = [c.id for c in CONTROLS]
         return cls(EvaluationOptions(networking_k8s_io_only=settings.networking_k8s_io_only),
-                   exemptions.load(settings.exemptions_source, session, settings.default_region, namespace_controls))
+                   exemptions.load(settings.exemptions_source, session, settings.default_region, namespace_controls),
+                   settings.annotation_exemption_max_days)
 
     def evaluate(self, snapshot: ClusterSnapshot, now: str | None = None) -> list[ControlResult]:
         with _collector_paused():
             results = [r for control in CONTROLS if control.evaluate
                        for r in control.evaluate(snapshot, self.options)]
             now = now or dt.datetime.now(dt.timezone.utc).isoformat()
-            return exemptions.apply(results, snapshot.cluster.ref, snapshot.namespaces, self.exemptions, now)
+            return exemptions.apply(results, snapshot.cluster.ref, snapshot.namespaces, self.exemptions, now,
+                                    self.annotation_max_days)
 
 
 @contextlib.contextmanager

@@ -4,8 +4,10 @@ Two sources, both read once per run:
 - a configuration document (JSON) in an SSM parameter or an S3 object, named by EXEMPTIONS (`ssm:/path` or
   `s3://bucket/key`); each entry scopes by account, cluster and namespace (name or glob pattern) and optionally
   by controls, and must say who approved it, why, and until when (ISO 8601 date or date-time);
-- the namespace annotation `netpol-scanner.io/exempt: "<reason>"`, with an optional
-  `netpol-scanner.io/exempt-until: "<ISO 8601>"`.
+- the namespace annotation `netpol-scanner.io/exempt: "<reason>"`, with a required
+  `netpol-scanner.io/exempt-until: "<ISO 8601>"` at most ANNOTATION_EXEMPTION_MAX_DAYS (90) days ahead: anyone
+  who can annotate a namespace could otherwise silence it for ever. An annotation without one, or beyond it, is
+  not honoured, and the finding says why.
 
 A FAILED namespace finding with an exemption in force becomes WARNING (not counted as failing), keeps its Id,
 and says who exempted it, why and until when (Title, Description, ProductFields); after the expiry the finding
@@ -24,6 +26,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
+from handler.config import DEFAULT_ANNOTATION_EXEMPTION_MAX_DAYS
 from handler.errors import ConfigError
 from handler.models import ClusterRef, ComplianceStatus, ControlResult, Namespace
 
@@ -41,12 +44,13 @@ MAX_ENTRIES = 1000
 class Exemption:
     reason: str
     by: str
-    until: dt.datetime | None  # None: no expiry (annotations only)
+    until: dt.datetime
     account: str = "*"
     cluster: str = "*"
     namespace: str = "*"
     controls: tuple[str, ...] = ()  # empty: every namespace control
     until_text: str = ""  # `until` as the approver wrote it: what the finding shows (a date means its whole day)
+    terms: str = ""  # the rule it was held to, said in the finding
 
     def covers(self, cluster: ClusterRef, namespace: str, control_id: str) -> bool:
         return (self.account in ("*", cluster.account_id) and fnmatch.fnmatchcase(cluster.name, self.cluster)
@@ -54,7 +58,7 @@ class Exemption:
                 and (not self.controls or control_id in self.controls))
 
     def in_force(self, now: dt.datetime) -> bool:
-        return self.until is None or now < self.until
+        return now < self.until
 
 
 def load(source: str | None, session: boto3.Session, region: str, control_ids: Iterable[str]) -> tuple[Exemption, ...]:
@@ -132,43 +136,60 @@ def _date(text: str) -> dt.datetime | None:
     return moment if moment.tzinfo else moment.replace(tzinfo=dt.timezone.utc)
 
 
-def from_annotations(namespace: Namespace) -> tuple[Exemption | None, str | None]:
-    """The namespace's own exemption, or why its annotations were ignored."""
+def from_annotations(namespace: Namespace, now: dt.datetime,
+                     max_days: int = DEFAULT_ANNOTATION_EXEMPTION_MAX_DAYS) -> tuple[Exemption | None, str | None]:
+    """The namespace's own exemption, or why its annotations were not honoured: an annotation exemption needs an
+    expiry at most `max_days` ahead."""
     reason = (namespace.annotations.get(ANNOTATION) or "").strip()
     if not reason:
         return None, None
-    raw_until = namespace.annotations.get(ANNOTATION_UNTIL)
-    until = _date(raw_until) if raw_until else None
-    if raw_until and until is None:
+    rule = f"an annotation exemption needs {ANNOTATION_UNTIL}, at most {max_days} days ahead"
+    raw_until = (namespace.annotations.get(ANNOTATION_UNTIL) or "").strip()
+    if not raw_until:
+        return None, f"the annotation {ANNOTATION} has no {ANNOTATION_UNTIL}, so it was not honoured ({rule})"
+    until = _date(raw_until)
+    if until is None:
         return None, f"the annotation {ANNOTATION_UNTIL}={raw_until!r} is not an ISO 8601 date, so it was ignored"
+    if until > _end_of_day(now + dt.timedelta(days=max_days)):
+        return None, (f"the annotation {ANNOTATION_UNTIL}={raw_until!r} is more than {max_days} days ahead, so the "
+                      f"exemption was not honoured ({rule})")
     return Exemption(reason, f"namespace annotation {ANNOTATION}", until, namespace=namespace.name,
-                     until_text=(raw_until or "").strip()), None
+                     until_text=raw_until, terms=f"Annotation exemptions last at most {max_days} days."), None
+
+
+def _end_of_day(moment: dt.datetime) -> dt.datetime:
+    """The next midnight UTC: a limit of N days admits the date N days ahead, as `until` means through that day."""
+    return dt.datetime.combine(moment.astimezone(dt.timezone.utc).date() + dt.timedelta(days=1), dt.time(),
+                               dt.timezone.utc)
 
 
 def apply(results: Sequence[ControlResult], cluster: ClusterRef, namespaces: Iterable[Namespace],
-          exemptions: Sequence[Exemption], now: str) -> list[ControlResult]:
+          exemptions: Sequence[Exemption], now: str,
+          annotation_max_days: int = DEFAULT_ANNOTATION_EXEMPTION_MAX_DAYS) -> list[ControlResult]:
     """FAILED namespace results under an exemption in force become WARNING and say so; expired ones say so."""
     annotated = {ns.name: ns for ns in namespaces if ANNOTATION in ns.annotations or ANNOTATION_UNTIL in ns.annotations}
     if not exemptions and not annotated:
         return list(results)  # the common case: nothing can be exempt, so nothing to look at per result
     moment = dt.datetime.fromisoformat(now.replace("Z", "+00:00"))
     by_name = {ns.name: ns for ns in namespaces}
-    return [_exempted(r, cluster, by_name.get(r.namespace or ""), exemptions, moment) for r in results]
+    return [_exempted(r, cluster, by_name.get(r.namespace or ""), exemptions, moment, annotation_max_days)
+            for r in results]
 
 
 def _exempted(result: ControlResult, cluster: ClusterRef, namespace: Namespace | None,
-              exemptions: Sequence[Exemption], now: dt.datetime) -> ControlResult:
+              exemptions: Sequence[Exemption], now: dt.datetime, annotation_max_days: int) -> ControlResult:
     if result.status is not ComplianceStatus.FAILED or namespace is None:
         return result
-    annotated, ignored = from_annotations(namespace)
+    annotated, ignored = from_annotations(namespace, now, annotation_max_days)
     found = [e for e in exemptions if e.covers(cluster, namespace.name, result.control_id)]
     found += [annotated] if annotated else []
     active = [e for e in found if e.in_force(now)]
     if active:
-        chosen = max(active, key=lambda e: e.until or dt.datetime.max.replace(tzinfo=dt.timezone.utc))
+        chosen = max(active, key=lambda e: e.until)
+        terms = f"{chosen.terms} " if chosen.terms else ""
         return result._replace(status=ComplianceStatus.WARNING, title=f"{result.title} (exempted)",
                                description=f"Exempted by {chosen.by} until {_show(chosen)}: {chosen.reason}. "
-                                           "Not counted as failing while the exemption is in force. "
+                                           f"{terms}Not counted as failing while the exemption is in force. "
                                            f"{result.description}",
                                fields=_fields(chosen, "in force"))
     if found:
@@ -187,6 +208,4 @@ def _fields(exemption: Exemption, state: str) -> dict[str, str]:
 
 
 def _show(exemption: Exemption) -> str:
-    if exemption.until is None:
-        return "no expiry"
     return exemption.until_text or exemption.until.isoformat().replace("+00:00", "Z")

@@ -6,7 +6,14 @@ the worker that records the last result (or the next scheduled run, once the run
 the run report, with the same fields as an inline run, listing clusters that never finished as failed.
 
     fleet/run=<run id>/manifest.json                                      what the run expects
+    fleet/run=<run id>/progress.json                                      clusters finished, of how many
     fleet/run=<run id>/clusters/account=<id>/region=<r>/cluster=<n>.json  one result per finished cluster
+
+Each worker counts its cluster in progress.json with a conditional write (If-Match on the ETag it read, again on
+a conflict), so that finding out whether it was the last costs two small requests, not a listing of the run's
+results: O(n) requests over a run of n clusters, not n^2/2 listed keys. The results are listed once, for the
+report. A task delivered again (its result recorded already) is not counted twice: that rare case counts by
+listing.
 
 Transports: SQS (a FIFO queue whose message groups bound how many workers publish into one account and Region
 at once, so that Security Hub's 10 calls/s per account and Region hold across workers), or `local`: the same
@@ -17,6 +24,8 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import random
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -25,12 +34,14 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from handler.config import ACCOUNT_ID, CLUSTER_NAME, REGION, RUN_ID, TIMESTAMP, ScanRequest, Settings
-from handler.errors import PublishError, ScannerError
-from handler.pipeline import Run, Scanner, Targets
-from handler.publish.s3 import ReportStore, report_key_of
+from handler.errors import PublishError, ScannerError, WriteConflict
+from handler.pipeline import Scanner, Targets
+from handler.publish.s3 import ReportStore, only_over, report_key_of
+from handler.report import Run, finish_report
 
 FLEET_PREFIX = "fleet/"
 SQS_BATCH = 10
+PROGRESS_ATTEMPTS = 20  # conditional increments of progress.json; each conflict means another worker counted
 
 
 class TaskError(ScannerError, ValueError):
@@ -96,22 +107,63 @@ class RunManifest:
                            clusters=tuple(self.scope.get("clusters", ())))
 
 
+@dataclass(frozen=True)
+class Progress:
+    """How many of a run's clusters have a result, of how many, and until when the run waits for the rest."""
+
+    finished: int
+    expected: int
+    deadline: str
+
+    def complete(self, now: dt.datetime | None = None) -> bool:
+        return self.finished >= self.expected or (now or _utcnow()) >= _parse(self.deadline)
+
+
 class FleetStore:
-    """Manifests and per-cluster results of fanned-out runs, in the report bucket."""
+    """Manifests, progress and per-cluster results of fanned-out runs, in the report bucket."""
 
     def __init__(self, reports: ReportStore) -> None:
         self.reports = reports
 
     def put_manifest(self, manifest: RunManifest) -> None:
         self.reports.put_json(f"{_run_prefix(manifest.run_id)}manifest.json", asdict(manifest))
+        self.reports.put_json(_progress_key(manifest.run_id), asdict(Progress(0, len(manifest.tasks),
+                                                                                manifest.deadline)))
 
     def manifest(self, run_id: str) -> RunManifest:
         return RunManifest(**self.reports.get_json(f"{_run_prefix(run_id)}manifest.json"))
 
-    def put_result(self, run_id: str, result: dict[str, Any]) -> None:
+    def put_result(self, run_id: str, result: dict[str, Any]) -> bool:
+        """Records a cluster's result; True the first time, False when a later delivery replaced it."""
         key = (f"{_run_prefix(run_id)}clusters/account={result['account_id']}/region={result['region']}/"
                f"cluster={result['cluster']}.json")
-        self.reports.put_json(key, result)
+        try:
+            self.reports.put_json(key, result, IfNoneMatch="*")
+            return True
+        except WriteConflict:
+            self.reports.put_json(key, result)
+            return False
+
+    def count_finished(self, run_id: str) -> Progress | None:
+        """Adds one to the run's finished clusters; None for a run without progress.json (written before it)."""
+        for _ in range(PROGRESS_ATTEMPTS):
+            data, etag = self.reports.get_json_versioned(_progress_key(run_id))
+            if data is None:
+                return None
+            progress = Progress(**{**data, "finished": data["finished"] + 1})
+            try:
+                self.reports.put_json(_progress_key(run_id), asdict(progress), **only_over(etag))
+                return progress
+            except WriteConflict:
+                time.sleep(random.uniform(0.05, 0.25))  # apart from the workers that won, so that one wins next
+        raise PublishError(f"{_progress_key(run_id)} kept changing: {PROGRESS_ATTEMPTS} attempts to count a result")
+
+    def written_summary(self, run_id: str) -> dict[str, Any] | None:
+        """The summary of a run's report when a worker wrote it already (the local transport runs them all)."""
+        report, _ = self.reports.get_json_versioned(report_key_of(run_id))
+        if report is None:
+            return None
+        return {**report["summary"], "report": report_key_of(run_id), "mode": "fan-out"}
 
     def results(self, run_id: str) -> list[dict[str, Any]]:
         return [self.reports.get_json(key) for key in self.reports.keys(f"{_run_prefix(run_id)}clusters/")]
@@ -129,6 +181,10 @@ def _run_prefix(run_id: str) -> str:
     return f"{FLEET_PREFIX}run={run_id}/"
 
 
+def _progress_key(run_id: str) -> str:
+    return f"{_run_prefix(run_id)}progress.json"
+
+
 # -- the coordinator's side -----------------------------------------------------------------------------------
 def fan_out(scanner: Scanner, run: Run, request: ScanRequest, targets: Targets,
             send: Callable[[list[ClusterTask]], None]) -> dict[str, Any]:
@@ -144,7 +200,7 @@ def fan_out(scanner: Scanner, run: Run, request: ScanRequest, targets: Targets,
         {"accounts": list(request.accounts), "regions": list(request.regions), "clusters": list(request.clusters)},
         targets.failures, targets.clusters_not_found))
     send(tasks)
-    report = finalize(scanner, fleet, run.run_id)
+    report = finalize(scanner, fleet, run.run_id) or fleet.written_summary(run.run_id)
     if report is not None:
         return report
     return {"clusters_scanned": 0, "clusters_failed": 0, "namespaces": 0, "namespaces_failing": 0,
@@ -153,15 +209,32 @@ def fan_out(scanner: Scanner, run: Run, request: ScanRequest, targets: Targets,
             "report": report_key_of(run.run_id)}
 
 
-def finalize(scanner: Scanner, fleet: FleetStore, run_id: str, now: dt.datetime | None = None) -> dict[str, Any] | None:
-    """The run's report, once every task has a result or the deadline has passed; None before that."""
+def record(scanner: Scanner, fleet: FleetStore, run_id: str, result: dict[str, Any]) -> dict[str, Any] | None:
+    """A worker's end of a task: records its cluster's result, and writes the run's report when that was the
+    last one (the report, else None)."""
+    first = fleet.put_result(run_id, result)
+    progress = fleet.count_finished(run_id) if first else None
+    if progress is not None and not progress.complete():
+        return None
+    return finalize(scanner, fleet, run_id, counted=progress is not None)
+
+
+def finalize(scanner: Scanner, fleet: FleetStore, run_id: str, now: dt.datetime | None = None,
+             counted: bool = False) -> dict[str, Any] | None:
+    """The run's report, once every task has a result or the deadline has passed (`counted`: the caller knows
+    so already); None before that, and None when another worker wrote it (the report is written once, so its
+    metrics are emitted once)."""
     manifest = fleet.manifest(run_id)
-    if fleet.result_count(run_id) < len(manifest.tasks) and (now or _utcnow()) < _parse(manifest.deadline):
+    if (not counted and fleet.result_count(run_id) < len(manifest.tasks)
+            and (now or _utcnow()) < _parse(manifest.deadline)):
         return None
     results = {(r["account_id"], r["region"], r["cluster"]): r for r in fleet.results(run_id)}
     clusters = [results.get((a, r, c)) or _never_finished(a, r, c, manifest.deadline)
                 for a, r, c, _ in manifest.tasks]
-    summary = scanner.report(manifest.run, manifest.request, manifest, clusters)
+    try:
+        summary = finish_report(scanner.store, manifest.run, manifest.request, manifest, clusters)
+    except WriteConflict:
+        return None  # another worker finished the run at the same time and wrote its one report
     summary["mode"] = "fan-out"
     return summary
 

@@ -5,120 +5,47 @@ meaningless (no identity, no report) raises, so that Lambda's error metric and r
 """
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import functools
 import logging
-import threading
+import math
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import boto3
 
 from handler import discovery
-from handler.asff import cluster_resource
-from handler.auth import TokenSource
+from handler.asff import cluster_resource, plan_findings
 from handler.cluster_reader import ClusterReader
+from handler.clients import Clients, RegionTarget
 from handler.config import ScanRequest, Settings
 from handler.controls import namespace_network_policy
 from handler.evaluation import Evaluator
-from handler.errors import ClusterReadError, DiscoveryError, PublishError, ScannerError
+from handler.errors import ClusterReadError, DiscoveryError, PublishError, ScannerError, WriteConflict
 from handler.models import ClusterRef, ClusterSnapshot, ComplianceStatus, ControlResult
 from handler.policy.coverage import not_understood
-from handler.publish.s3 import GzipJsonLines, ReportStore
-from handler.publish.securityhub import (CALLS_PER_SECOND, RateLimiter, Rejection, SecurityHubPublisher, hub_client,
-                                         rejections_by_target)
+from handler.publish.s3 import GzipJsonLines, ReportStore, StoredState
+from handler.publish.securityhub import CALLS_PER_SECOND
+from handler.report import ClusterOutcome, Run, finish_report
 from handler.state import ClusterState, Plan, plan_deleted, plan_scanned, plan_unreadable
 
-# A cluster is not started with less time than this left, and its findings are not published without the
-# time to publish them all: a cluster is scanned whole or tried again, never half-published.
-MIN_SECONDS_PER_CLUSTER = 45.0
-PUBLISH_MARGIN_SECONDS = 15.0
-_CLIENT_CREATION = threading.Lock()
+STATE_WRITE_ATTEMPTS = 5  # plans over a state another run wrote meanwhile; more means something keeps writing it
 
 
 @dataclass(frozen=True)
-class Run:
-    run_id: str
-    started_at: str  # ISO 8601 UTC with milliseconds: every UpdatedAt of the run
+class TimeBudget:
+    """How a cluster's scan shares the invocation's remaining time. A cluster is not started with less than
+    `start` seconds left; its read must end with `after_read` seconds left (to publish a NOT_AVAILABLE finding and
+    write the run report); its findings are not published without `publish_margin` seconds beyond what importing
+    them all takes: a cluster is scanned whole or tried again, never half-published, and the report is written."""
 
-    @property
-    def date(self) -> str:
-        return self.started_at[:10]
-
-    @classmethod
-    def start(cls, now: dt.datetime | None = None) -> Run:
-        now = now or dt.datetime.now(dt.timezone.utc)
-        stamp = now.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-        return cls(f"{now:%Y%m%dT%H%M%SZ}-{uuid.uuid4().hex[:8]}", stamp)
-
-
-@dataclass
-class ClusterOutcome:
-    """What happened to one cluster in this run; what the report and the logs say about it."""
-
-    cluster: ClusterRef
-    result: str  # "scanned", "failed" (could not be read) or "deleted" (gone from its account)
-    error: str | None = None
-    namespaces: int = 0
-    namespaces_failing: int = 0
-    namespaces_terminating: int = 0
-    policies_not_understood: int = 0  # wholly or in one direction: their verdicts may be NOT_AVAILABLE
-    findings: int = 0
-    findings_imported: int = 0
-    findings_archived: int = 0
-    rejected: list[Rejection] = field(default_factory=list)
-    findings_key: str | None = None
-    api_requests: int = 0
-    seconds: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        c = self.cluster
-        return {
-            "account_id": c.account_id, "region": c.region, "cluster": c.name, "cluster_arn": c.arn,
-            "result": self.result, "error": self.error, "namespaces": self.namespaces,
-            "namespaces_failing": self.namespaces_failing, "namespaces_terminating": self.namespaces_terminating,
-            "policies_not_understood": self.policies_not_understood,
-            "findings": self.findings, "findings_imported": self.findings_imported,
-            "findings_archived": self.findings_archived,
-            "findings_rejected": [r.__dict__ for r in self.rejected], "findings_key": self.findings_key,
-            "api_requests": self.api_requests, "seconds": round(self.seconds, 3),
-        }
-
-
-class RegionTarget:
-    """One account and Region, with the clients that act in it. The EKS client is made at once (discovery lists
-    clusters with it); the token and Security Hub clients when a cluster is first scanned here, so that a run that
-    only fans out does not build them for every account and Region. Shared by the threads of a run: boto3
-    sessions are not thread-safe (and one account's session serves all its Regions), so clients are made under
-    one lock."""
-
-    def __init__(self, account_id: str, region: str, partition: str, session: boto3.Session,
-                 calls_per_second: float) -> None:
-        self.account_id, self.region, self.partition = account_id, region, partition
-        self._session, self._calls_per_second = session, calls_per_second
-        self._tokens: TokenSource | None = None
-        self._publisher: SecurityHubPublisher | None = None
-        with _CLIENT_CREATION:
-            self.eks = session.client("eks", region_name=region, config=discovery.AWS_CALLS)
-
-    @property
-    def tokens(self) -> TokenSource:
-        with _CLIENT_CREATION:  # checked under the lock: every thread must get the same one
-            if self._tokens is None:
-                self._tokens = TokenSource(self._session, self.region)
-            return self._tokens
-
-    @property
-    def publisher(self) -> SecurityHubPublisher:
-        with _CLIENT_CREATION:  # one publisher, so one rate limiter, for all the threads publishing here
-            if self._publisher is None:
-                self._publisher = SecurityHubPublisher(hub_client(self._session, self.region),
-                                                       RateLimiter(self._calls_per_second))
-            return self._publisher
+    start: float = 45.0
+    after_read: float = 30.0
+    publish_margin: float = 15.0
 
 
 @dataclass
@@ -127,13 +54,6 @@ class Targets:
     failures: list[dict[str, str]] = field(default_factory=list)
     clusters_named: set[str] = field(default_factory=set)
     clusters_not_found: list[str] = field(default_factory=list)
-
-
-class RunScope(Protocol):
-    """What a run report needs of its targets: Targets inline, a fan-out run's manifest afterwards."""
-
-    failures: list[dict[str, str]]
-    clusters_not_found: list[str]
 
 
 class OutOfTime(ScannerError):
@@ -145,32 +65,32 @@ class Scanner:
 
     def __init__(self, settings: Settings, base_session: boto3.Session, reader: ClusterReader,
                  logger: logging.Logger | Any, remaining_seconds: Callable[[], float] | None = None,
-                 calls_per_second: float = CALLS_PER_SECOND) -> None:
+                 calls_per_second: float = CALLS_PER_SECOND, budget: TimeBudget = TimeBudget()) -> None:
         self.settings = settings
+        self.budget = budget
         self.base = base_session
         self.reader = reader
         self.log = logger
         self.remaining_seconds = remaining_seconds or (lambda: float("inf"))
         self.calls_per_second = calls_per_second
         self.refresh = dt.timedelta(days=settings.refresh_days)
-        self._targets: dict[tuple[str, str], RegionTarget] = {}
+        self.clients = Clients(base_session, settings, calls_per_second)
         self.store = ReportStore(base_session.client("s3", region_name=settings.default_region,
                                                      config=discovery.AWS_CALLS), settings.report_bucket)
         # Exemptions are loaded once per invocation, and a bad document raises here, before anything is written.
         self.evaluator = Evaluator.from_settings(settings, base_session)
 
-    @functools.cached_property
-    def own(self) -> discovery.Identity:
-        return discovery.own_identity(self.base, self.settings.default_region)
-
-    @functools.cached_property
-    def sessions(self) -> discovery.AccountSessions:
-        return discovery.AccountSessions(self.base, self.settings, self.own)
+    def with_clock(self, remaining_seconds: Callable[[], float]) -> Scanner:
+        """This scanner for one invocation: the same clients, store and exemptions, that invocation's clock (a warm
+        worker's scanner serves many invocations; it is never changed for one)."""
+        scanner = copy.copy(self)
+        scanner.remaining_seconds = remaining_seconds
+        return scanner
 
     @functools.cached_property
     def targeted_accounts(self) -> frozenset[str]:
         """What a queue message may name: listed once per warm worker (an organization's listing is paged)."""
-        return frozenset(discovery.targeted_accounts(self.base, self.settings, self.own))
+        return frozenset(discovery.targeted_accounts(self.base, self.settings, self.clients.own))
 
     def scan_inline(self, run: Run, request: ScanRequest, targets: Targets) -> dict[str, Any]:
         """Scans every target in this invocation, on CLUSTER_CONCURRENCY threads, and writes the run report."""
@@ -183,30 +103,15 @@ class Scanner:
 
         with ThreadPoolExecutor(max_workers=self.settings.cluster_concurrency) as pool:
             outcomes = list(pool.map(scan, targets.tasks))
-        return self.report(run, request, targets, [o.to_dict() for o in outcomes])
-
-    def report(self, run: Run, request: ScanRequest, targets: Targets | RunScope,
-               clusters: list[dict[str, Any]]) -> dict[str, Any]:
-        """The run summary, also written to S3 with every cluster's result (unless a dry run)."""
-        summary = summarize(clusters, targets.failures)
-        if targets.clusters_not_found:
-            summary["clusters_not_found"] = targets.clusters_not_found
-        summary.update(run_id=run.run_id, dry_run=request.dry_run, seconds=round(_seconds_since(run), 3))
-        if not request.dry_run:
-            report = {"run_id": run.run_id, "started_at": run.started_at, "finished_at": _now(),
-                      "scope": {"accounts": list(request.accounts), "regions": list(request.regions),
-                                "clusters": list(request.clusters)},
-                      "summary": summary, "clusters": clusters, "accounts_failed": targets.failures}
-            summary["report"] = self.store.write_report(run.date, run.run_id, report)
-        return summary
+        return finish_report(self.store, run, request, targets, [o.to_dict() for o in outcomes])
 
     # -- discovery ------------------------------------------------------------------------------------
     def discover(self, request: ScanRequest) -> Targets:
         """Every target cluster, found account by account in parallel (AssumeRole, then ListClusters per Region):
         a fleet of a hundred account-Regions is listed in seconds, not minutes."""
-        accounts = discovery.target_accounts(self.base, self.settings, request, self.own)
+        accounts = discovery.target_accounts(self.base, self.settings, request, self.clients.own)
         regions = discovery.target_regions(self.settings, request)
-        self.sessions  # noqa: B018 - made here, in one thread: it creates clients from the base session
+        self.clients.sessions  # noqa: B018 - made here, in one thread: it creates clients from the base session
         with ThreadPoolExecutor(max_workers=self.settings.cluster_concurrency) as pool:
             found = list(pool.map(lambda account_id: self._discover_account(request, account_id, regions), accounts))
         targets = Targets()
@@ -220,7 +125,7 @@ class Scanner:
     def _discover_account(self, request: ScanRequest, account_id: str, regions: list[str]) -> Targets:
         targets = Targets()
         try:
-            session = self.sessions.session(account_id)
+            session = self.clients.sessions.session(account_id)
         except DiscoveryError as error:
             self._target_failed(targets, account_id, "*", error)
             return targets
@@ -233,7 +138,7 @@ class Scanner:
 
     def _discover_region(self, targets: Targets, request: ScanRequest, session: boto3.Session, account_id: str,
                          region: str) -> None:
-        target = self.region_target(session, account_id, region)
+        target = self.clients.region_target(session, account_id, region)
         listed = discovery.cluster_names(target.eks, account_id, region)
         wanted = [n for n in listed if not request.clusters or n in request.clusters]
         targets.clusters_named.update(wanted)
@@ -242,20 +147,6 @@ class Scanner:
                                                         - set(listed))
         targets.tasks.extend((target, name, False) for name in wanted)
         targets.tasks.extend((target, name, True) for name in gone)
-
-    def region_target(self, session: boto3.Session, account_id: str, region: str) -> RegionTarget:
-        """The clients that act in one account and Region, made once and shared by its clusters' threads."""
-        key = (account_id, region)
-        if key not in self._targets:
-            self._targets[key] = RegionTarget(account_id, region, self.own.partition, session,
-                                              self.calls_per_second)
-        return self._targets[key]
-
-    def target_for(self, account_id: str, region: str) -> RegionTarget:
-        """A worker's way in: the account's session, then the same clients as in discovery."""
-        if (account_id, region) not in self._targets:
-            return self.region_target(self.sessions.session(account_id), account_id, region)
-        return self._targets[(account_id, region)]
 
     def _target_failed(self, targets: Targets, account_id: str, region: str, error: Exception) -> None:
         targets.failures.append({"account_id": account_id, "region": region, "error": str(error)})
@@ -286,55 +177,79 @@ class Scanner:
 
     def _scan(self, run: Run, dry_run: bool, target: RegionTarget, ref: ClusterRef,
               failure_note: str) -> ClusterOutcome:
-        self._require_time(MIN_SECONDS_PER_CLUSTER, "not started")
-        previous = self.store.load_state(ref)
+        self._require_time(self.budget.start, "not started")
+        stored = self.store.load_state(ref)
         resource = None
         try:
             info = discovery.describe_cluster(target.eks, ref)
             resource = cluster_resource(info)
-            snapshot = self.reader.read(info, target.tokens.token(ref.name))
+            snapshot = self.reader.read(info, target.tokens.token(ref.name), self._read_deadline())
         except (ClusterReadError, DiscoveryError) as error:
             reason = f"{error}{failure_note}"
-            return self._publish(run, dry_run, target, previous,
-                                 plan_unreadable(previous, ref, resource, reason, run.started_at, self.refresh),
-                                 ClusterOutcome(ref, "failed", error=reason))
+            return self._publish(run, dry_run, target, stored, ClusterOutcome(ref, "failed", error=reason),
+                                 lambda previous: plan_unreadable(previous, ref, resource, reason, run.started_at,
+                                                                  self.refresh))
         results = self.evaluator.evaluate(snapshot, run.started_at)
         outcome = ClusterOutcome(ref, "scanned", api_requests=snapshot.api_requests, **_counts(snapshot, results))
-        return self._publish(run, dry_run, target, previous,
-                             plan_scanned(previous, ref, resource, results, run.started_at, self.refresh), outcome)
+        return self._publish(run, dry_run, target, stored, outcome,
+                             lambda previous: plan_scanned(previous, ref, resource, results, run.started_at,
+                                                           self.refresh))
+
+    def _read_deadline(self) -> float | None:
+        """When a read must be over (time.monotonic()), or None when the invocation has no time limit."""
+        seconds = self.remaining_seconds() - self.budget.after_read
+        return None if math.isinf(seconds) else time.monotonic() + seconds
 
     def _require_time(self, seconds: float, what: str) -> None:
         if self.remaining_seconds() < seconds:
             raise OutOfTime(f"{what}: less than {seconds:.0f} s of the invocation left")
 
     def _deleted(self, run: Run, dry_run: bool, target: RegionTarget, ref: ClusterRef) -> ClusterOutcome:
-        previous = self.store.load_state(ref)
-        if previous is None:
+        stored = self.store.load_state(ref)
+        if stored.state is None:
             return ClusterOutcome(ref, "deleted")
-        return self._publish(run, dry_run, target, previous, plan_deleted(previous, run.started_at),
-                             ClusterOutcome(ref, "deleted"))
+        return self._publish(run, dry_run, target, stored, ClusterOutcome(ref, "deleted"),
+                             lambda previous: plan_deleted(previous, ref, run.started_at))
 
-    def _publish(self, run: Run, dry_run: bool, target: RegionTarget, previous: ClusterState | None, plan: Plan,
-                 outcome: ClusterOutcome) -> ClusterOutcome:
-        outcome.findings_archived = plan.archived
-        if dry_run:
-            outcome.findings = sum(1 for f in plan.findings() if f["Id"] in plan.send_ids)  # built, to prove it
-            return outcome
-        outcome.findings = len(plan.send_ids)
-        if not plan.report_ids:
-            return outcome
+    def _publish(self, run: Run, dry_run: bool, target: RegionTarget, stored: StoredState, outcome: ClusterOutcome,
+                 plan_over: Callable[[ClusterState | None], Plan]) -> ClusterOutcome:
+        """Publishes the plan made over the state read; when another run wrote that state in the meantime, plans
+        again over what it wrote and publishes the difference, so that state and Security Hub end up agreeing."""
+        for _ in range(STATE_WRITE_ATTEMPTS):
+            plan = plan_over(stored.state)
+            outcome.findings_archived = plan.archived
+            if dry_run:
+                outcome.findings = sum(1 for f in plan_findings(plan) if f["Id"] in plan.send_ids)  # built, to prove it
+                return outcome
+            outcome.findings = len(plan.send_ids)
+            if not plan.report_ids and not (plan.forget and stored.etag):
+                return outcome
+            try:
+                return self._publish_plan(run, target, stored, plan, outcome)
+            except WriteConflict:
+                self.log.info("state written by another run: planning again", extra={"cluster": str(outcome.cluster)})
+                stored = self.store.load_state(outcome.cluster)
+        raise PublishError(f"the state of {outcome.cluster} kept changing under this run "
+                           f"({STATE_WRITE_ATTEMPTS} attempts)")
+
+    def _publish_plan(self, run: Run, target: RegionTarget, stored: StoredState, plan: Plan,
+                      outcome: ClusterOutcome) -> ClusterOutcome:
         # Publishing is not started without the time to finish it, at this scanner's share of Security Hub's rate
         # (a batch of 100 a call), with room for retries.
-        self._require_time(PUBLISH_MARGIN_SECONDS + len(plan.send_ids) / 100 / self.calls_per_second * 2,
+        self._require_time(self.budget.publish_margin + len(plan.send_ids) / 100 / self.calls_per_second * 2,
                            "not published")
         written = GzipJsonLines()
         imported = target.publisher.import_encoded(
-            (f, line) for f, line in written.tee(plan.findings()) if f["Id"] in plan.send_ids)
-        outcome.findings_imported, outcome.rejected = imported.imported, imported.rejected
-        settled = plan.settle(previous, [r.finding_id for r in imported.rejected])
-        if settled != previous:  # an unchanged cluster's state is not written again
-            self.store.save_state(settled)
-        outcome.findings_key = self.store.write_findings(outcome.cluster, run.date, run.run_id, written)
+            (f, line) for f, line in written.tee(plan_findings(plan)) if f["Id"] in plan.send_ids)
+        outcome.findings_imported += imported.imported
+        outcome.rejected = imported.rejected
+        settled = plan.settle(stored.state, [r.finding_id for r in imported.rejected])
+        if settled is None:
+            self.store.delete_state(outcome.cluster, stored)
+        elif settled != stored.state:  # an unchanged cluster's state is not written again
+            self.store.save_state(settled, stored)
+        if plan.report_ids:
+            outcome.findings_key = self.store.write_findings(outcome.cluster, run.date, run.run_id, written)
         return outcome
 
     def _logged(self, outcome: ClusterOutcome) -> ClusterOutcome:
@@ -358,45 +273,3 @@ def _counts(snapshot: ClusterSnapshot, results: Iterable[ControlResult]) -> dict
     return {"namespaces": len(snapshot.namespaces), "namespaces_failing": len(failing),
             "namespaces_terminating": sum(ns.terminating for ns in snapshot.namespaces),
             "policies_not_understood": len(not_understood(snapshot.coverage.values()))}
-
-
-def summarize(clusters: list[dict[str, Any]], account_failures: list[dict[str, str]]) -> dict[str, Any]:
-    """Totals over cluster results (ClusterOutcome.to_dict(), as kept in reports and fan-out results)."""
-    scanned = [c for c in clusters if c["result"] == "scanned"]
-    failed = [c for c in clusters if c["result"] == "failed"]
-    return {
-        "clusters_scanned": len(scanned),
-        "clusters_failed": len(failed),
-        "clusters_deleted": sum(c["result"] == "deleted" for c in clusters),
-        "namespaces": sum(c["namespaces"] for c in scanned),
-        "namespaces_failing": sum(c["namespaces_failing"] for c in scanned),
-        "namespaces_failing_by_account": _by_account(scanned, "namespaces_failing"),
-        "namespaces_terminating": sum(c["namespaces_terminating"] for c in scanned),
-        # .get: a cluster result written before the count existed (a fan-out in flight across an update)
-        "policies_not_understood": sum(c.get("policies_not_understood", 0) for c in scanned),
-        "findings": sum(c["findings"] for c in clusters),
-        "findings_imported": sum(c["findings_imported"] for c in clusters),
-        "findings_archived": sum(c["findings_archived"] for c in clusters),
-        "findings_rejected": sum(len(c["findings_rejected"]) for c in clusters),
-        "findings_rejected_by_target": rejections_by_target(clusters),
-        "accounts_failed": len(account_failures),
-        "failures": [{"cluster": f"{c['account_id']}/{c['region']}/{c['cluster']}", "error": c["error"]}
-                     for c in failed]
-                    + [{"target": f"{f['account_id']}/{f['region']}", "error": f["error"]} for f in account_failures],
-    }
-
-
-def _by_account(clusters: list[dict[str, Any]], key: str) -> dict[str, int]:
-    totals: dict[str, int] = {}
-    for cluster in clusters:
-        totals[cluster["account_id"]] = totals.get(cluster["account_id"], 0) + cluster[key]
-    return dict(sorted(totals.items()))
-
-
-def _seconds_since(run: Run) -> float:
-    started = dt.datetime.fromisoformat(run.started_at.replace("Z", "+00:00"))
-    return (dt.datetime.now(dt.timezone.utc) - started).total_seconds()
-
-
-def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -5,7 +5,8 @@ state (one object per cluster in S3) and decides from that alone:
 - a namespace scanned now: its finding, ACTIVE, keeping the first-seen CreatedAt;
 - a finding published before whose namespace is gone: the same finding, ARCHIVED;
 - a cluster that could not be read: its findings untouched, and one NOT_AVAILABLE finding saying why;
-- a cluster that no longer exists: every active finding ARCHIVED.
+- a cluster that no longer exists: every active finding ARCHIVED, and its state forgotten once Security Hub
+  accepted every archive (so that later runs no longer look for it).
 Archived records are kept for Security Hub's 30-day retention of archived findings, so a namespace that comes
 back within that time revives its finding with its first-seen time.
 
@@ -19,17 +20,23 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from handler.asff import build_finding, finding_id
-from handler.controls import CONTROLS_BY_ID, scan_status
+from handler.controls import scan_status
 from handler.models import ClusterRef, ControlResult, RecordState
 
 STATE_VERSION = 1
 ARCHIVED_RETENTION = dt.timedelta(days=30)
 DEFAULT_REFRESH = dt.timedelta(days=7)
+
+
+def finding_id(cluster: ClusterRef, control_id: str, namespace: str | None) -> str:
+    """A finding's Id: the cluster ARN, the namespace and the control; never a time or a content hash."""
+    if namespace is None:
+        return f"{cluster.arn}/{control_id}"
+    return f"{cluster.arn}/namespace/{namespace}/{control_id}"
 
 
 @dataclass(frozen=True)
@@ -79,29 +86,22 @@ class ClusterState:
 @dataclass(frozen=True)
 class Plan:
     """What this run reports (every current finding, and those it archives), what of that it imports into
-    Security Hub (what changed or is due for refresh), and the state to keep once all imports are accepted."""
+    Security Hub (what changed or is due for refresh), and the state to keep once all imports are accepted. The
+    ASFF findings are built from it when it is published (asff.plan_findings)."""
 
     report_ids: tuple[str, ...]
     send_ids: frozenset[str]
     next_state: ClusterState
     archived: int = 0
+    forget: bool = False  # the cluster is gone: no state is kept once every archive is accepted
 
-    def findings(self) -> Iterator[dict[str, Any]]:
-        """The reported ASFF findings, built one at a time: a cluster's 10,000 findings never sit in memory
-        together, only the batch being sent."""
-        for fid in self.report_ids:
-            published = self.next_state.findings[fid]
-            control = CONTROLS_BY_ID[published.result.control_id]
-            yield build_finding(published.result, control, self.next_state.cluster,
-                                self.next_state.cluster_resource, created_at=published.created_at,
-                                updated_at=published.updated_at, record_state=published.record_state)
-
-    def settle(self, previous: ClusterState | None, rejected_ids: Iterable[str]) -> ClusterState:
+    def settle(self, previous: ClusterState | None, rejected_ids: Iterable[str]) -> ClusterState | None:
         """The state to keep when Security Hub rejected some findings for good: for those, what was there
-        before stays, so the next run tries the same change again (an archive is never forgotten)."""
+        before stays, so the next run tries the same change again (an archive is never forgotten). None: keep
+        no state (a deleted cluster whose archives were all accepted)."""
         rejected = set(rejected_ids)
         if not rejected:
-            return self.next_state
+            return None if self.forget else self.next_state
         before = previous.findings if previous else {}
         findings = dict(self.next_state.findings)
         for fid in rejected:
@@ -167,13 +167,15 @@ def _digest(result: ControlResult, resource: Mapping[str, Any] | None) -> str:
     return hashlib.sha256(material.encode()).hexdigest()[:32]
 
 
-def plan_deleted(previous: ClusterState, now: str) -> Plan:
-    """The cluster is gone from its account and Region: archive everything still active."""
+def plan_deleted(previous: ClusterState | None, cluster: ClusterRef, now: str) -> Plan:
+    """The cluster is gone from its account and Region: archive everything still active, then forget it."""
+    previous = previous or ClusterState(cluster)
     to_archive = tuple(sorted(previous.active_ids))
     findings = dict(previous.findings)
     for fid in to_archive:
         findings[fid] = replace(findings[fid], updated_at=now, record_state=RecordState.ARCHIVED)
-    return Plan(to_archive, frozenset(to_archive), replace(previous, findings=findings), len(to_archive))
+    return Plan(to_archive, frozenset(to_archive), replace(previous, findings=findings), len(to_archive),
+                forget=True)
 
 
 def _age(then: str, now: str) -> dt.timedelta:

@@ -8,6 +8,10 @@
 Partition keys use Hive's `key=value` form so that Athena (partition projection or MSCK REPAIR) can query by
 date, account, Region and cluster. The bucket lives in the scanner's account and is always written with the
 function's own credentials, never a member account's.
+
+Objects that two runs may write at once are written conditionally (S3 conditional writes): a cluster's state
+with If-Match on the ETag it was read with (If-None-Match for a new one), so that of two overlapping runs the
+loser reads the winner's state and plans again; a run report with If-None-Match, so that it is written once.
 """
 from __future__ import annotations
 
@@ -15,16 +19,25 @@ import gzip
 import io
 import json
 from collections.abc import Iterable, Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from handler.errors import PublishError
+from handler.errors import PublishError, WriteConflict
 from handler.models import ClusterRef
 from handler.publish import compact_json
 from handler.state import ClusterState
 
 STATE_PREFIX = "state/"
+CONFLICT_CODES = frozenset({"PreconditionFailed", "ConditionalRequestConflict", "412", "409"})
+
+
+class StoredState(NamedTuple):
+    """A cluster's state as read, with the ETag that a conditional write of the next state must match (None: no
+    state yet, so the next must be new)."""
+
+    state: ClusterState | None
+    etag: str | None
 
 
 def state_key(cluster: ClusterRef) -> str:
@@ -56,16 +69,17 @@ class ReportStore:
         self._s3 = s3_client
         self.bucket = bucket
 
-    def load_state(self, cluster: ClusterRef) -> ClusterState | None:
+    def load_state(self, cluster: ClusterRef) -> StoredState:
         try:
-            body = self._s3.get_object(Bucket=self.bucket, Key=state_key(cluster))["Body"].read()
+            response = self._s3.get_object(Bucket=self.bucket, Key=state_key(cluster))
+            body = response["Body"].read()
         except ClientError as error:
             if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                return None
+                return StoredState(None, None)
             raise PublishError(f"cannot read state of {cluster} from s3://{self.bucket}: {error}") from error
         except BotoCoreError as error:
             raise PublishError(f"cannot read state of {cluster} from s3://{self.bucket}: {error}") from error
-        return ClusterState.from_dict(json.loads(gzip.decompress(body)))
+        return StoredState(ClusterState.from_dict(json.loads(gzip.decompress(body))), response["ETag"])
 
     def known_clusters(self, account_id: str, region: str) -> list[str]:
         """Names of the clusters of an account and Region that the scanner has published findings for."""
@@ -73,8 +87,20 @@ class ReportStore:
         return [key[len(prefix) + len("cluster="):-len(".json.gz")] for key in self.keys(prefix)
                 if key[len(prefix):].startswith("cluster=") and key.endswith(".json.gz")]
 
-    def save_state(self, state: ClusterState) -> None:
-        self._put(state_key(state.cluster), gzip.compress(compact_json(state.to_dict())), "application/gzip")
+    def save_state(self, state: ClusterState, read: StoredState) -> None:
+        """Writes the next state only over the one it was planned from; WriteConflict when another run wrote
+        in between."""
+        self._put(state_key(state.cluster), gzip.compress(compact_json(state.to_dict())), "application/gzip",
+                  **only_over(read.etag))
+
+    def delete_state(self, cluster: ClusterRef, read: StoredState) -> None:
+        """Forgets a cluster (it is gone and its findings are archived), unless another run wrote its state."""
+        if read.etag is None:
+            return
+        try:
+            self._s3.delete_object(Bucket=self.bucket, Key=state_key(cluster), IfMatch=read.etag)
+        except (ClientError, BotoCoreError) as error:
+            raise _write_error(error, f"s3://{self.bucket}/{state_key(cluster)}") from error
 
     def write_findings(self, cluster: ClusterRef, date: str, run_id: str, lines: GzipJsonLines) -> str:
         key = findings_key(cluster, date, run_id)
@@ -82,12 +108,26 @@ class ReportStore:
         return key
 
     def write_report(self, date: str, run_id: str, report: dict[str, Any]) -> str:
+        """Writes a run's report once; WriteConflict when it was written already (another worker finished it)."""
         key = report_key(date, run_id)
-        self.put_json(key, report)
+        self.put_json(key, report, IfNoneMatch="*")
         return key
 
-    def put_json(self, key: str, data: Any) -> None:
-        self._put(key, compact_json(data), "application/json")
+    def put_json(self, key: str, data: Any, **conditions: str) -> None:
+        """Writes JSON, under put_object's conditions if any (IfMatch, IfNoneMatch): WriteConflict if they fail."""
+        self._put(key, compact_json(data), "application/json", **conditions)
+
+    def get_json_versioned(self, key: str) -> tuple[Any, str | None]:
+        """An object's JSON and ETag, or (None, None) when there is no such object."""
+        try:
+            response = self._s3.get_object(Bucket=self.bucket, Key=key)
+            return json.loads(response["Body"].read()), response["ETag"]
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None, None
+            raise PublishError(f"cannot read s3://{self.bucket}/{key}: {error}") from error
+        except BotoCoreError as error:
+            raise PublishError(f"cannot read s3://{self.bucket}/{key}: {error}") from error
 
     def get_json(self, key: str) -> Any:
         try:
@@ -119,13 +159,24 @@ class ReportStore:
                 return False
             raise PublishError(f"cannot look up s3://{self.bucket}/{key}: {error}") from error
 
-    def _put(self, key: str, body: bytes, content_type: str) -> None:
+    def _put(self, key: str, body: bytes, content_type: str, **conditions: str) -> None:
         # No Content-Encoding on the .gz objects: they are gzip files, to be read as such (Athena goes by the
         # extension), not bodies for an HTTP client to inflate on the way.
         try:
-            self._s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type)
+            self._s3.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=content_type, **conditions)
         except (ClientError, BotoCoreError) as error:
-            raise PublishError(f"cannot write s3://{self.bucket}/{key}: {error}") from error
+            raise _write_error(error, f"s3://{self.bucket}/{key}") from error
+
+
+def only_over(etag: str | None) -> dict[str, str]:
+    """put_object's conditions for a write over the version read (its ETag), or of a new object (None)."""
+    return {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+
+
+def _write_error(error: ClientError | BotoCoreError, where: str) -> PublishError:
+    if isinstance(error, ClientError) and error.response.get("Error", {}).get("Code") in CONFLICT_CODES:
+        return WriteConflict(f"{where} was written by another run in the meantime")
+    return PublishError(f"cannot write {where}: {error}")
 
 
 class GzipJsonLines:

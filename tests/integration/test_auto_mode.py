@@ -12,7 +12,7 @@ from handler.models import ComplianceStatus
 from netpol_scan.sandbox.auto_mode import add_auto_mode
 from netpol_scan.sandbox.aws_world import DEFAULT_ACCOUNT, DEFAULT_REGION, World
 from netpol_scan.sandbox.kube_api import Cluster
-from tests.integration.conftest import by_namespace, of_cluster
+from tests.integration.conftest import by_namespace
 from tests.integration.test_policy_engines import AGENT_OFF, AGENT_ON, KINDS, Target, daemonset, serve, with_kinds
 
 PASSED, FAILED, NOT_AVAILABLE = ComplianceStatus.PASSED, ComplianceStatus.FAILED, ComplianceStatus.NOT_AVAILABLE

@@ -173,3 +173,20 @@ def test_bad_cluster_coordinates_are_read_errors(target: Target, endpoint, ca, e
     info = ClusterInfo(target.info.ref, endpoint or target.info.endpoint, ca or target.info.ca_data)
     with pytest.raises(ClusterReadError, match=error):
         ClusterReader().read(info, target.token())
+
+
+def test_a_slow_server_ends_the_read_at_its_deadline(target: Target) -> None:
+    target.cluster.inject(r"^/api/v1/namespaces$", None, times=None, delay_seconds=6)  # each answer takes 6 s
+    reader = ClusterReader(ReadLimits(), sleep=target.sleeps.append)
+
+    with pytest.raises(ClusterReadError, match=r"read did not finish in 2 s"):
+        reader.read(target.info, target.token(), deadline=time.monotonic() + 2.4)
+
+
+def test_a_retry_after_beyond_the_deadline_ends_the_read_without_waiting(target: Target) -> None:
+    target.cluster.inject(r"^/api/v1/namespaces$", 429, times=None, headers={"Retry-After": "20"})
+    reader = ClusterReader(ReadLimits(), sleep=target.sleeps.append)
+
+    with pytest.raises(ClusterReadError, match=r"read did not finish in 10 s"):
+        reader.read(target.info, target.token(), deadline=time.monotonic() + 10.4)
+    assert target.sleeps == [] and len(list_requests(target.cluster, "/api/v1/namespaces")) == 1

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -56,6 +57,22 @@ class Queue:
                     self.sqs.delete_message(QueueUrl=self.url, ReceiptHandle=message["ReceiptHandle"])
         return responses
 
+    def receive(self) -> list[dict[str, Any]]:
+        return self.sqs.receive_message(QueueUrl=self.url, MaxNumberOfMessages=1,
+                                        AttributeNames=["All"]).get("Messages", [])
+
+    def next_receivable(self, message: dict[str, Any]) -> float:
+        """When moto's SQS will deliver this message again (Unix time): its visibility, read from the server."""
+        from moto.sqs.models import sqs_backends
+
+        name = self.url.rsplit("/", 1)[-1]
+        for account in list(sqs_backends.values()):
+            for backend in list(account.values()):
+                for stored in list(getattr(backend.queues.get(name), "_messages", ())):
+                    if stored.id == message["MessageId"]:
+                        return stored.visible_at / 1000
+        raise AssertionError(f"message {message['MessageId']} is not in {name}")
+
     def event(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
         return {"Records": [{
             "messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
@@ -100,6 +117,20 @@ def fleet(world) -> dict[str, Member]:
         world.enable_security_hub(m.account, m.region)
         world.add_cluster(m.account, m.region, m.cluster, reachable=m.cluster.name != "c07")
     return members
+
+
+def run_with_manifest(run_id: str, clusters: list[str], started: str, deadline: str):
+    """A worker's scanner and the fleet store of a fanned-out run whose manifest lists these clusters."""
+    import boto3
+
+    from handler import fleet as fanout
+    from handler.config import Settings
+
+    scanner = worker.worker_scanner(Settings.from_env(), boto3.Session())
+    store = fanout.FleetStore(scanner.store)
+    store.put_manifest(fanout.RunManifest(run_id, started, deadline,
+                                          [[ACCOUNTS[0], REGIONS[0], name, False] for name in clusters]))
+    return scanner, store
 
 
 @pytest.fixture
@@ -190,16 +221,10 @@ def test_a_worker_short_of_time_publishes_nothing_and_the_task_comes_back(world,
 
 
 def test_a_run_whose_tasks_never_finished_is_reported_once_its_deadline_passed(world, queue):
-    import boto3
-
     from handler import fleet as fanout
-    from handler.config import Settings
 
-    scanner = worker.worker_scanner(Settings.from_env(), boto3.Session())
-    store = fanout.FleetStore(scanner.store)
     lost = "20200101T000000Z-0000dead"
-    store.put_manifest(fanout.RunManifest(lost, "2020-01-01T00:00:00.000Z", "2020-01-01T06:00:00.000Z",
-                                          [[ACCOUNTS[0], REGIONS[0], "gone", False]]))
+    scanner, store = run_with_manifest(lost, ["gone"], "2020-01-01T00:00:00.000Z", "2020-01-01T06:00:00.000Z")
     assert store.open_run_ids() == [lost]
 
     fanout.finalize_overdue(scanner, store)
@@ -208,3 +233,103 @@ def test_a_run_whose_tasks_never_finished_is_reported_once_its_deadline_passed(w
     assert report["summary"]["clusters_failed"] == 1
     assert "never finished" in report["summary"]["failures"][0]["error"]
     assert store.open_run_ids() == []
+
+
+def test_a_failed_task_comes_back_after_a_short_backoff_not_the_queues_visibility_timeout(world, invoke, queue,
+                                                                                          monkeypatch):
+    """The queue keeps a received message invisible for 5,400 s (the template's VisibilityTimeout), and a FIFO
+    message group waits while one of its messages is invisible: a failed task must come back within minutes."""
+    monkeypatch.setenv("TARGET_ACCOUNTS", ACCOUNTS[0])
+    monkeypatch.setenv("TARGET_REGIONS", REGIONS[0])
+    monkeypatch.setenv("SECURITYHUB_WORKERS_PER_ACCOUNT", "1")  # one message group for the account and Region
+    world.enable_security_hub(ACCOUNTS[0], REGIONS[0])
+    world.add_cluster(ACCOUNTS[0], REGIONS[0], Cluster("a-down", {"default": {}}), reachable=False)
+    world.add_cluster(ACCOUNTS[0], REGIONS[0], Cluster("b-up", {"default": {}}))
+    queue.sqs.set_queue_attributes(QueueUrl=queue.url, Attributes={"VisibilityTimeout": "5400"})
+    invoke({})
+
+    for attempt, backoff in enumerate((30, 120), start=1):
+        received, (message,) = time.time(), queue.receive()
+        assert json.loads(message["Body"])["cluster"] == "a-down"
+        assert int(message["Attributes"]["ApproximateReceiveCount"]) == attempt
+        response = worker.lambda_handler(queue.event([message]), LambdaContext(900))
+        assert response["batchItemFailures"] == [{"itemIdentifier": message["MessageId"]}]
+        assert queue.receive() == []  # the failed task is invisible, and the rest of its group waits behind it
+        assert received + backoff - 1 <= queue.next_receivable(message) <= time.time() + backoff
+        queue.sqs.change_message_visibility(QueueUrl=queue.url, ReceiptHandle=message["ReceiptHandle"],
+                                            VisibilityTimeout=0)  # as if the backoff had passed
+
+    (message,) = queue.receive()  # the last attempt fails too: the task is visible again at once,
+    response = worker.lambda_handler(queue.event([message]), LambdaContext(900))
+    assert response["batchItemFailures"] and queue.next_receivable(message) <= time.time()
+    (following,) = queue.receive()  # so SQS moves it to the dead-letter queue and the group goes on
+    assert json.loads(following["Body"])["cluster"] == "b-up"
+    assert [t["cluster"] for t in queue.dead_letters()] == ["a-down"]
+
+
+def test_a_warm_worker_keeps_its_scanner_while_lambda_changes_the_trace_id(world, invoke, queue, monkeypatch):
+    monkeypatch.setenv("TARGET_ACCOUNTS", ACCOUNTS[0])
+    monkeypatch.setenv("TARGET_REGIONS", REGIONS[0])
+    world.enable_security_hub(ACCOUNTS[0], REGIONS[0])
+    for name in ("one", "two"):
+        world.add_cluster(ACCOUNTS[0], REGIONS[0], Cluster(name, {"default": {}}))
+    invoke({})
+
+    scanners = []
+    for trace in ("Root=1-00000001-000000000000000000000001", "Root=1-00000002-000000000000000000000002"):
+        monkeypatch.setenv("_X_AMZN_TRACE_ID", trace)  # Lambda sets a new one for every invocation
+        (message,) = queue.receive()
+        assert worker.lambda_handler(queue.event([message]), LambdaContext(900))["batchItemFailures"] == []
+        queue.sqs.delete_message(QueueUrl=queue.url, ReceiptHandle=message["ReceiptHandle"])
+        scanners.append(worker._warm_scanner()[0])
+
+    assert scanners[0] is scanners[1]  # identity, sessions and exemptions loaded once, not per message
+    monkeypatch.setenv("REFRESH_DAYS", "3")  # a setting that changes does make a new one
+    assert worker._warm_scanner()[0] is not scanners[0]
+
+
+def test_two_workers_finishing_a_run_together_write_one_report(world, queue):
+    from handler import fleet as fanout
+
+    run_id = "20200101T000000Z-0000beef"
+    scanner, store = run_with_manifest(run_id, ["c"], "2020-01-01T00:00:00.000Z", "2020-01-01T06:00:00.000Z")
+
+    reports = [fanout.finalize(scanner, store, run_id), fanout.finalize(scanner, store, run_id)]
+
+    assert reports[0] is not None and reports[1] is None  # one report, so one ScanDuration
+    assert s3_json(world, fanout.report_key_of(run_id))["run_id"] == run_id
+
+
+def test_recording_a_runs_results_lists_them_once_not_after_every_record(world, queue):
+    """A worker finds out whether it finished the run from a counter, not from a listing of every result: over a
+    run of n clusters that is n small requests, not n listings (n^2/2 keys)."""
+    from handler import fleet as fanout
+
+    run_id, clusters = "20990101T000000Z-00000abc", [f"c{i:02d}" for i in range(12)]
+    scanner, store = run_with_manifest(run_id, clusters, "2099-01-01T00:00:00.000Z", "2099-01-01T06:00:00.000Z")
+    listings: list[str] = []
+    scanner.store._s3.meta.events.register("before-call.s3.ListObjectsV2",
+                                           lambda params, **_: listings.append(params["query_string"]["prefix"]))
+
+    reports = [fanout.record(scanner, store, run_id, {
+        "account_id": ACCOUNTS[0], "region": REGIONS[0], "cluster": name, "cluster_arn": "", "result": "scanned",
+        "error": None, "namespaces": 1, "namespaces_failing": 0, "namespaces_terminating": 0, "findings": 1,
+        "findings_imported": 1, "findings_archived": 0, "findings_rejected": [], "findings_key": None})
+        for name in clusters]
+
+    assert reports[:-1] == [None] * 11 and reports[-1]["clusters_scanned"] == 12
+    assert len(listings) == 1  # once, for the report
+    again = fanout.record(scanner, store, run_id, s3_json(world, f"fleet/run={run_id}/clusters/account="
+                                                             f"{ACCOUNTS[0]}/region={REGIONS[0]}/cluster=c00.json"))
+    assert again is None  # a task delivered again counts once, and the report is not written twice
+
+
+def test_a_local_fan_out_returns_the_report_its_workers_wrote(world, invoke, monkeypatch):
+    monkeypatch.setenv("FLEET_MODE", "local")
+    world.add_cluster("123456789012", "eu-west-1", Cluster("one", {"default": {}, "web": {"deny": DENY_ALL}}))
+    world.add_cluster("123456789012", "eu-west-1", Cluster("two", {"default": {}}))
+
+    summary = invoke({})
+
+    assert (summary["mode"], summary["clusters_scanned"], summary["namespaces_failing"]) == ("fan-out", 2, 2)
+    assert s3_json(world, summary["report"])["summary"]["clusters_scanned"] == 2

@@ -1,10 +1,13 @@
 """The finding lifecycle end to end: the real handler, a moto server over HTTP, Kubernetes API servers over TLS."""
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
+import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -164,7 +167,9 @@ def test_deleted_cluster_has_all_its_findings_archived(world, invoke):
     assert {f["RecordState"] for f in by_namespace(findings, "shop").values()} == {"ARCHIVED"}
     assert {f["RecordState"] for f in by_namespace(findings, "keep").values()} == {"ACTIVE"}
     assert not scan_status(findings, keep)
-    assert invoke({})["findings_archived"] == 0
+    later = invoke({})  # its findings archived, the cluster is forgotten: no longer looked for
+    assert (later["clusters_deleted"], later["findings_archived"]) == (0, 0)
+    assert not [k for k in world.s3_keys(BUCKET) if k.startswith("state/") and "cluster=shop." in k]
 
 
 def test_a_scan_naming_one_cluster_never_archives_others(world, invoke):
@@ -189,6 +194,20 @@ def test_dry_run_writes_nothing(world, invoke):
     assert result["dry_run"] is True and "report" not in result
     assert (result["namespaces"], result["namespaces_failing"], result["findings_imported"]) == (4, 3, 0)
     assert world.findings() == [] and world.s3_keys(BUCKET) == keys
+
+
+def test_a_dry_run_emits_no_production_metrics(world, invoke, capsys):
+    """A dry run's ClustersFailed must not fire the production alarm: its EMF output holds no run metrics."""
+    world.add_cluster(DEFAULT_ACCOUNT, DEFAULT_REGION, shop())
+    world.add_cluster(DEFAULT_ACCOUNT, DEFAULT_REGION, Cluster("down", {"default": {}}), reachable=False)
+
+    invoke({"dry_run": True})
+    dry = capsys.readouterr().out
+    invoke({})
+    real = capsys.readouterr().out
+
+    assert '"ClustersFailed"' in real and '"NamespacesFailing"' in real  # what the alarms and dashboard read
+    assert '"ClustersFailed"' not in dry and '"NamespacesFailing"' not in dry and '"ClustersScanned"' not in dry
 
 
 @pytest.mark.parametrize("event, field", [
@@ -275,8 +294,9 @@ def test_exemptions_from_ssm_and_annotations_end_to_end(world, invoke, monkeypat
              "until": "2020-01-01"}]}))
     monkeypatch.setenv("EXEMPTIONS", "ssm:/eks-netpol-scanner/exemptions")
     cluster = shop()
+    soon = (dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=30)).date().isoformat()
     cluster.add_namespace("vendor", annotations={"netpol-scanner.io/exempt": "vendor appliance",
-                                                 "netpol-scanner.io/exempt-until": "2999-01-01"})
+                                                 "netpol-scanner.io/exempt-until": soon})
     world.add_cluster(DEFAULT_ACCOUNT, DEFAULT_REGION, cluster)
 
     result = invoke({})
@@ -304,3 +324,69 @@ def test_a_bad_exemptions_document_stops_the_run_before_any_write(world, invoke,
     with pytest.raises(ValueError, match="reason"):
         invoke({})
     assert world.findings() == [] and world.s3_keys(BUCKET) == keys
+
+
+def test_a_cluster_too_slow_for_the_invocation_is_not_available_and_the_report_is_written(world, invoke):
+    """The invocation has 32 s left, of which the read may take all but 26 s, and the API server takes 20 s an
+    answer: the read ends at its deadline, the cluster's earlier findings stay, and the report is written."""
+    import logging
+
+    import boto3
+
+    from handler.cluster_reader import ClusterReader
+    from handler.config import ScanRequest, Settings
+    from handler.pipeline import Run, Scanner, TimeBudget
+    from netpol_scan.lambda_context import LambdaContext
+
+    cluster = shop()
+    arn = world.add_cluster(DEFAULT_ACCOUNT, DEFAULT_REGION, cluster)
+    invoke({})
+    before = {f["Id"]: f for f in world.findings()}
+
+    cluster.delete_namespace("cart")  # what a finished read would archive
+    cluster.inject("namespaces", None, times=None, delay_seconds=20)
+    context = LambdaContext(32)
+    scanner = Scanner(Settings.from_env(), boto3.Session(), ClusterReader(), logging.getLogger("test"),
+                      remaining_seconds=lambda: context.get_remaining_time_in_millis() / 1000,
+                      budget=TimeBudget(start=1, after_read=26, publish_margin=2))
+    summary = scanner.scan_inline(Run.start(), ScanRequest(), scanner.discover(ScanRequest()))
+
+    report = s3_json(world, summary["report"])
+    (failure,) = report["summary"]["failures"]
+    assert re.search(r"read did not finish in \d s", failure["error"]), failure
+    after = {f["Id"]: f for f in world.findings()}
+    assert {fid: after[fid] for fid in before} == before, "a cut-short read changed earlier findings"
+    (status,) = scan_status(list(after.values()), arn)
+    assert status["Compliance"]["Status"] == "NOT_AVAILABLE" and "did not finish" in status["Description"]
+
+
+def test_two_overlapping_scans_of_a_cluster_leave_state_and_security_hub_agreeing(world, invoke):
+    """A manual run during the scheduled one: the first reads the cluster while namespace cart still exists and
+    waits on its policies; meanwhile cart goes and the second run archives it. Whichever writes the cluster's state
+    second must plan again over what the first wrote, or state and Security Hub disagree (and the delta logic
+    keeps them so for REFRESH_DAYS)."""
+    cluster = shop()
+    world.add_cluster(DEFAULT_ACCOUNT, DEFAULT_REGION, cluster)
+    invoke({})
+    policy_lists = lambda: len(cluster.requests_to("networkpolicies$"))  # noqa: E731
+    seen = policy_lists()
+    cluster.add_namespace("new")  # a change both runs write to the state
+    cluster.inject("networkpolicies$", None, times=1, delay_seconds=3)  # the first run's policy list waits
+
+    first: list[dict] = []
+    slow = threading.Thread(target=lambda: first.append(invoke({})))
+    slow.start()
+    for _ in range(300):  # until the first run has read the namespaces and is waiting for the policies
+        if policy_lists() > seen:
+            break
+        time.sleep(0.02)
+    cluster.delete_namespace("cart")
+    second = invoke({})
+    slow.join()
+
+    assert first and second["findings_archived"] == 3  # cart's three namespace findings
+    arn = f"arn:aws:eks:{DEFAULT_REGION}:{DEFAULT_ACCOUNT}:cluster/shop"
+    state = s3_json(world, f"state/account={DEFAULT_ACCOUNT}/region={DEFAULT_REGION}/cluster=shop.json.gz")
+    kept = {fid: (f["result"]["status"], f["record_state"]) for fid, f in state["findings"].items()}
+    hub = {f["Id"]: (f["Compliance"]["Status"], f["RecordState"]) for f in world.findings() if f["Id"].startswith(arn)}
+    assert kept == hub

@@ -383,7 +383,7 @@ def test_scanner_permissions_are_exactly_the_calls_made(template):
             by_action.setdefault(action, []).append((cond, stmt))
     assert set(by_action) == {
         "logs:CreateLogStream", "logs:PutLogEvents", "xray:PutTraceSegments", "xray:PutTelemetryRecords",
-        "s3:GetObject", "s3:PutObject", "s3:ListBucket", "sts:AssumeRole", "organizations:ListAccounts",
+        "s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:ListBucket", "sts:AssumeRole", "organizations:ListAccounts",
         "eks:ListClusters", "eks:DescribeCluster", "securityhub:BatchImportFindings", "eks:DescribeAddon",
         "ssm:GetParameter", "sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage",
         "sqs:GetQueueAttributes", "sqs:ChangeMessageVisibility", "ec2:CreateNetworkInterface",
@@ -430,6 +430,8 @@ def test_scanner_permissions_are_exactly_the_calls_made(template):
     written = [s3_layout.STATE_PREFIX, s3_layout.findings_key(ClusterRef("1", "r", "c"), "d", "r"),
                s3_layout.report_key("d", "r"), fleet.FLEET_PREFIX]
     assert writes["Resource"] == [{"Fn::Sub": "${ReportBucket.Arn}/" + key.split("/")[0] + "/*"} for key in written]
+    ((_, forget),) = by_action["s3:DeleteObject"]  # only cluster state, of clusters gone
+    assert forget["Resource"] == {"Fn::Sub": "${ReportBucket.Arn}/state/*"}
     ((_, listing),) = by_action["s3:ListBucket"]
     assert listing["Resource"] == {"Fn::GetAtt": ["ReportBucket", "Arn"]}
     assert "Condition" not in listing  # a prefix condition turns a missing state object into AccessDenied

@@ -63,18 +63,32 @@ def test_only_failed_results_change():
     assert apply([passed], load(entry())) == [passed]
 
 
-def test_annotation_exempts_with_and_without_expiry_and_bad_dates_are_reported():
-    ns = Namespace("legacy-app", annotations={exemptions.ANNOTATION: "vendor appliance",
-                                              exemptions.ANNOTATION_UNTIL: "2027-01-31T12:00:00Z"})
+def annotated(until: str | None) -> Namespace:
+    return Namespace("legacy-app", annotations={exemptions.ANNOTATION: "vendor appliance",
+                                                **({exemptions.ANNOTATION_UNTIL: until} if until else {})})
+
+
+def test_annotation_exempts_until_its_expiry_and_bad_dates_are_reported():
+    ns = annotated("2027-01-31T12:00:00Z")
     (r,) = apply([failed()], namespaces=(ns,), now="2027-01-31T11:00:00Z")
     assert r.status is ComplianceStatus.WARNING and "vendor appliance" in r.description
+    assert "Annotation exemptions last at most 90 days" in r.description
     (r,) = apply([failed()], namespaces=(ns,), now="2027-01-31T12:00:00Z")
     assert r.status is ComplianceStatus.FAILED
-    forever = Namespace("legacy-app", annotations={exemptions.ANNOTATION: "kept open"})
-    assert apply([failed()], namespaces=(forever,))[0].fields[exemptions.UNTIL_FIELD] == "no expiry"
-    bad = Namespace("legacy-app", annotations={exemptions.ANNOTATION: "x", exemptions.ANNOTATION_UNTIL: "soon"})
-    (r,) = apply([failed()], namespaces=(bad,))
+    (r,) = apply([failed()], namespaces=(annotated("soon"),))
     assert r.status is ComplianceStatus.FAILED and "'soon'" in r.description
+
+
+def test_an_annotation_without_expiry_or_beyond_the_maximum_is_not_honoured_and_says_why():
+    (forever,) = apply([failed()], namespaces=(annotated(None),), now="2027-01-01T00:00:00Z")
+    assert forever.status is ComplianceStatus.FAILED
+    assert "has no netpol-scanner.io/exempt-until, so it was not honoured" in forever.description
+    (far,) = apply([failed()], namespaces=(annotated("2027-04-02T00:00:01Z"),), now="2027-01-01T00:00:00Z")
+    assert far.status is ComplianceStatus.FAILED and "more than 90 days ahead" in far.description
+    (near,) = apply([failed()], namespaces=(annotated("2027-04-01T00:00:00Z"),), now="2027-01-01T00:00:00Z")
+    assert near.status is ComplianceStatus.WARNING  # exactly 90 days ahead
+    (longer,) = exemptions.apply([failed()], REF, (annotated("2027-06-01"),), (), "2027-01-01T00:00:00Z", 180)
+    assert longer.status is ComplianceStatus.WARNING and "at most 180 days" in longer.description
 
 
 @pytest.mark.parametrize("text, message", [

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from handler.asff import finding_id
+from handler.asff import plan_findings
 from handler.controls import namespace_network_policy, scan_status
 from handler.models import ClusterRef, ComplianceStatus, ControlResult, RecordState
-from handler.state import ClusterState, Plan, plan_deleted, plan_scanned, plan_unreadable
+from handler.state import ClusterState, Plan, finding_id, plan_deleted, plan_scanned, plan_unreadable
 
 REF = ClusterRef("123456789012", "eu-west-1", "alpha")
 RESOURCE = {"Type": "AwsEksCluster", "Id": REF.arn, "Partition": "aws", "Region": "eu-west-1"}
@@ -28,7 +28,7 @@ def fid(namespace: str) -> str:
 
 
 def by_id(plan: Plan) -> dict[str, dict]:
-    return {f["Id"]: f for f in list(plan.findings())}
+    return {f["Id"]: f for f in list(plan_findings(plan))}
 
 
 def scan(previous, now, *results) -> Plan:
@@ -84,8 +84,8 @@ def test_state_written_before_digests_is_imported_once_more():
 def test_fixed_namespace_keeps_its_id():
     first = scan(None, DAY1, res("a", ComplianceStatus.FAILED))
     second = scan(first.next_state, DAY2, res("a", ComplianceStatus.PASSED))
-    assert [f["Id"] for f in list(first.findings())] == [f["Id"] for f in list(second.findings())] == [fid("a")]
-    f = list(second.findings())[0]
+    assert [f["Id"] for f in list(plan_findings(first))] == [f["Id"] for f in list(plan_findings(second))] == [fid("a")]
+    f = list(plan_findings(second))[0]
     assert f["Compliance"]["Status"] == "PASSED" and f["RecordState"] == "ACTIVE" and f["CreatedAt"] == DAY1
 
 
@@ -128,8 +128,8 @@ def test_namespace_back_after_30_days_is_new():
 def test_unreadable_leaves_earlier_findings_and_sends_one_not_available():
     s1 = scan(None, DAY1, res("a"), res("b", ComplianceStatus.PASSED)).next_state
     plan = plan_unreadable(s1, REF, None, "HTTP 401 on /api/v1/namespaces", DAY2)
-    assert len(list(plan.findings())) == 1
-    f = list(plan.findings())[0]
+    assert len(list(plan_findings(plan))) == 1
+    f = list(plan_findings(plan))[0]
     assert f["Id"] == SCAN_ID and f["Compliance"]["Status"] == "NOT_AVAILABLE" and f["RecordState"] == "ACTIVE"
     assert REF.arn in [r["Id"] for r in f["Resources"]]
     assert "HTTP 401" in f["Description"]
@@ -141,14 +141,14 @@ def test_unreadable_leaves_earlier_findings_and_sends_one_not_available():
 
 def test_unreadable_without_previous_state():
     plan = plan_unreadable(None, REF, None, "timeout", DAY1)
-    assert [f["Id"] for f in list(plan.findings())] == [SCAN_ID]
-    assert list(plan.findings())[0]["Resources"][0]["Id"] == REF.arn
+    assert [f["Id"] for f in list(plan_findings(plan))] == [SCAN_ID]
+    assert list(plan_findings(plan))[0]["Resources"][0]["Id"] == REF.arn
     assert set(plan.next_state.findings) == {SCAN_ID}
 
 
 def test_repeated_failures_keep_not_available_created_at():
     s1 = plan_unreadable(None, REF, RESOURCE, "one", DAY1).next_state
-    f = list(plan_unreadable(s1, REF, RESOURCE, "two", DAY2).findings())[0]
+    f = list(plan_findings(plan_unreadable(s1, REF, RESOURCE, "two", DAY2)))[0]
     assert (f["CreatedAt"], f["UpdatedAt"]) == (DAY1, DAY2)
     assert "two" in f["Description"]
 
@@ -167,12 +167,21 @@ def test_success_after_failure_archives_not_available():
 def test_deleted_archives_every_active_finding():
     s1 = scan(None, DAY1, res("a"), res("b"), res("c")).next_state
     s2 = scan(s1, DAY2, res("a"), res("b")).next_state  # c archived already
-    plan = plan_deleted(s2, DAY3)
-    assert sorted(f["Id"] for f in list(plan.findings())) == sorted([fid("a"), fid("b")])
-    assert all(f["RecordState"] == "ARCHIVED" and f["UpdatedAt"] == DAY3 for f in list(plan.findings()))
+    plan = plan_deleted(s2, REF, DAY3)
+    assert sorted(f["Id"] for f in list(plan_findings(plan))) == sorted([fid("a"), fid("b")])
+    assert all(f["RecordState"] == "ARCHIVED" and f["UpdatedAt"] == DAY3 for f in list(plan_findings(plan)))
     assert plan.archived == 2
     assert plan.next_state.active_ids == set()
-    assert list(plan_deleted(plan.next_state, DAY3).findings()) == []  # nothing left to archive
+    assert list(plan_findings(plan_deleted(plan.next_state, REF, DAY3))) == []  # nothing left to archive
+
+
+def test_a_deleted_cluster_is_forgotten_once_every_archive_is_accepted():
+    s1 = scan(None, DAY1, res("a"), res("b")).next_state
+    plan = plan_deleted(s1, REF, DAY2)
+    assert plan.settle(s1, []) is None
+    kept = plan.settle(s1, [fid("b")])  # b's archive was rejected: kept ACTIVE, to be archived next run
+    assert kept is not None and kept.active_ids == {fid("b")}
+    assert plan_deleted(None, REF, DAY2).report_ids == ()  # another run forgot it already
 
 
 def test_settle_without_rejections_is_next_state():
