@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from netpol_scan.sandbox import kinds
 from netpol_scan.sandbox.auto_mode import add_auto_mode
 from netpol_scan.sandbox.aws_world import DEFAULT_ACCOUNT, DEFAULT_REGION, World
 from netpol_scan.sandbox.kube_api import Cluster
@@ -28,6 +29,23 @@ ROOT = Path(__file__).resolve().parents[2]
 DENY_ALL = {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
 ALLOW_FRONTEND = {"podSelector": {"matchLabels": {"app": "api"}}, "policyTypes": ["Ingress"],
                   "ingress": [{"from": [{"podSelector": {"matchLabels": {"app": "web"}}}]}]}
+# The kinds of 2025, one of each: the upstream ClusterNetworkPolicy (network-policy-api v0.2) guarding one namespace
+# from the Baseline tier, and EKS's own ClusterNetworkPolicy and ApplicationNetworkPolicy on the Auto Mode cluster.
+BASELINE_BATCH = {"apiVersion": "policy.networking.k8s.io/v1alpha2", "kind": "ClusterNetworkPolicy",
+                  "metadata": {"name": "baseline-batch"},
+                  "spec": {"tier": "Baseline", "priority": 50,
+                           "subject": {"namespaces": {"matchLabels": {"kubernetes.io/metadata.name": "batch"}}},
+                           "ingress": [{"action": "Deny", "from": [{"namespaces": {}}]}]}}
+ADMIN_REPORTS_EGRESS = {"apiVersion": "networking.k8s.aws/v1alpha1", "kind": "ClusterNetworkPolicy",
+                        "metadata": {"name": "reports-no-egress"},
+                        "spec": {"tier": "Admin", "priority": 10,
+                                 "subject": {"namespaces": {"matchLabels": {"kubernetes.io/metadata.name": "reports"}}},
+                                 "egress": [{"action": "Deny", "to": [{"networks": ["0.0.0.0/0", "::/0"]}]}]}}
+ORDERS_EGRESS = {"apiVersion": "networking.k8s.aws/v1alpha1", "kind": "ApplicationNetworkPolicy",
+                 "metadata": {"name": "egress-to-payments-api", "namespace": "orders"},
+                 "spec": {"podSelector": {}, "policyTypes": ["Egress"],
+                          "egress": [{"to": [{"domainNames": ["api.payments.example.com"]}],
+                                      "ports": [{"protocol": "TCP", "port": 443}]}]}}
 
 
 AUTO_MODE_CLUSTERS = {"orders-auto"}  # DescribeCluster says computeConfig.enabled
@@ -36,11 +54,14 @@ AUTO_MODE_CLUSTERS = {"orders-auto"}  # DescribeCluster says computeConfig.enabl
 def clusters() -> list[tuple[str, str, Cluster, bool]]:
     """(account, Region, cluster, reachable): a small but varied fleet. orders-auto is an EKS Auto Mode cluster
     with the network policy controller on and every NodePool on a DefaultDeny NodeClass: 5.3.1 PASSED, and its
-    namespaces without policies isolated by the nodes (5.3.2 still FAILED: no policy is defined)."""
+    namespaces without policies isolated by the nodes (5.3.2 still FAILED: no policy is defined); its namespaces
+    orders and reports are guarded by EKS's ApplicationNetworkPolicy and ClusterNetworkPolicy. payments-prod's batch
+    namespace has only an upstream ClusterNetworkPolicy (Baseline tier), which counts for 5.3.2."""
     payments = Cluster("payments-prod", {"default": {}, "kube-system": {}, "payments": {"default-deny": DENY_ALL},
                                          "ledger": {"default-deny": DENY_ALL, "allow-frontend": ALLOW_FRONTEND},
                                          "batch": {}})
     payments.add_namespace("old-team", terminating=True)
+    kinds.add(payments, BASELINE_BATCH)
     shop = Cluster("shop-staging", {"default": {}, "kube-system": {}, "storefront": {"api": ALLOW_FRONTEND},
                                     "checkout": {}, "search": {}})
     legacy = Cluster("legacy-analytics", {"default": {}})
@@ -48,6 +69,8 @@ def clusters() -> list[tuple[str, str, Cluster, bool]]:
                                                    "reports": {}}),
                            node_classes={"default": None, "locked": "DefaultDeny"},
                            node_pools={"apps": "locked", "critical": "locked"})
+    kinds.add(orders, ADMIN_REPORTS_EGRESS)
+    kinds.add(orders, ORDERS_EGRESS)
     return [(DEFAULT_ACCOUNT, DEFAULT_REGION, payments, True), (MEMBER_ACCOUNT, MEMBER_REGION, shop, True),
             (MEMBER_ACCOUNT, DEFAULT_REGION, legacy, False), (DEFAULT_ACCOUNT, DEFAULT_REGION, orders, True)]
 

@@ -162,4 +162,14 @@ def test_sandbox_is_what_make_demo_runs():
     assert "NOT_AVAILABLE legacy-analytics/-" in done.stdout
     (auto_mode,) = [line for line in done.stdout.splitlines() if "orders-auto/- " in line]
     assert auto_mode.split()[0] == "PASSED" and "enforces network policies" in auto_mode, "EKS Auto Mode, 5.3.1"
+    # Namespaces guarded only by the kinds of 2025 (EKS's ApplicationNetworkPolicy and ClusterNetworkPolicy, the
+    # upstream v1alpha2 ClusterNetworkPolicy) pass 5.3.2 and the isolation their policies give.
+    shown = {tuple(line.split()[:2]) + (" ".join(line.split()[2:]),) for line in done.stdout.splitlines()}
+    for namespace, verdicts in {"orders-auto/orders": ("has network policies defined", "denies egress by default"),
+                                "orders-auto/reports": ("has network policies defined", "denies egress by default"),
+                                "payments-prod/batch": ("has network policies defined", "denies ingress by default")
+                                }.items():
+        for verdict in verdicts:
+            assert any(line[:2] == ("PASSED", namespace) and line[2].endswith(verdict) for line in shown), \
+                (namespace, verdict)
     assert "S3 bucket netpol-scanner-sandbox:" in done.stdout and "(run report)" in done.stdout
