@@ -79,6 +79,12 @@ def _isolation(direction: str, effects: tuple[Effect, ...]) -> _Isolation:
                       tuple(unknown_if_no_deny))
 
 
+def openers(direction: str, effects: tuple[Effect, ...]) -> Sequence[str]:
+    """The policies that admit everything to every pod of a namespace over any deny, once the ordered tiers have
+    decided (sorted): each alone fails the namespace."""
+    return _isolation(direction, effects).openers
+
+
 class _Decision(NamedTuple):
     """How the policies of one ordered tier, tried in turn, end for every pod of a namespace (indices into the
     namespace's effects)."""
