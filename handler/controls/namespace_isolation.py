@@ -25,8 +25,8 @@ from handler.controls import unselected_pods
 from handler.controls.base import Control, Evaluate, EvaluationOptions
 from handler.models import ClusterSnapshot, ComplianceStatus, ControlResult, Namespace, UnselectedPods
 from handler.policy import EGRESS, INGRESS, Direction, Effect, Reach
-from handler.policy.engines.common import ADMIN_TIER
 from handler.policy.coverage import NamespaceCoverage
+from handler.policy.engines.common import ADMIN_TIER
 
 MAX_NAMED = 10
 
@@ -103,10 +103,10 @@ def _left_out_by_tiers(pick: Callable[[Effect], Direction], effects: tuple[Effec
     decides nothing none of its policies applies. Calico tiers are each decided alone and then joined with the
     rest: their order among themselves is a Tier resource's, which the scanner does not read. Policies not
     understood that are tried before a decision are kept: their unknown reaches the verdict."""
-    tiers: dict[str, list[int]] = {}
+    tiers: dict[str, list[tuple[tuple[Any, ...], int]]] = {}  # tier -> (rank, index) of its policies
     for index, effect in enumerate(effects):
         if effect.order is not None and pick(effect).reach is Reach.ALL:
-            tiers.setdefault(effect.order.tier, []).append(index)
+            tiers.setdefault(effect.order.tier, []).append((effect.order.rank, index))
     left_out: set[int] = set()
     for tier, members in tiers.items():
         decision = _decide(pick, effects, members)
@@ -114,18 +114,16 @@ def _left_out_by_tiers(pick: Callable[[Effect], Direction], effects: tuple[Effec
         if tier == ADMIN_TIER and decision.deciding:
             return set(range(len(effects))) - kept
         if tier == ADMIN_TIER or decision.deciding is not None:
-            left_out.update(set(members) - kept)
+            left_out.update(index for _, index in members if index not in kept)
     return left_out
 
 
-def _decide(pick: Callable[[Effect], Direction], effects: tuple[Effect, ...], members: list[int]) -> _Decision:
+def _decide(pick: Callable[[Effect], Direction], effects: tuple[Effect, ...],
+            members: list[tuple[tuple[Any, ...], int]]) -> _Decision:
     """The tier's policies in rank order, equal ranks together: an admitting one wins a tie."""
-    def rank(index: int) -> tuple[Any, ...]:
-        return effects[index].order.rank  # type: ignore[union-attr]  # members are ordered policies
-
     tried: list[int] = []
-    for _, group in itertools.groupby(sorted(members, key=rank), key=rank):
-        policies = tuple(group)
+    for _, group in itertools.groupby(sorted(members), key=lambda member: member[0]):
+        policies = tuple(index for _, index in group)
         tried += policies
         deciding = (tuple(i for i in policies if pick(effects[i]).admits_everything)
                     or tuple(i for i in policies if pick(effects[i]).denies_everything))

@@ -9,7 +9,10 @@ pod could have (nca_oracle's universe), our isolation control (handler.controls.
    protocol and port. Pods a labelled policy selects may be opened by it: PASSED means "default deny", and such
    policies are named in the finding.
 3. an opener (a policy selecting every pod of N that admits everything, `Direction.admits_everything`, and that no
-   earlier policy of its ordered tier decides before: `namespace_isolation.openers`) => FAILED, and NCA: every pod of N is open for D to every pod, or to every address of one family.
+   earlier policy of its ordered tier decides before: `namespace_isolation.openers`) => FAILED, and NCA: every pod
+   of N is open for D to every pod, or to every address of one family; or, when rules of the opener before its
+   Allow deny or pass some traffic (Calico's first match; the finding names them as exceptions, as it names an
+   ipBlock's `except`), every pod of N is open to some traffic (so those rules do not cover the Allow).
 4. FAILED without an opener => NCA: no single policy affecting D selects every pod of N.
 5. never NOT_AVAILABLE: every generated policy is interpretable.
 and the CIS 5.3.2 control says:
@@ -52,7 +55,7 @@ CONTROLS = {INGRESS: namespace_isolation.INGRESS_CONTROL, EGRESS: namespace_isol
 @dataclass(frozen=True)
 class Ours:
     isolation: ComplianceStatus
-    openers: tuple[str, ...]  # policies selecting every pod that admit everything, over any deny
+    openers: tuple[str, ...]  # the names of the policies selecting every pod that admit everything, over any deny
 
 
 def snapshot(world: World) -> ClusterSnapshot:
@@ -69,7 +72,9 @@ def ours(world: World) -> tuple[dict[tuple[str, str], Ours], dict[str, Complianc
     isolation = {}
     for direction, control in CONTROLS.items():
         for result in control.evaluate(snap):
-            openers = tuple(namespace_isolation.openers(direction, snap.coverage[result.namespace].effects))
+            effects = snap.coverage[result.namespace].effects
+            names = {e.short_name: e.name for e in effects}
+            openers = tuple(names[o] for o in namespace_isolation.openers(direction, effects))
             isolation[(result.namespace, direction)] = Ours(result.status, openers)
     defined = {r.namespace: r.status for r in namespace_network_policy.evaluate(snap)}
     return isolation, defined
@@ -153,7 +158,8 @@ def disagreements(world: World, kind: Kind) -> list[str]:
             if verdict.isolation is not ComplianceStatus.FAILED:
                 found.append(f"{where}: openers {verdict.openers} but {verdict.isolation} (claim 3)")
             closed = [p.name for p in view.pods if not (p.open_to_all_pods or p.open_to_all_addresses)]
-            if closed:
+            if closed and not (_rules_before_the_allow(world, namespace, direction, verdict.openers)
+                               and all(p.open_to_some for p in view.pods)):
                 found.append(f"{where}: {verdict.openers} admit everything but NCA: {', '.join(closed)} not open "
                              "(claim 3)")
         elif verdict.isolation is ComplianceStatus.FAILED and view.one_policy_isolates_all:
@@ -170,6 +176,16 @@ def disagreements(world: World, kind: Kind) -> list[str]:
             found.append(f"{namespace}: 5.3.2 {defined[namespace]}, but namespaced policies: {namespaced}, "
                          f"cluster-wide policies defined for it per NCA: {cluster_wide or 'none'} (claim 7)")
     return found
+
+
+def _rules_before_the_allow(world: World, namespace: str, direction: str, openers: tuple[str, ...]) -> bool:
+    """Whether a rule with an action (Calico) denies or passes traffic before an Allow in every opener."""
+    def before_an_allow(policy: Mapping[str, Any]) -> bool:
+        actions = [rule.get("action") for rule in policy["spec"].get(direction.lower()) or ()]
+        return "Allow" in actions and bool({"Deny", "Pass"} & set(actions[:actions.index("Allow")]))
+    by_name = {p["metadata"]["name"]: p for p in world.policies
+               if p["metadata"].get("namespace", namespace) == namespace}
+    return all(before_an_allow(by_name[name]) for name in openers)
 
 
 def _only_a_union_opens(world: World, kind: Kind, namespace: str, direction: str) -> bool:

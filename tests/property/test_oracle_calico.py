@@ -145,6 +145,8 @@ PLACED = st.tuples(st.sampled_from(SUBJECTS), SPEC) | st.tuples(st.just(""), GLO
 # `order` before name, and a GlobalNetworkPolicy in the same tier as a NetworkPolicy
 @example(World((("ns0", {}),), (calico_policy("ns0", "p0", {"order": 2, "ingress": [{"action": "Allow"}]}),
                                calico_policy("", "p1", {"order": 1, "ingress": [{"action": "Deny"}]}))))
+# an Allow of everything after a Deny on some ports: FAILED, the Deny named as an exception (claim 3's "some")
+@example(World((("ns0", {}),), (_ingress("p0", {"action": "Deny", "protocol": "TCP"}, {"action": "Allow"}),)))
 @example(REGRESSIONS[0].world)
 @example(REGRESSIONS[1].world)
 @example(REGRESSIONS[2].world)
