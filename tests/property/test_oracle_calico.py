@@ -26,6 +26,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from handler.models import ComplianceStatus
+from handler.policy.engines import calico
 from tests.property.nca_oracle import NAMESPACE_LABELS, POD_KEY, POD_VALUES, World, ask
 from tests.property.oracle_claims import (EGRESS, INGRESS, ORACLE_SETTINGS, Kind, Regression, disagreements,
                                           with_stored_types, worlds)
@@ -163,3 +164,10 @@ def test_nca_defaults_calico_types_by_the_keys():
     written = World((("ns0", {}),), (calico_policy("ns0", "p", {"ingress": [], "egress": [{"action": "Allow"}]}),))
     assert ask(written)[("ns0", INGRESS)].all_isolated  # NCA: the ingress key makes it Ingress too
     assert not ask(as_stored(written))[("ns0", INGRESS)].all_isolated  # Calico: egress rules only: Egress
+
+
+def test_the_oracle_sees_a_covering_deny_read_as_narrow(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Claim 3's allowance for rules before an Allow still fails a Deny of everything read as an exception."""
+    monkeypatch.setattr(calico, "_covers", lambda before, later: False)
+    world = copy.deepcopy(REGRESSIONS[0].world)  # fresh rule lists: the engine caches its reductions by identity
+    assert any("(claim 3)" in found for found in disagreements(world, CALICO))
