@@ -91,7 +91,7 @@ class _Decision(NamedTuple):
 
     deciding: tuple[int, ...] | None  # the policies that admit or deny everything first; (): a Pass of everything
     # first; None: none of them, so each keeps its own effect (a Calico tier denies at its end what none allowed)
-    tried: tuple[int, ...]  # the policies up to the decision: those not understood may have decided before it
+    tried: tuple[int, ...]  # those that may decide, up to the decision: those not understood may have decided first
 
 
 def _left_out_by_tiers(pick: Callable[[Effect], Direction], effects: tuple[Effect, ...]) -> set[int]:
@@ -103,26 +103,37 @@ def _left_out_by_tiers(pick: Callable[[Effect], Direction], effects: tuple[Effec
     decides nothing none of its policies applies. Calico tiers are each decided alone and then joined with the
     rest: their order among themselves is a Tier resource's, which the scanner does not read. Policies not
     understood that are tried before a decision are kept: their unknown reaches the verdict."""
-    tiers: dict[str, list[tuple[tuple[Any, ...], int]]] = {}  # tier -> (rank, index) of its policies
+    candidates: dict[str, list[tuple[tuple[Any, ...], int]]] = {}  # tier -> (rank, index) of those that may decide
+    leaving: set[str] = set()  # the tiers whose policies leave the union but for those kept
     for index, effect in enumerate(effects):
-        if effect.order is not None and pick(effect).reach is Reach.ALL:
-            tiers.setdefault(effect.order.tier, []).append((effect.order.rank, index))
-    left_out: set[int] = set()
-    for tier, members in tiers.items():
-        decision = _decide(pick, effects, members)
-        kept = set(decision.deciding or ()) | {i for i in decision.tried if pick(effects[i]).unknown}
-        if tier == ADMIN_TIER and decision.deciding:
-            return set(range(len(effects))) - kept
-        if tier == ADMIN_TIER or decision.deciding is not None:
-            left_out.update(index for _, index in members if index not in kept)
-    return left_out
+        if effect.order is not None:
+            if effect.order.tier == ADMIN_TIER:
+                leaving.add(ADMIN_TIER)  # it decides, or none of its policies applies
+            d = pick(effect)
+            if d.reach is Reach.ALL and (d.admits_everything or d.denies_everything or d.passes_everything
+                                         or d.unknown):
+                candidates.setdefault(effect.order.tier, []).append((effect.order.rank, index))
+    decisions = {tier: _decide(pick, effects, ranked) for tier, ranked in candidates.items()}
+    kept: set[int] = set()  # the deciding policies, and those not understood tried before a decision
+    for decision in decisions.values():
+        kept.update(decision.deciding or ())
+        kept.update(i for i in decision.tried if pick(effects[i]).unknown)
+    admin = decisions.get(ADMIN_TIER)
+    if admin is not None and admin.deciding:
+        return set(range(len(effects))) - kept
+    leaving.update(tier for tier, decision in decisions.items() if decision.deciding is not None)
+    if not leaving:  # the common case: every Calico tier ends in its own deny, and no Admin tier
+        return set()
+    return {index for index, effect in enumerate(effects)
+            if effect.order is not None and effect.order.tier in leaving and index not in kept}
 
 
 def _decide(pick: Callable[[Effect], Direction], effects: tuple[Effect, ...],
-            members: list[tuple[tuple[Any, ...], int]]) -> _Decision:
-    """The tier's policies in rank order, equal ranks together: an admitting one wins a tie."""
+            candidates: list[tuple[tuple[Any, ...], int]]) -> _Decision:
+    """The tier's policies that may decide (the others change nothing here, and most policies of a large cluster
+    are among them: only these are sorted) in rank order, equal ranks together: an admitting one wins a tie."""
     tried: list[int] = []
-    for _, group in itertools.groupby(sorted(members), key=lambda member: member[0]):
+    for _, group in itertools.groupby(sorted(candidates), key=lambda candidate: candidate[0]):
         policies = tuple(index for _, index in group)
         tried += policies
         deciding = (tuple(i for i in policies if pick(effects[i]).admits_everything)
