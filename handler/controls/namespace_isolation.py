@@ -5,7 +5,8 @@ all of its pods, puts them in default deny for that direction (Kubernetes policy
 sections, Calico types, an Admin or Baseline tier Deny of every pod, and for egress of every network) and has no
 rule admitting everything; and no policy that selects all of its pods admits everything (Kubernetes unions allow
 rules, so one allow-all policy undoes the deny). Admin-tier policies (AdminNetworkPolicy, ClusterNetworkPolicy
-tier Admin) come first, by priority: the first that denies or admits everything decides alone. FAILED otherwise.
+tier Admin) come first, by priority: the first that denies or admits everything decides alone; the policies of a
+Calico tier are tried in `order` the same way, the tier's decision joining the rest. FAILED otherwise.
 Policies that admit every source (destination), on all ports or some, are named in every finding. The rules are
 in handler/policy/engines/ and docs/policy-semantics.md.
 
@@ -18,13 +19,14 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from handler.controls import unselected_pods
 from handler.controls.base import Control, Evaluate, EvaluationOptions
 from handler.models import ClusterSnapshot, ComplianceStatus, ControlResult, Namespace, UnselectedPods
 from handler.policy import EGRESS, INGRESS, Direction, Effect, Reach
 from handler.policy.coverage import NamespaceCoverage
+from handler.policy.engines.common import ADMIN_TIER
 
 MAX_NAMED = 10
 
@@ -55,18 +57,14 @@ def _isolation(direction: str, effects: tuple[Effect, ...]) -> _Isolation:
     if not effects:  # most namespaces of a large cluster: nothing to sort or name
         return NOT_ISOLATED
     pick = (lambda e: e.ingress) if direction == INGRESS else (lambda e: e.egress)
-    decided, admin_unknown = _admin_tier(pick, effects)
-    denies, openers, open_rules, unknown, unknown_if_no_deny = [], [], [], list(admin_unknown), []
-    for effect in effects:
+    left_out = _left_out_by_tiers(pick, effects)
+    denies, openers, open_rules, unknown, unknown_if_no_deny = [], [], [], [], []
+    for index, effect in enumerate(effects):
         d = pick(effect)
         if d.open_rules:
             open_rules.append(f"{effect.short_name} ({'; '.join(d.open_rules)})")
-        if d.reach is not Reach.ALL:
+        if d.reach is not Reach.ALL or index in left_out:
             continue
-        if decided is not None and effect not in decided:
-            continue  # the Admin tier decided: nothing after it matters
-        if decided is None and effect.admin_priority is not None:
-            continue  # the Admin tier decided nothing, or passed everything on
         if d.unknown:
             (unknown if d.opens_over_isolation else unknown_if_no_deny).append(d.unknown)
         if d.isolates and not d.admits_everything:
@@ -81,25 +79,70 @@ def _isolation(direction: str, effects: tuple[Effect, ...]) -> _Isolation:
                       tuple(unknown_if_no_deny))
 
 
-def _admin_tier(pick: Callable[[Effect], Direction],
-                effects: tuple[Effect, ...]) -> tuple[tuple[Effect, ...] | None, tuple[str, ...]]:
-    """The Admin tier decides first, lowest priority first: the first policies over all of the namespace's pods
-    that deny or admit everything decide the verdict alone (an admitting one wins a tie); a Pass of everything
-    hands the rest to the lower tiers. Returns the deciding policies (None: the lower tiers decide) and the
-    Admin-tier policies not understood that come before the decision."""
-    admin = sorted((e for e in effects if e.admin_priority is not None and pick(e).reach is Reach.ALL),
-                   key=lambda e: e.admin_priority)
-    unknown: list[str] = []
-    for _, group in itertools.groupby(admin, key=lambda e: e.admin_priority):
-        policies = tuple(group)
-        unknown += [pick(e).unknown for e in policies if pick(e).unknown]
-        openers = tuple(e for e in policies if pick(e).admits_everything)
-        deciding = openers or tuple(e for e in policies if pick(e).isolates)
+def openers(direction: str, effects: tuple[Effect, ...]) -> Sequence[str]:
+    """The policies that admit everything to every pod of a namespace over any deny, once the ordered tiers have
+    decided (sorted): each alone fails the namespace."""
+    return _isolation(direction, effects).openers
+
+
+class _Decision(NamedTuple):
+    """How the policies of one ordered tier, tried in turn, end for every pod of a namespace (indices into the
+    namespace's effects)."""
+
+    deciding: tuple[int, ...] | None  # the policies that admit or deny everything first; (): a Pass of everything
+    # first; None: none of them, so each keeps its own effect (a Calico tier denies at its end what none allowed)
+    tried: tuple[int, ...]  # those that may decide, up to the decision: those not understood may have decided first
+
+
+def _left_out_by_tiers(pick: Callable[[Effect], Direction], effects: tuple[Effect, ...]) -> set[int]:
+    """The policies that ordered tiers leave out of the union of the rest (indices into `effects`).
+
+    In each tier (Effect.order) the first policies over all of the namespace's pods that admit or deny everything
+    decide alone and the rest of the tier does nothing; a Pass of everything hands the traffic on and the whole
+    tier does nothing. The Admin tier comes before every other policy: its decision is the verdict, and when it
+    decides nothing none of its policies applies. Calico tiers are each decided alone and then joined with the
+    rest: their order among themselves is a Tier resource's, which the scanner does not read. Policies not
+    understood that are tried before a decision are kept: their unknown reaches the verdict."""
+    candidates: dict[str, list[tuple[tuple[Any, ...], int]]] = {}  # tier -> (rank, index) of those that may decide
+    leaving: set[str] = set()  # the tiers whose policies leave the union but for those kept
+    for index, effect in enumerate(effects):
+        if effect.order is not None:
+            if effect.order.tier == ADMIN_TIER:
+                leaving.add(ADMIN_TIER)  # it decides, or none of its policies applies
+            d = pick(effect)
+            if d.reach is Reach.ALL and (d.admits_everything or d.denies_everything or d.passes_everything
+                                         or d.unknown):
+                candidates.setdefault(effect.order.tier, []).append((effect.order.rank, index))
+    decisions = {tier: _decide(pick, effects, ranked) for tier, ranked in candidates.items()}
+    kept: set[int] = set()  # the deciding policies, and those not understood tried before a decision
+    for decision in decisions.values():
+        kept.update(decision.deciding or ())
+        kept.update(i for i in decision.tried if pick(effects[i]).unknown)
+    admin = decisions.get(ADMIN_TIER)
+    if admin is not None and admin.deciding:
+        return set(range(len(effects))) - kept
+    leaving.update(tier for tier, decision in decisions.items() if decision.deciding is not None)
+    if not leaving:  # the common case: every Calico tier ends in its own deny, and no Admin tier
+        return set()
+    return {index for index, effect in enumerate(effects)
+            if effect.order is not None and effect.order.tier in leaving and index not in kept}
+
+
+def _decide(pick: Callable[[Effect], Direction], effects: tuple[Effect, ...],
+            candidates: list[tuple[tuple[Any, ...], int]]) -> _Decision:
+    """The tier's policies that may decide (the others change nothing here, and most policies of a large cluster
+    are among them: only these are sorted) in rank order, equal ranks together: an admitting one wins a tie."""
+    tried: list[int] = []
+    for _, group in itertools.groupby(sorted(candidates), key=lambda candidate: candidate[0]):
+        policies = tuple(index for _, index in group)
+        tried += policies
+        deciding = (tuple(i for i in policies if pick(effects[i]).admits_everything)
+                    or tuple(i for i in policies if pick(effects[i]).denies_everything))
         if deciding:
-            return deciding, tuple(unknown)
-        if any(pick(e).passes_everything for e in policies):
-            break
-    return None, tuple(unknown)
+            return _Decision(deciding, tuple(tried))
+        if any(pick(effects[i]).passes_everything for i in policies):
+            return _Decision((), tuple(tried))
+    return _Decision(None, tuple(tried))
 
 
 def _verdict(direction: str, control_id: str, namespace: Namespace, coverage: NamespaceCoverage,

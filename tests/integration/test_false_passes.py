@@ -194,6 +194,27 @@ def test_calico_log_rule_matches_and_goes_on(world: World) -> None:
     assert result.status is FAILED and "ingress rule 2 admits every source" in result.description
 
 
+def calico_np(name: str, *ingress: dict, **spec: Any) -> dict:
+    return calico(name, {"selector": "all()", "types": ["Ingress"], "ingress": list(ingress), **spec},
+                  kind="NetworkPolicy")
+
+
+@pytest.mark.parametrize("policies, want", [
+    ([calico_np("p0", DENY_ALL), calico_np("p1", ALLOW_ALL)], PASSED),  # by name: p0's Deny decides first
+    ([calico_np("p0", ALLOW_ALL), calico_np("p1", DENY_ALL)], FAILED),
+    ([calico_np("a", ALLOW_ALL, order=200), calico_np("b", DENY_ALL, order=100)], PASSED),  # order before name
+    ([calico_np("a", DENY_ALL), calico_np("b", ALLOW_ALL, order=1000)], FAILED),  # no order: after every order
+    ([calico("g", {"selector": "all()", "order": 1, "types": ["Ingress"], "ingress": [DENY_ALL]}),
+      calico_np("p", ALLOW_ALL, order=2)], PASSED),  # GlobalNetworkPolicy and NetworkPolicy share the tier
+    ([calico_np("p0", {"action": "Pass"}), calico_np("p1", DENY_ALL)], FAILED),  # a Pass ends the tier
+    ([calico_np("security.p0", DENY_ALL, tier="security"), calico_np("p1", ALLOW_ALL)], FAILED),  # tiers: union
+], ids=["deny-then-allow", "allow-then-deny", "order", "unordered-last", "global-shares-tier", "pass-ends-tier",
+        "other-tier"])
+def test_calico_policies_of_a_tier_decide_in_order(world: World, policies, want) -> None:
+    result = verdicts(world, cluster_with(*policies))["ingress"]["shop"]
+    assert result.status is want, result.description
+
+
 # -- 4. Cilium: `spec` and `specs` both apply -------------------------------------------------------------------------
 
 def test_cilium_spec_beside_specs_applies_both(world: World) -> None:

@@ -55,6 +55,7 @@ class PodView:
     isolated: bool  # selected by a policy that affects the direction: only what a rule allows gets through
     open_to_all_pods: bool  # every pod of the universe, on every protocol and port
     open_to_all_addresses: bool  # every IPv4 or every IPv6 address (but EXCEPTED), on every protocol and port
+    open_to_some: bool  # some pod or address, on some protocol or port
     namespace_wide_only: bool  # every policy selecting it for the direction selects every pod of its namespace
 
 
@@ -116,6 +117,7 @@ def ask(world: World) -> dict[tuple[str, str], NamespaceView]:
             pods = tuple(PodView(str(pod), pod in captured,
                                  _open(allowed, pod, all_pods, ingress),
                                  any(_open(allowed, pod, PeerSet({_every_address(f)}), ingress) for f in (4, 6)),
+                                 _open_to_some(allowed, pod, all_pods, ingress),
                                  not any(pod in p.selected_peers for p in narrow))
                          for pod in sorted(members, key=str))
             defined = tuple(p.name for p in cluster_wide if members <= p.selected_peers or (
@@ -134,6 +136,15 @@ def _open(allowed: ConnectivityProperties | None, pod: Any, peers: PeerSet, ingr
     ends = {"src_peers": peers, "dst_peers": PeerSet({pod})} if ingress else \
         {"src_peers": PeerSet({pod}), "dst_peers": peers}
     return ConnectivityProperties.make_conn_props_from_dict(ends).contained_in(allowed)
+
+
+def _open_to_some(allowed: ConnectivityProperties | None, pod: Any, pods: PeerSet, ingress: bool) -> bool:
+    if allowed is None:
+        return True
+    others = PeerSet({*pods, IpBlock("0.0.0.0/0"), IpBlock("::/0")})
+    ends = {"src_peers": others, "dst_peers": PeerSet({pod})} if ingress else \
+        {"src_peers": PeerSet({pod}), "dst_peers": others}
+    return bool(ConnectivityProperties.make_conn_props_from_dict(ends) & allowed)
 
 
 def _every_address(family: int) -> IpBlock:

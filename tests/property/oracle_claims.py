@@ -8,8 +8,11 @@ pod could have (nca_oracle's universe), our isolation control (handler.controls.
    open for D to every pod of the cluster, nor to every IPv4 or IPv6 address (but the EXCEPTED blocks), on every
    protocol and port. Pods a labelled policy selects may be opened by it: PASSED means "default deny", and such
    policies are named in the finding.
-3. an opener (a policy selecting every pod of N that admits everything: `Direction.admits_everything`) =>
-   FAILED, and NCA: every pod of N is open for D to every pod, or to every address of one family.
+3. an opener (a policy selecting every pod of N that admits everything, `Direction.admits_everything`, and that no
+   earlier policy of its ordered tier decides before: `namespace_isolation.openers`) => FAILED, and NCA: every pod
+   of N is open for D to every pod, or to every address of one family; or, when rules of the opener before its
+   Allow deny or pass some traffic (Calico's first match; the finding names them as exceptions, as it names an
+   ipBlock's `except`), every pod of N is open to some traffic (so those rules do not cover the Allow).
 4. FAILED without an opener => NCA: no single policy affecting D selects every pod of N.
 5. never NOT_AVAILABLE: every generated policy is interpretable.
 and the CIS 5.3.2 control says:
@@ -22,8 +25,9 @@ Where NCA finds connectivity the claims deny, the disagreement is classified, by
 - "union": no single peer of a rule (with that rule's ports), put alone in a namespace-wide policy, opens
   everything in NCA either; only their union does. Our analysis is peer by peer, by design
   (docs/policy-semantics.md, "Differential oracle").
-- a known bug of ours (`Kind.known_bugs`), while its minimal example still reproduces on the code under test;
 - otherwise unexplained: the test fails and prints the world.
+The worlds on which the oracle found bugs of ours, fixed since, are `Regression`s: @examples of their kind's
+property, checked like any generated world, and each shown wrong by NCA itself under the old verdict.
 """
 from __future__ import annotations
 
@@ -37,7 +41,7 @@ from hypothesis import strategies as st
 
 from handler.controls import namespace_isolation, namespace_network_policy
 from handler.models import (ClusterInfo, ClusterRef, ClusterSnapshot, ComplianceStatus, Namespace, NetworkPolicy)
-from handler.policy import EGRESS, INGRESS, Reach
+from handler.policy import EGRESS, INGRESS
 from tests.property import nca_oracle
 from tests.property.nca_oracle import World
 
@@ -51,7 +55,7 @@ CONTROLS = {INGRESS: namespace_isolation.INGRESS_CONTROL, EGRESS: namespace_isol
 @dataclass(frozen=True)
 class Ours:
     isolation: ComplianceStatus
-    openers: tuple[str, ...]  # policies selecting every pod that admit everything, over any deny
+    openers: tuple[str, ...]  # the names of the policies selecting every pod that admit everything, over any deny
 
 
 def snapshot(world: World) -> ClusterSnapshot:
@@ -63,44 +67,37 @@ def snapshot(world: World) -> ClusterSnapshot:
 
 def ours(world: World) -> tuple[dict[tuple[str, str], Ours], dict[str, ComplianceStatus]]:
     """The isolation verdicts per (namespace, direction) and the 5.3.2 verdict per namespace, with the openers
-    read from the analysis the controls rest on (the one place this test reads handler.policy's Effects)."""
+    as the isolation control finds them (after the ordered tiers decided)."""
     snap = snapshot(world)
     isolation = {}
     for direction, control in CONTROLS.items():
         for result in control.evaluate(snap):
             effects = snap.coverage[result.namespace].effects
-            sides = [e.ingress if direction == INGRESS else e.egress for e in effects]
-            openers = tuple(e.name for e, d in zip(effects, sides)
-                            if d.reach is Reach.ALL and d.admits_everything and d.opens_over_isolation)
+            names = {e.short_name: e.name for e in effects}
+            openers = tuple(names[o] for o in namespace_isolation.openers(direction, effects))
             isolation[(result.namespace, direction)] = Ours(result.status, openers)
     defined = {r.namespace: r.status for r in namespace_network_policy.evaluate(snap)}
     return isolation, defined
 
 
 @dataclass(frozen=True)
-class KnownBug:
-    """A disagreement that is our bug: excused only while `example` still shows it on the code under test
-    (tests/property/test_oracle_known_bugs.py shows each one, and checks it strictly once fixed)."""
+class Regression:
+    """A world on which the oracle found a bug of ours, fixed since: an @example of its kind's property, checked
+    strictly like any generated world. `old` is the verdict the buggy code gave its namespace "ns0" for
+    `direction`; NCA itself shows that verdict wrong."""
 
     name: str
-    fixed_by: str
-    example: World  # minimal: the buggy code gives its namespace "ns0" the verdict `buggy` for `direction`
+    world: World
     direction: str
-    # (the world, the single peer NCA shows opening everything or None): is the disagreement this bug?
-    matches: Callable[[World, Mapping[str, Any] | None], bool]
-    buggy: ComplianceStatus = ComplianceStatus.PASSED
+    old: ComplianceStatus
 
-    def reproduces(self) -> bool:
-        isolation, _ = ours(self.example)
-        return isolation[("ns0", self.direction)].isolation is self.buggy
-
-    def wrong_per_nca(self, to_nca: Callable[[World], World]) -> bool:
-        """Whether NCA contradicts the buggy verdict: a PASSED namespace whose pods are all open to everything, or
-        a FAILED one whose pods are all isolated and none open."""
-        pods = nca_oracle.ask(to_nca(self.example))[("ns0", self.direction)].pods
+    def old_verdict_wrong_per_nca(self, to_nca: Callable[[World], World]) -> bool:
+        """A PASSED namespace whose pods are all open to everything, or a FAILED one whose pods are all isolated
+        and none open."""
+        pods = nca_oracle.ask(to_nca(self.world))[("ns0", self.direction)].pods
         isolated = all(p.isolated for p in pods)
         opened = [p.open_to_all_pods or p.open_to_all_addresses for p in pods]
-        if self.buggy is ComplianceStatus.PASSED:
+        if self.old is ComplianceStatus.PASSED:
             return isolated and all(opened)
         return isolated and not any(opened)
 
@@ -135,16 +132,14 @@ def worlds(subjects: tuple[str, ...], specs: st.SearchStrategy[tuple[str, dict[s
 
 @dataclass(frozen=True)
 class Kind:
-    """How one policy kind meets the oracle: how NCA must read it, how to take one peer of a rule alone, and the
-    known bugs of our analysis of it."""
+    """How one policy kind meets the oracle: how NCA must read it, and how to take one peer of a rule alone."""
 
     to_nca: Callable[[World], World]  # the world as NCA must read it (the test modules say why)
-    peers_alone: Callable[[World, str, str], Iterator[tuple[dict[str, Any], Mapping[str, Any] | None]]]
-    known_bugs: tuple[KnownBug, ...]
+    peers_alone: Callable[[World, str, str], Iterator[dict[str, Any]]]  # each a namespace-wide policy
 
 
 def disagreements(world: World, kind: Kind) -> list[str]:
-    """Every claim above that NCA contradicts and that is neither a union nor a known bug still present."""
+    """Every claim above that NCA contradicts and that is not a union."""
     views = nca_oracle.ask(kind.to_nca(world))
     isolation, defined = ours(world)
     found = []
@@ -157,13 +152,14 @@ def disagreements(world: World, kind: Kind) -> list[str]:
             found += [f"{where}: PASSED but NCA: {p.name} not isolated (claim 1)" for p in view.pods if not p.isolated]
             opened = [p.name for p in view.pods if p.namespace_wide_only and (p.open_to_all_pods or
                                                                                p.open_to_all_addresses)]
-            if opened and _excuse(world, kind, namespace, direction) is None:
+            if opened and not _only_a_union_opens(world, kind, namespace, direction):
                 found.append(f"{where}: PASSED but NCA: {', '.join(opened)} open to everything (claim 2)")
         if verdict.openers:
             if verdict.isolation is not ComplianceStatus.FAILED:
                 found.append(f"{where}: openers {verdict.openers} but {verdict.isolation} (claim 3)")
             closed = [p.name for p in view.pods if not (p.open_to_all_pods or p.open_to_all_addresses)]
-            if closed and not _known(kind, world, None):
+            if closed and not (_rules_before_the_allow(world, namespace, direction, verdict.openers)
+                               and all(p.open_to_some for p in view.pods)):
                 found.append(f"{where}: {verdict.openers} admit everything but NCA: {', '.join(closed)} not open "
                              "(claim 3)")
         elif verdict.isolation is ComplianceStatus.FAILED and view.one_policy_isolates_all:
@@ -182,18 +178,20 @@ def disagreements(world: World, kind: Kind) -> list[str]:
     return found
 
 
-def _excuse(world: World, kind: Kind, namespace: str, direction: str) -> str | None:
-    """Why a namespace we PASS is open in NCA: "union", the name of a known bug still present, or None."""
-    for alone, peer in kind.peers_alone(world, namespace, direction):
+def _rules_before_the_allow(world: World, namespace: str, direction: str, openers: tuple[str, ...]) -> bool:
+    """Whether a rule with an action (Calico) denies or passes traffic before an Allow in every opener."""
+    def before_an_allow(policy: Mapping[str, Any]) -> bool:
+        actions = [rule.get("action") for rule in policy["spec"].get(direction.lower()) or ()]
+        return "Allow" in actions and bool({"Deny", "Pass"} & set(actions[:actions.index("Allow")]))
+    by_name = {p["metadata"]["name"]: p for p in world.policies
+               if p["metadata"].get("namespace", namespace) == namespace}
+    return all(before_an_allow(by_name[name]) for name in openers)
+
+
+def _only_a_union_opens(world: World, kind: Kind, namespace: str, direction: str) -> bool:
+    """Whether no single peer of a rule, alone in a namespace-wide policy, opens the namespace in NCA either."""
+    for alone in kind.peers_alone(world, namespace, direction):
         view = nca_oracle.ask(kind.to_nca(World(world.namespaces, (alone,))))[(namespace, direction)]
         if any(p.open_to_all_pods or p.open_to_all_addresses for p in view.pods):
-            return _known(kind, world, peer)
-    return "union"
-
-
-def _known(kind: Kind, world: World, peer: Mapping[str, Any] | None) -> str | None:
-    """The first known bug of `kind` that matches and still reproduces on the code under test."""
-    for bug in kind.known_bugs:
-        if bug.matches(world, peer) and bug.reproduces():
-            return bug.name
-    return None
+            return False
+    return True

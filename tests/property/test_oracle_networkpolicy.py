@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from handler.models import ComplianceStatus
 from tests.property import oracle_claims
 from tests.property.nca_oracle import NAMESPACE_LABELS, POD_KEY, POD_VALUES, World, ask
-from tests.property.oracle_claims import (EGRESS, INGRESS, ORACLE_SETTINGS, Kind, KnownBug, disagreements, ours,
+from tests.property.oracle_claims import (EGRESS, INGRESS, ORACLE_SETTINGS, Kind, Regression, disagreements, ours,
                                           with_stored_types, worlds)
 
 SUBJECTS = ("ns0", "ns1")
@@ -48,8 +48,7 @@ def as_stored(world: World) -> World:
     return with_stored_types(world, "policyTypes", kubernetes_types)
 
 
-def kubernetes_peers_alone(world: World, namespace: str,
-                           direction: str) -> Iterator[tuple[dict[str, Any], Mapping[str, Any] | None]]:
+def kubernetes_peers_alone(world: World, namespace: str, direction: str) -> Iterator[dict[str, Any]]:
     """Each peer of each rule of each NetworkPolicy of the namespace that selects all of it, alone in a policy
     selecting every pod, with its rule's ports; a rule without peers is its own single peer (None)."""
     for policy in world.policies:
@@ -63,20 +62,7 @@ def kubernetes_peers_alone(world: World, namespace: str,
                 alone = copy.deepcopy(dict(policy))
                 alone["spec"] = {"podSelector": {}, "policyTypes": [direction],
                                  direction.lower(): [{**bare, **({PEERS_KEY[direction]: [peer]} if peer else {})}]}
-                yield alone, peer
-
-
-def _is_zero_block_with_except(world: World, peer: Mapping[str, Any] | None) -> bool:
-    peer = peer or {}
-    block = peer.get("ipBlock") or {}
-    return str(block.get("cidr", "")).endswith("/0") and bool(block.get("except"))
-
-
-def _is_namespace_selector_of_every_namespace(world: World, peer: Mapping[str, Any] | None) -> bool:
-    peer = peer or {}
-    # NCA showed it opens every pod of the universe, so a non-empty namespaceSelector here matches every namespace.
-    selector = peer.get("namespaceSelector")
-    return bool(selector) and not peer.get("podSelector") and "ipBlock" not in peer
+                yield alone
 
 
 def _deny_then(direction: str, rule: Mapping[str, Any]) -> World:
@@ -85,18 +71,15 @@ def _deny_then(direction: str, rule: Mapping[str, Any]) -> World:
         "podSelector": {}, "policyTypes": [direction], direction.lower(): [rule]}),))
 
 
-KUBERNETES_BUGS = (
-    KnownBug("ipBlock /0 with except", "fixed on branch policy-fixes (64da620)",
-             _deny_then(EGRESS, {"to": [{"ipBlock": {"cidr": "0.0.0.0/0",
-                                                             "except": ["169.254.169.254/32"]}}]}),
-             EGRESS, _is_zero_block_with_except),
-    KnownBug("namespaceSelector matching every namespace without being {}",
-             "fixed on branch policy-fixes (64da620)",
-             _deny_then(INGRESS, {"from": [{"namespaceSelector": {"matchExpressions": [
-                 {"key": "kubernetes.io/metadata.name", "operator": "Exists"}]}}]}),
-             INGRESS, _is_namespace_selector_of_every_namespace),
+# Found by this oracle, fixed on branch policy-fixes (64da620): both were PASSED and open to everything.
+REGRESSIONS = (
+    Regression("ipBlock /0 with except", _deny_then(EGRESS, {"to": [{"ipBlock": {
+        "cidr": "0.0.0.0/0", "except": ["169.254.169.254/32"]}}]}), EGRESS, ComplianceStatus.PASSED),
+    Regression("namespaceSelector matching every namespace without being {}", _deny_then(INGRESS, {"from": [{
+        "namespaceSelector": {"matchExpressions": [{"key": "kubernetes.io/metadata.name", "operator": "Exists"}]}}]}),
+        INGRESS, ComplianceStatus.PASSED),
 )
-KUBERNETES = Kind(as_stored, kubernetes_peers_alone, KUBERNETES_BUGS)
+KUBERNETES = Kind(as_stored, kubernetes_peers_alone)
 
 # -- generators --------------------------------------------------------------------------------------------------
 
@@ -171,14 +154,19 @@ def _example(*specs: tuple[str, dict[str, Any]]) -> World:
 @example(_example(("ns0", {"podSelector": {}, "ingress": [{"from": [
     {"namespaceSelector": {"matchLabels": {"team": "a"}}},
     {"namespaceSelector": {"matchExpressions": [{"key": "team", "operator": "NotIn", "values": ["a"]}]}}]}]})))
-# the known bugs' own examples (see KUBERNETES_BUGS): excused while the bug is present, checked once it is fixed
-@example(KUBERNETES_BUGS[0].example)
-@example(KUBERNETES_BUGS[1].example)
+# the regressions (REGRESSIONS), checked strictly
+@example(REGRESSIONS[0].world)
+@example(REGRESSIONS[1].world)
 def test_networkpolicy_verdicts_agree_with_nca(world: World) -> None:
     assert disagreements(world, KUBERNETES) == [], world
 
 
 # -- what the property rests on ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("regression", REGRESSIONS, ids=[r.name for r in REGRESSIONS])
+def test_the_old_verdict_of_each_regression_is_wrong_per_nca(regression: Regression) -> None:
+    assert regression.old_verdict_wrong_per_nca(KUBERNETES.to_nca)
+
 
 def test_nca_defaults_policy_types_by_the_egress_key_not_by_egress_rules():
     """The NCA difference `as_stored` removes, shown, so that a future NCA that fixes it is noticed."""

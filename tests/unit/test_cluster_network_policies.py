@@ -9,6 +9,7 @@ from handler.errors import PolicyError
 from handler.models import ClusterInfo, ClusterRef, ClusterSnapshot, ComplianceStatus, Namespace, NetworkPolicy
 from handler.policy import ANALYZERS, Reach, analyze
 from handler.policy.coverage import not_understood
+from handler.policy.engines.common import ADMIN_TIER, Order
 
 NS = Namespace("shop", labels={"team": "a"})
 ANP = ("AdminNetworkPolicy", "policy.networking.k8s.io/v1alpha1")
@@ -113,9 +114,9 @@ def test_every_kind_of_the_family_is_registered():
 
 
 def test_admin_priority_is_carried_and_baseline_has_none():
-    assert analyze(tiered(EKS, [deny(PODS, NETS)], priority=7), NS).admin_priority == 7
-    assert analyze(tiered(EKS, [deny(PODS, NETS)], tier="Baseline"), NS).admin_priority is None
-    assert analyze(tiered(BANP, [deny(PODS, NETS)]), NS).admin_priority is None
+    assert analyze(tiered(EKS, [deny(PODS, NETS)], priority=7), NS).order == Order(ADMIN_TIER, (7,))
+    assert analyze(tiered(EKS, [deny(PODS, NETS)], tier="Baseline"), NS).order is None
+    assert analyze(tiered(BANP, [deny(PODS, NETS)]), NS).order is None
 
 
 @pytest.mark.parametrize("spec, message", [

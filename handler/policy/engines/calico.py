@@ -1,14 +1,15 @@
 """projectcalico.org/v3 (and crd.projectcalico.org/v1) NetworkPolicy and GlobalNetworkPolicy (pure)."""
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 from handler.errors import PolicyError
 from handler.models import EMPTY, Namespace, NetworkPolicy
 from handler.policy.calico_selector import compile_selector
-from handler.policy.engines.common import (EGRESS, INACTIVE, INGRESS, Direction, Effect, Peer, Scope,
-                                           _any_namespace_label, _by_identity, _direction, _effect, _guarded,
+from handler.policy.engines.common import (CALICO_TIER, EGRESS, INACTIVE, INGRESS, Direction, Effect, Order,
+                                           Peer, Scope, _any_namespace_label, _by_identity, _direction, _effect, _guarded,
                                            _names_namespace, _namespace_labels, _Rule, _whole_internet)
 from handler.policy.selectors import PRESENT, UNKNOWN, Reach, Resolver, all_of
 
@@ -31,7 +32,18 @@ def analyze(policy: NetworkPolicy, namespace: Namespace) -> Effect:
                                                                 "source", bool(policy.namespace)))
     egress = _guarded(policy, reach, lambda: _calico_direction(reach, EGRESS in types, spec.get("egress"),
                                                                "destination", bool(policy.namespace)))
-    return _effect(policy, counts, ingress, egress)
+    return _effect(policy, counts, ingress, egress, _order(policy))
+
+
+def _order(policy: NetworkPolicy) -> Order:
+    """Felix sorts the policies of a tier by `order`, absent last (+Inf), ties broken by "name/namespace/kind"
+    (felix/calc/policy_sorter.go, ExtractPolicyMetadata and PolKVLess); the tier is `spec.tier`, else default."""
+    order = policy.spec.get("order")
+    if order is not None and (isinstance(order, bool) or not isinstance(order, (int, float))):
+        raise PolicyError(f"`order` must be a number, got {order!r}")
+    tier = policy.spec.get("tier") or "default"
+    return Order(CALICO_TIER + str(tier), (math.inf if order is None else float(order),
+                                           f"{policy.name}/{policy.namespace}/{policy.kind}"))
 
 
 def _calico_reach(spec: Mapping[str, Any], namespace: Namespace) -> Reach:
@@ -98,11 +110,12 @@ def _ordered_rules(rules: Sequence[Any], peer_key: str, namespaced: bool) -> Dir
     """The direction as it is for pods the policy selects. Rules in order, the first match wins: an Allow admits
     what no earlier Deny or Pass took; a Pass hands what it matches to the next tier (or to the profile, which
     allows), so a Pass of every source on all ports leaves the pods without default deny here; whatever no rule
-    matches is denied at the end of the tier."""
+    matches is denied at the end of the tier. A Deny of everything before any rule of every pod on all ports
+    decides for the rest of the tier (`denies_everything`): later policies of the tier get nothing."""
     name = "ingress" if peer_key == "source" else "egress"
     reduced: list[_Rule] = []
     earlier: list[tuple[_Match, str]] = []  # the Deny and Pass rules before, and what they take, for the finding
-    isolates = True
+    passes = denies = wide_before = False
     for number, rule in enumerate(rules, 1):
         action = rule.get("action")
         if action not in ACTIONS:
@@ -110,14 +123,20 @@ def _ordered_rules(rules: Sequence[Any], peer_key: str, namespaced: bool) -> Dir
         match = _calico_match(rule, peer_key, namespaced)
         if action == "Log" or any(_covers(before, match) for before, _ in earlier):
             reduced.append(UNREACHED)
-        elif action == "Allow":
+            continue
+        wide = match.peer.scope >= Scope.ALL_PODS and match.all_ports
+        if action == "Allow":
             taken = tuple(what for _, what in earlier)
             reduced.append(_Rule(match.peer.scope, match.all_ports, excepted=match.peer.excepted + taken))
         else:
             reduced.append(UNREACHED)
-            isolates = isolates and not (action == "Pass" and match.peer.scope >= Scope.ALL_PODS and match.all_ports)
+            passes = passes or (action == "Pass" and wide)
+            denies = denies or (action == "Deny" and not wide_before and match.whole and match.all_ports
+                                and match.peer.scope is Scope.EVERYWHERE)
             earlier.append((match, f"what {name} rule {number} {'denies' if action == 'Deny' else 'passes'}"))
-    return _direction(Reach.ALL, isolates, reduced, name)
+        wide_before = wide_before or (wide and action != "Deny")  # an Allow or Pass of every pod came first
+    return _direction(Reach.ALL, not passes, reduced, name)._replace(passes_everything=passes,
+                                                                     denies_everything=denies)
 
 
 def _covers(before: _Match, later: _Match) -> bool:

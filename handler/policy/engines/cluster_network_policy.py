@@ -21,9 +21,9 @@ from typing import Any, NamedTuple
 
 from handler.errors import PolicyError
 from handler.models import Namespace, NetworkPolicy
-from handler.policy.engines.common import (INACTIVE, Direction, Effect, Scope, _any_namespace_label, _direction,
-                                           _effect, _guarded, _names_namespace, _namespace_labels, _pod_labels, _Rule,
-                                           _whole_internet)
+from handler.policy.engines.common import (ADMIN_TIER, INACTIVE, Direction, Effect, Order, Scope,
+                                           _any_namespace_label, _direction, _effect, _guarded, _names_namespace,
+                                           _namespace_labels, _pod_labels, _Rule, _whole_internet)
 from handler.policy.selectors import Reach, all_of, selector_reach
 
 ACCEPT, DENY, PASS = "Accept", "Deny", "Pass"
@@ -71,7 +71,7 @@ def analyze(policy: NetworkPolicy, namespace: Namespace) -> Effect:
         return found._replace(opens_over_isolation=False) if baseline and found is not INACTIVE else found
 
     return _effect(policy, counts, direction("from", "ingress"), direction("to", "egress"),
-                   None if baseline else _priority(spec))
+                   None if baseline else Order(ADMIN_TIER, (_priority(spec),)))
 
 
 def _priority(spec: Mapping[str, Any]) -> int:
@@ -111,7 +111,7 @@ def _first_match(reach: Reach, rules: Sequence[Any] | None, peers_key: str, dial
     needed = [decided.get(region) for region in NEEDED[name]]
     isolates = all(action == DENY for action in needed)
     passes = not baseline and None not in needed and ACCEPT not in needed and not isolates
-    return _direction(reach, isolates, effective, name)._replace(passes_everything=passes)
+    return _direction(reach, isolates, effective, name)._replace(passes_everything=passes, denies_everything=isolates)
 
 
 def _action(rule: Mapping[str, Any], dialect: _Dialect) -> str:

@@ -42,7 +42,8 @@ class Direction(NamedTuple):
     open_rules: tuple[str, ...] = ()
     admits_everything: bool = False
     opens_over_isolation: bool = True  # False in the Baseline tier: any NetworkPolicy overrides it
-    passes_everything: bool = False  # an Admin-tier Pass of every pod: no later Admin-tier policy applies to them
+    passes_everything: bool = False  # a Pass of every pod in an ordered tier: no later policy of the tier applies
+    denies_everything: bool = False  # in an ordered tier: a Deny of everything that no later policy of it undoes
     unknown: str = ""  # why this direction's rules could not be interpreted (then nothing else here is known)
 
 
@@ -57,7 +58,19 @@ class Effect(NamedTuple):
     api_group: str = ""
     name: str = ""
     short_name: str = ""  # how a finding names it: a NetworkPolicy by its name, any other kind with its kind
-    admin_priority: int | None = None  # Admin-tier policies only: decided before any other tier, lowest first
+    order: Order | None = None  # of a policy in a tier whose policies are tried in turn (None: unordered)
+
+
+class Order(NamedTuple):
+    """Where a policy stands in a tier whose policies are tried in turn, the first that decides winning: the
+    Admin tier of the cluster-wide policies (before every other policy, by priority) or a Calico tier (by
+    `order`, then name)."""
+
+    tier: str  # ADMIN_TIER, or CALICO_TIER + a Calico tier's name
+    rank: tuple[Any, ...]  # lowest first; policies of equal rank decide together
+
+
+ADMIN_TIER, CALICO_TIER = "Admin", "Calico tier "
 
 
 Analyzer = Callable[[NetworkPolicy, Namespace], Effect]
@@ -91,11 +104,11 @@ def label(policy: NetworkPolicy) -> str:
 
 
 def _effect(policy: NetworkPolicy, counts: bool, ingress: Direction, egress: Direction,
-            admin_priority: int | None = None) -> Effect:
+            order: Order | None = None) -> Effect:
     # Built whole, once: a copy made afterwards to add the group and name cost a third of the analysis.
     group = policy.api_version.split("/")[0]
     short_name = policy.name if group == "networking.k8s.io" else f"{policy.kind} {policy.name}"
-    return Effect(policy.kind, counts, ingress, egress, group, policy.name, short_name, admin_priority)
+    return Effect(policy.kind, counts, ingress, egress, group, policy.name, short_name, order)
 
 
 def _guarded(policy: NetworkPolicy, reach: Reach, build: Callable[[], Direction]) -> Direction:
