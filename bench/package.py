@@ -1,22 +1,25 @@
-"""Benchmark: the Lambda package's size and the function's cold import, against the interpreter's own startup.
+"""Benchmark: each Lambda function's package (its code plus its layers) and the functions' cold imports, against
+the interpreter's own startup.
 
-    .venv/bin/python -m bench.package [--no-build] [--runs 5]
+    .venv/bin/python -m bench.package [--no-build] [--runs 9]
 
-1. Size: runs `sam build` (unless --no-build and .aws-sam/build/ScannerFunction exists) and reports what it
-   produced, layers included (the template has none today): the sum of file sizes (unzipped, what Lambda's
-   250 MB limit counts), the size of a DEFLATE zip of it, and the 8 largest top-level entries.
+1. Size: runs `sam build` (unless --no-build and .aws-sam/build holds a build) and reports, from the built
+   template, one row per function: the function's directory plus every layer it uses (what Lambda's 250 MB
+   unzipped limit counts), as the sum of file sizes and as DEFLATE zips, and its ratio to the 90 MB budget; a
+   row per layer; what one deploy uploads (each artifact once) against every function shipping the layer's
+   content itself; and the largest entries.
 2. Cold import: the template builds for arm64 (manylinux2014_aarch64 wheels), which cannot be imported on this
-   x86_64 machine, so the same requirements.lock is installed for the host the way the Makefile does it
-   (pip --no-compile --only-binary=:all: --target) with handler/ beside it, and `import handler.app` is timed in
-   fresh python3.12 processes: -S (no site), PYTHONPATH=<that dir> only, PYTHONDONTWRITEBYTECODE=1 (nothing is
-   cached, as on Lambda's read-only /var/task without __pycache__), and the variables Lambda sets. The baseline
-   is `python3.12 -S -c pass` under the same flags, measured in the same command; the cold import cost is the
-   median of the import runs minus the median of the baseline runs. The same is measured with the tree
-   precompiled (compileall, unchecked-hash .pyc) to show what compiling bytecode in the build would cost in size
-   and save in time.
+   x86_64 machine, so the Makefile's own targets (build-DependenciesLayer, build-ScannerFunction) build the same
+   package for this machine's platform in a scratch directory. `import handler.app` and `import handler.worker`
+   are timed in fresh python3.12 processes: -S -s (no site), PYTHONPATH = the function's directory, then the
+   layer's python/ (Lambda's /var/task, then /opt/python), PYTHONDONTWRITEBYTECODE=1 (Lambda's file system is
+   read-only: only the bytecode in the zip is used), and the variables Lambda sets. The baseline is
+   `python3.12 -S -s -c pass` under the same flags, in the same rounds; the cold import cost is the median of
+   the import runs minus the median of the baseline runs. The same tree with its .pyc files removed (what the
+   build shipped before it compiled bytecode) is timed in the same rounds, for the ratio.
 
-Exits 1 when the package is 150 MB or more unzipped, or the cold import costs 1.5 s or more. Numbers and method:
-docs/benchmarks.md.
+Exits 1 when a function's package is over 90 MB unzipped or a function's cold import costs over 0.40 s. Numbers
+and method: docs/benchmarks.md.
 """
 from __future__ import annotations
 
@@ -32,15 +35,15 @@ import time
 import zipfile
 from pathlib import Path
 
+import yaml
+
 from bench.common import verdict
 
 ROOT = Path(__file__).resolve().parent.parent
 BUILD_DIR = ROOT / ".aws-sam" / "build"
-FUNCTION = "ScannerFunction"
-MAX_UNZIPPED_MB = 150.0
-MAX_COLD_IMPORT_SECONDS = 1.5
-IMPORT_SNIPPET = ("import time; t = time.perf_counter(); import handler.app; "
-                  "print(time.perf_counter() - t)")
+MAX_FUNCTION_MB = 90.0
+MAX_COLD_IMPORT_SECONDS = 0.40
+ENTRY_MODULES = {"ScannerFunction": "handler.app", "WorkerFunction": "handler.worker"}
 LAMBDA_ENV = {  # what the Lambda runtime and the template set that the import can see
     "AWS_REGION": "eu-west-1", "AWS_DEFAULT_REGION": "eu-west-1",
     "AWS_LAMBDA_FUNCTION_NAME": "eks-netpol-scanner-ScannerFunction", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1024",
@@ -75,9 +78,26 @@ def sam_build(python: str) -> float:
     return time.perf_counter() - started
 
 
-def artifact_dirs() -> list[Path]:
-    """The function's build directory and every layer's (SAM puts each resource in its own directory)."""
-    return sorted(p for p in BUILD_DIR.iterdir() if p.is_dir())
+class _BuiltTemplateLoader(yaml.SafeLoader):
+    """Reads the built template's short tags (!Ref X) as their argument: only resource names are needed."""
+
+
+_BuiltTemplateLoader.add_multi_constructor("!", lambda loader, _tag, node: loader.construct_scalar(node)
+                                           if isinstance(node, yaml.ScalarNode) else None)
+
+
+def built_artifacts() -> tuple[dict[str, list[str]], list[str]]:
+    """{function: [layers it uses]} and every layer, from .aws-sam/build/template.yaml (each resource's build
+    directory is named after it)."""
+    template = yaml.load((BUILD_DIR / "template.yaml").read_text(), Loader=_BuiltTemplateLoader)  # noqa: S506
+    resources = template["Resources"]
+    layers = sorted(name for name, r in resources.items() if r["Type"] == "AWS::Serverless::LayerVersion")
+    functions = {}
+    for name, resource in sorted(resources.items()):
+        if resource["Type"] == "AWS::Serverless::Function":
+            used = resource["Properties"].get("Layers") or []
+            functions[name] = [layer["Ref"] if isinstance(layer, dict) else layer for layer in used]
+    return functions, layers
 
 
 def tree_size(root: Path) -> tuple[int, dict[str, int], int]:
@@ -109,37 +129,36 @@ def zipped_size(root: Path) -> int:
 
 # -- cold import --------------------------------------------------------------------------------------------------
 
-def host_install(python: str, target: Path) -> None:
-    done = subprocess.run([python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-compile",
-                           "--only-binary=:all:", "--target", str(target), "-r", str(ROOT / "requirements.lock")],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        raise SystemExit(f"pip install --target failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    shutil.copytree(ROOT / "handler", target / "handler",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+def host_build(python: str, target: Path) -> dict[str, Path]:
+    """The layer and both functions, built by the Makefile's targets for this machine's platform."""
+    dirs = {"DependenciesLayer": target / "DependenciesLayer", **{f: target / f for f in ENTRY_MODULES}}
+    for name, directory in dirs.items():
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir(parents=True)
+        done = subprocess.run(["make", "-s", "-f", str(ROOT / "Makefile"), f"build-{name}",
+                               f"ARTIFACTS_DIR={directory}", f"LAMBDA_PLATFORM=manylinux2014_{platform.machine()}",
+                               f"LAMBDA_PYTHON={python}"], cwd=target, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise SystemExit(f"make build-{name} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return dirs
 
 
-def imported_sources(python: str, package: Path) -> list[str]:
-    """The package's .py files that `import handler.app` loads: what a build could precompile alone."""
-    code = ("import sys, handler.app; root = sys.argv[1]; print('\\n'.join(sorted({getattr(m, '__file__', None) "
-            "or '' for m in list(sys.modules.values())} - {''})))")
-    done = subprocess.run([python, "-S", "-s", "-c", code, str(package)], env=lambda_env(package), check=True,
-                          capture_output=True, text=True, cwd="/")
-    return [f for f in done.stdout.splitlines() if f.startswith(str(package) + os.sep) and f.endswith(".py")]
+def without_bytecode(source: Path, target: Path) -> Path:
+    shutil.rmtree(target, ignore_errors=True)
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return target
 
 
-def compile_files(python: str, files: list[str]) -> None:
-    # unchecked-hash: the .pyc stays valid whatever mtimes the zip gives the sources on Lambda.
-    code = ("import py_compile, sys\nfor f in sys.stdin.read().split('\\n'):\n    "
-            "py_compile.compile(f, doraise=True, invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)")
-    subprocess.run([python, "-c", code], input="\n".join(files), text=True, check=True)
-
-
-def lambda_env(package: Path) -> dict[str, str]:
-    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(package),
-           "PYTHONDONTWRITEBYTECODE": "1", "LAMBDA_TASK_ROOT": str(package), "HOME": "/tmp"}
+def lambda_env(function: Path, layer: Path) -> dict[str, str]:
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+           "PYTHONPATH": os.pathsep.join([str(function), str(layer / "python")]),
+           "PYTHONDONTWRITEBYTECODE": "1", "LAMBDA_TASK_ROOT": str(function), "HOME": "/tmp"}
     env.update(LAMBDA_ENV)
     return env
+
+
+def import_snippet(module: str) -> str:
+    return f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
 
 
 def time_process(python: str, code: str, env: dict[str, str]) -> tuple[float, str, str]:
@@ -152,126 +171,134 @@ def time_process(python: str, code: str, env: dict[str, str]) -> tuple[float, st
     return elapsed, done.stdout, done.stderr
 
 
-def measure_imports(python: str, packages: dict[str, Path], runs: int) -> dict[str, dict[str, float]]:
-    """Interleaved: each round runs the baseline and every package once, so drift hits all alike."""
-    samples: dict[str, list[float]] = {"startup": []}
-    inner: dict[str, list[float]] = {}
-    stderr_seen: dict[str, str] = {}
-    for label in packages:
-        samples[label], inner[label] = [], []
-    for label, package in packages.items():  # one untimed warm-up each: the OS file cache, not Python's
-        time_process(python, IMPORT_SNIPPET, lambda_env(package))
+def measure_imports(python: str, variants: dict[str, tuple[str, dict[str, str]]],
+                    runs: int) -> dict[str, dict[str, float]]:
+    """variants: label -> (module, environment). Interleaved: each round runs the baseline and every variant
+    once, so drift and the load of the machine hit all alike."""
+    baseline_env = next(iter(variants.values()))[1]
+    for module, env in variants.values():  # one untimed warm-up each: the OS file cache, not Python's
+        time_process(python, import_snippet(module), env)
+    samples: dict[str, list[float]] = {"startup": [], **{label: [] for label in variants}}
+    inner: dict[str, list[float]] = {label: [] for label in variants}
     for _ in range(runs):
-        samples["startup"].append(time_process(python, "pass", lambda_env(next(iter(packages.values()))))[0])
-        for label, package in packages.items():
-            wall, out, err = time_process(python, IMPORT_SNIPPET, lambda_env(package))
+        samples["startup"].append(time_process(python, "pass", baseline_env)[0])
+        for label, (module, env) in variants.items():
+            wall, out, err = time_process(python, import_snippet(module), env)
             samples[label].append(wall)
             inner[label].append(float(out.strip().splitlines()[-1]))
             if err.strip():
-                stderr_seen[label] = err.strip()
+                print(f"note: {label} wrote to stderr: {err.strip()[:500]}", file=sys.stderr)
     result = {"startup": {"median": statistics.median(samples["startup"])}}
-    for label in packages:
+    for label in variants:
         result[label] = {"median": statistics.median(samples[label]), "inner": statistics.median(inner[label])}
         result[label]["cost"] = result[label]["median"] - result["startup"]["median"]
-    for label, err in stderr_seen.items():
-        print(f"note: {label} import wrote to stderr: {err[:500]}", file=sys.stderr)
     return result
+
+
+def size_report(functions: dict[str, list[str]], layers: list[str]) -> list[str]:
+    """Prints the size tables; returns the broken budgets."""
+    sizes = {name: (tree_size(BUILD_DIR / name), zipped_size(BUILD_DIR / name)) for name in [*functions, *layers]}
+    violations = []
+    print("| artifact | unzipped MB (own + layers) | zipped MB (own + layers) | files | ratio to budget | budget |")
+    print("|---|---|---|---|---|---|")
+    for name, used in functions.items():
+        parts = [name, *used]
+        unzipped = sum(sizes[p][0][0] for p in parts)
+        zipped = sum(sizes[p][1] for p in parts)
+        files = sum(sizes[p][0][2] for p in parts)
+        own = f"{mb(sizes[name][0][0]):.1f} + {mb(unzipped - sizes[name][0][0]):.1f}" if used else ""
+        ratio = mb(unzipped) / MAX_FUNCTION_MB
+        print(f"| function {name} | **{mb(unzipped):.1f}** ({own}) | {mb(zipped):.1f} | {files:,} | {ratio:.2f} | "
+              f"<= {MAX_FUNCTION_MB:.0f} MB (Lambda: 250 MB) |")
+        if mb(unzipped) > MAX_FUNCTION_MB:
+            violations.append(f"{name}: {mb(unzipped):.1f} MB unzipped with its layers > {MAX_FUNCTION_MB:.0f} MB")
+    for name in layers:
+        users = sum(name in used for used in functions.values())
+        print(f"| layer {name} (used by {users} functions) | {mb(sizes[name][0][0]):.1f} | {mb(sizes[name][1]):.1f} "
+              f"| {sizes[name][0][2]:,} | - | counted in each function |")
+    uploaded = sum(zipped for _, zipped in sizes.values())
+    inlined = sum(sizes[name][1] + sum(sizes[layer][1] for layer in used) for name, used in functions.items())
+    print()
+    print(f"One deploy uploads {mb(uploaded):.1f} MB zipped (each artifact once); with the layer's content in every "
+          f"function it would be {mb(inlined):.1f} MB ({uploaded / inlined:.2f}x).")
+    print()
+    entries: dict[str, int] = {}
+    for name in sizes:
+        packages = BUILD_DIR / name / "python"  # a layer's packages are under python/ (/opt/python on Lambda)
+        per_entry = tree_size(packages if packages.is_dir() else BUILD_DIR / name)[1]
+        entries.update({f"{name}/{entry}": size for entry, size in per_entry.items()})
+    print("Largest entries (MB unzipped): " + ", ".join(
+        f"{entry} {mb(size):.1f}" for entry, size in sorted(entries.items(), key=lambda kv: -kv[1])[:8]))
+    return violations
+
+
+def import_report(python: str, runs: int, keep: str | None) -> list[str]:
+    """Prints the cold-import table; returns the broken budgets."""
+    scratch = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="netpol-package-"))
+    try:
+        print("make build-* (host platform) ...", file=sys.stderr, flush=True)
+        built = host_build(python, scratch / "built")
+        layer = built["DependenciesLayer"]
+        plain_layer = without_bytecode(layer, scratch / "source-only" / "DependenciesLayer")
+        variants = {}
+        for function, module in ENTRY_MODULES.items():
+            plain = without_bytecode(built[function], scratch / "source-only" / function)
+            variants[f"{module}, as built"] = (module, lambda_env(built[function], layer))
+            variants[f"{module}, source only"] = (module, lambda_env(plain, plain_layer))
+        print("timing imports ...", file=sys.stderr, flush=True)
+        timing = measure_imports(python, variants, runs)
+        bytecode = tree_size(layer)[0] + tree_size(built["ScannerFunction"])[0]
+        source_only = tree_size(plain_layer)[0] + tree_size(scratch / "source-only" / "ScannerFunction")[0]
+    finally:
+        if not keep:
+            shutil.rmtree(scratch, ignore_errors=True)
+    startup = timing["startup"]["median"]
+    print(f"Cold import (host {platform.machine()} build by the Makefile's targets), median of {runs} fresh "
+          f"processes each, interleaved; load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs:")
+    print()
+    print("| variant | process wall s | minus startup = cold import s | in-process import s | ratio to budget | "
+          "budget |")
+    print("|---|---|---|---|---|---|")
+    print(f"| baseline: python3.12 -S -s -c pass | {startup:.3f} | - | - | - | - |")
+    violations = []
+    for label, t in timing.items():
+        if label == "startup":
+            continue
+        as_built = label.endswith("as built")
+        budget = f"<= {MAX_COLD_IMPORT_SECONDS:.2f} s" if as_built else "-"
+        ratio = f"{t['cost'] / MAX_COLD_IMPORT_SECONDS:.2f}" if as_built else "-"
+        print(f"| import {label} | {t['median']:.3f} | {t['cost']:.3f} | {t['inner']:.3f} | {ratio} | {budget} |")
+        if as_built and t["cost"] > MAX_COLD_IMPORT_SECONDS:
+            violations.append(f"cold import {label}: {t['cost']:.3f} s > {MAX_COLD_IMPORT_SECONDS:.2f} s")
+    print()
+    for module in ENTRY_MODULES.values():
+        built_cost, source_cost = (timing[f"{module}, {v}"]["cost"] for v in ("as built", "source only"))
+        print(f"{module}: bytecode in the package saves {source_cost - built_cost:.3f} s "
+              f"({built_cost / source_cost:.2f}x the source-only cold import)")
+    print(f"bytecode costs +{mb(bytecode - source_only):.1f} MB unzipped (layer + one function)")
+    return violations
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--no-build", action="store_true", help="measure the existing .aws-sam/build")
-    parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--keep", metavar="DIR", help="keep the host install in DIR (reused when it exists)")
+    parser.add_argument("--runs", type=int, default=9)
+    parser.add_argument("--keep", metavar="DIR", help="build the host package in DIR and keep it")
     args = parser.parse_args(argv)
     python = find_python()
     version = subprocess.run([python, "-c", "import platform; print(platform.python_version())"],
                              check=True, capture_output=True, text=True).stdout.strip()
-    violations = []
-
     built = None
-    if not (args.no_build and (BUILD_DIR / FUNCTION).is_dir()):
+    if not (args.no_build and (BUILD_DIR / "template.yaml").is_file()):
         print("sam build ...", file=sys.stderr, flush=True)
         built = sam_build(python)
-    dirs = artifact_dirs()
-    total_unzipped, total_zipped, entries, file_count = 0, 0, {}, 0
-    for directory in dirs:
-        size, per_entry, files = tree_size(directory)
-        total_unzipped += size
-        file_count += files
-        total_zipped += zipped_size(directory)
-        entries.update({f"{directory.name}/{k}" if directory.name != FUNCTION else k: v
-                        for k, v in per_entry.items()})
-
-    scratch = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="netpol-package-"))
-    try:
-        plain, compiled, partial = scratch / "task", scratch / "task-pyc", scratch / "task-pyc-imported"
-        if not (plain / "handler" / "app.py").exists():
-            print("pip install --target (host platform) ...", file=sys.stderr, flush=True)
-            shutil.rmtree(plain, ignore_errors=True)
-            host_install(python, plain)
-        shutil.rmtree(plain / "handler")  # always the current handler/
-        shutil.copytree(ROOT / "handler", plain / "handler", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        shutil.rmtree(compiled, ignore_errors=True)
-        shutil.copytree(plain, compiled)
-        # unchecked-hash: the .pyc stays valid whatever mtimes the zip gives the sources on Lambda.
-        subprocess.run([python, "-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "unchecked-hash",
-                        str(compiled)], check=True, stdout=subprocess.DEVNULL)
-        shutil.rmtree(partial, ignore_errors=True)
-        shutil.copytree(plain, partial)
-        imported = imported_sources(python, partial)
-        compile_files(python, imported)
-        sizes = {label: (tree_size(path)[0], zipped_size(path))
-                 for label, path in (("source only", plain), ("precompiled .pyc", compiled),
-                                     ("precompiled, imported modules only", partial))}
-        print("timing imports ...", file=sys.stderr, flush=True)
-        timing = measure_imports(python, {"source only": plain, "precompiled .pyc": compiled,
-                                          "precompiled, imported modules only": partial}, args.runs)
-    finally:
-        if not args.keep:
-            shutil.rmtree(scratch, ignore_errors=True)
-
     print(f"Python {version} ({python}), {platform.machine()}, {os.cpu_count()} CPUs; "
           f"sam build {'%.0f s' % built if built is not None else 'skipped (--no-build)'}")
     print()
-    print(f"Package (.aws-sam/build: {', '.join(d.name for d in dirs)}; arm64 wheels), {file_count} files:")
+    functions, layers = built_artifacts()
+    violations = size_report(functions, layers)
     print()
-    print("| measure | value | budget |")
-    print("|---|---|---|")
-    print(f"| unzipped (sum of file sizes) | {mb(total_unzipped):.1f} MB ({total_unzipped / 2**20:.1f} MiB) | "
-          f"< {MAX_UNZIPPED_MB:.0f} MB (Lambda limit 250 MB) |")
-    print(f"| zipped (DEFLATE) | {mb(total_zipped):.1f} MB | - |")
-    print()
-    print("| largest entries | MB unzipped | share |")
-    print("|---|---|---|")
-    for name, size in sorted(entries.items(), key=lambda kv: -kv[1])[:8]:
-        print(f"| {name} | {mb(size):.1f} | {100 * size / total_unzipped:.0f}% |")
-    print()
-    startup = timing["startup"]["median"]
-    print(f"Cold import of handler.app (host x86_64 install of the same lock), median of {args.runs} fresh "
-          "processes each:")
-    print()
-    print("| variant | unzipped MB | zipped MB | process wall s | minus startup = cold import s | "
-          "in-process import s | budget |")
-    print("|---|---|---|---|---|---|---|")
-    print(f"| baseline: python3.12 -S -c pass | - | - | {startup:.3f} | - | - | - |")
-    for label, (unzipped, zipped) in sizes.items():
-        t = timing[label]
-        print(f"| import handler.app, {label} | {mb(unzipped):.1f} | {mb(zipped):.1f} | {t['median']:.3f} | "
-              f"{t['cost']:.3f} | {t['inner']:.3f} | < {MAX_COLD_IMPORT_SECONDS} s |")
-    print()
-    (host_plain, zip_plain) = sizes["source only"]
-    for label in ("precompiled .pyc", "precompiled, imported modules only"):
-        saved = timing["source only"]["cost"] - timing[label]["cost"]
-        print(f"{label}: +{mb(sizes[label][0] - host_plain):.1f} MB unzipped, "
-              f"+{mb(sizes[label][1] - zip_plain):.1f} MB zipped, {saved:.3f} s less cold import "
-              f"({100 * saved / timing['source only']['cost']:.0f}%)"
-              + (f"; {len(imported)} modules imported at cold start" if "imported" in label else ""))
-
-    if mb(total_unzipped) >= MAX_UNZIPPED_MB:
-        violations.append(f"package {mb(total_unzipped):.1f} MB unzipped >= {MAX_UNZIPPED_MB:.0f} MB")
-    if timing["source only"]["cost"] >= MAX_COLD_IMPORT_SECONDS:
-        violations.append(f"cold import {timing['source only']['cost']:.3f} s >= {MAX_COLD_IMPORT_SECONDS} s")
+    violations += import_report(python, args.runs, args.keep)
     return verdict(violations)
 
 

@@ -7,7 +7,7 @@ from typing import Any
 import boto3
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from handler import doctor, fleet, worker
+from handler import doctor, fleet
 from handler.cluster_reader import ClusterReader, ReadLimits
 from handler.config import ScanRequest, Settings
 from handler.discovery import AWS_CALLS
@@ -56,6 +56,10 @@ def _fan_out_transport(settings: Settings, session: boto3.Session, request: Scan
     if request.dry_run or mode == "inline" or not targets.tasks:
         return None
     if mode == "local":
+        # Imported here: the worker's batch utilities (with pydantic's models) are a third of the cold import,
+        # and only the local fan-out needs them in this function.
+        from handler import worker
+
         scanner = worker.worker_scanner(settings, session)
         return fleet.LocalSender(lambda event: worker.process_event(scanner, event), settings)
     if mode == "queue" or (settings.scan_queue_url and len(targets.tasks) > settings.fanout_threshold):

@@ -149,6 +149,8 @@ with open(sys.argv[1]) as f:
 for resource in fragment["Resources"].values():
     if resource["Type"] == "AWS::Serverless::Function":
         resource["Properties"]["CodeUri"] = "s3://artifacts/scanner.zip"
+    if resource["Type"] == "AWS::Serverless::LayerVersion":
+        resource["Properties"]["ContentUri"] = "s3://artifacts/layer.zip"
 params = {"AWS::Region": "us-east-1", "AWS::AccountId": "123456789012", "AWS::Partition": "aws",
           "AWS::StackName": "netpol", "AWS::StackId": "x", "AWS::URLSuffix": "amazonaws.com",
           "AWS::NotificationARNs": [], "AWS::NoValue": None}
@@ -366,6 +368,22 @@ def test_architecture_matches_makefile_platform(template):
     assert match, "Makefile must define LAMBDA_PLATFORM for build-ScannerFunction"
     assert match.group(1) == {"arm64": "manylinux2014_aarch64", "x86_64": "manylinux2014_x86_64"}[arch]
     assert re.search(r"^build-ScannerFunction build-WorkerFunction:", makefile, re.M)
+    assert re.search(r"^build-DependenciesLayer:", makefile, re.M)
+
+
+def test_both_functions_share_one_dependencies_layer_for_their_architecture(template):
+    (arch,) = template["Globals"]["Function"]["Architectures"]
+    layer = template["Resources"]["DependenciesLayer"]
+    assert layer["Type"] == "AWS::Serverless::LayerVersion"
+    assert layer["Metadata"]["BuildMethod"] == "makefile"
+    assert layer["Metadata"]["BuildArchitecture"] == arch
+    assert layer["Properties"]["CompatibleArchitectures"] == [arch]
+    assert layer["Properties"]["CompatibleRuntimes"] == [template["Globals"]["Function"]["Runtime"]]
+    functions = resources_of_type(template, "AWS::Serverless::Function")
+    assert set(functions) == {"ScannerFunction", "WorkerFunction"}
+    for name, function in functions.items():
+        layers = function["Properties"].get("Layers", template["Globals"]["Function"].get("Layers"))
+        assert layers == [{"Ref": "DependenciesLayer"}], name
 
 
 def test_scanner_policies_have_no_wildcard_actions(template):
