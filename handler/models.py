@@ -31,7 +31,7 @@ class ClusterRef:
     name: str
     partition: str = "aws"
 
-    @property
+    @functools.cached_property  # named for every finding of the cluster
     def arn(self) -> str:
         return f"arn:{self.partition}:eks:{self.region}:{self.account_id}:cluster/{self.name}"
 
