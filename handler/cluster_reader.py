@@ -33,7 +33,8 @@ from kubernetes.client import ApiClient, Configuration
 
 from handler import engine_reader
 from handler.errors import ClusterReadError, ForbiddenError
-from handler.models import EMPTY, ClusterInfo, ClusterSnapshot, Namespace, NetworkPolicy
+from handler.models import (EMPTY, EXEMPT_ANNOTATION, EXEMPT_UNTIL_ANNOTATION, ClusterInfo, ClusterSnapshot, Namespace,
+                            NetworkPolicy)
 
 NAMESPACES_PATH = "/api/v1/namespaces"
 NETWORK_POLICIES_PATH = "/apis/networking.k8s.io/v1/networkpolicies"
@@ -256,7 +257,14 @@ def _namespace(item: Mapping[str, Any]) -> Namespace:
     meta = item.get("metadata") or {}
     # Metadata-only lists carry no status: kube-apiserver sets deletionTimestamp when phase turns Terminating.
     terminating = bool(meta.get("deletionTimestamp")) or (item.get("status") or EMPTY).get("phase") == "Terminating"
-    return Namespace(meta["name"], meta.get("labels") or EMPTY, meta.get("annotations") or EMPTY, terminating)
+    return Namespace(meta["name"], meta.get("labels") or EMPTY, _read_annotations(meta.get("annotations")), terminating)
+
+
+def _read_annotations(annotations: Mapping[str, str] | None) -> Mapping[str, str]:
+    """The annotations a verdict can depend on (an exemption's); a namespace with neither shares EMPTY."""
+    if not annotations or (EXEMPT_ANNOTATION not in annotations and EXEMPT_UNTIL_ANNOTATION not in annotations):
+        return EMPTY
+    return {key: annotations[key] for key in (EXEMPT_ANNOTATION, EXEMPT_UNTIL_ANNOTATION) if key in annotations}
 
 
 def _policy(item: Mapping[str, Any]) -> NetworkPolicy:

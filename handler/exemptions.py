@@ -28,10 +28,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from handler.config import DEFAULT_ANNOTATION_EXEMPTION_MAX_DAYS
 from handler.errors import ConfigError
-from handler.models import ClusterRef, ComplianceStatus, ControlResult, Namespace
+from handler.models import (EXEMPT_ANNOTATION, EXEMPT_UNTIL_ANNOTATION, ClusterRef, ComplianceStatus, ControlResult,
+                            Namespace)
 
-ANNOTATION = "netpol-scanner.io/exempt"
-ANNOTATION_UNTIL = "netpol-scanner.io/exempt-until"
+ANNOTATION, ANNOTATION_UNTIL = EXEMPT_ANNOTATION, EXEMPT_UNTIL_ANNOTATION
 REASON_FIELD = "eks-netpol-scanner/exemption/reason"
 BY_FIELD = "eks-netpol-scanner/exemption/by"
 UNTIL_FIELD = "eks-netpol-scanner/exemption/until"

@@ -31,7 +31,7 @@ class ClusterRef:
     name: str
     partition: str = "aws"
 
-    @property
+    @functools.cached_property  # named for every finding of the cluster
     def arn(self) -> str:
         return f"arn:{self.partition}:eks:{self.region}:{self.account_id}:cluster/{self.name}"
 
@@ -102,10 +102,16 @@ class _ReadOnlyEmpty(dict):
 EMPTY: Mapping[str, Any] = _ReadOnlyEmpty()
 
 
+# The namespace annotations the scanner reads (exemptions.py): the reader keeps these and drops the rest (Helm's,
+# kubectl's last-applied-configuration), which no verdict uses and a large cluster has by the megabyte.
+EXEMPT_ANNOTATION = "netpol-scanner.io/exempt"
+EXEMPT_UNTIL_ANNOTATION = "netpol-scanner.io/exempt-until"
+
+
 class Namespace(NamedTuple):
     name: str
     labels: Mapping[str, str] = EMPTY
-    annotations: Mapping[str, str] = EMPTY
+    annotations: Mapping[str, str] = EMPTY  # as read: EXEMPT_ANNOTATION and EXEMPT_UNTIL_ANNOTATION only
     terminating: bool = False
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import boto3
 
 from handler import discovery
-from handler.asff import cluster_resource, plan_findings
+from handler.asff import cluster_resource, encoded_findings, plan_findings
 from handler.cluster_reader import ClusterReader
 from handler.clients import Clients, RegionTarget
 from handler.config import ScanRequest, Settings
@@ -240,7 +240,7 @@ class Scanner:
                            "not published")
         written = GzipJsonLines()
         imported = target.publisher.import_encoded(
-            (f, line) for f, line in written.tee(plan_findings(plan)) if f["Id"] in plan.send_ids)
+            (f, line) for f, line in written.tee(encoded_findings(plan)) if f["Id"] in plan.send_ids)
         outcome.findings_imported += imported.imported
         outcome.rejected = imported.rejected
         settled = plan.settle(stored.state, [r.finding_id for r in imported.rejected])

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from handler.controls import scan_status
 from handler.models import ClusterRef, ControlResult, RecordState
+from handler.publish import compact_json
 
 STATE_VERSION = 1
 ARCHIVED_RETENTION = dt.timedelta(days=30)
@@ -118,9 +118,10 @@ def plan_scanned(previous: ClusterState | None, cluster: ClusterRef, resource: M
     before = previous.findings if previous else {}
     findings: dict[str, PublishedFinding] = {}
     send: set[str] = set()
+    encoded_resource = compact_json(resource)
     for result in results:
         fid = finding_id(cluster, result.control_id, result.namespace)
-        findings[fid] = _current(before.get(fid), result, resource, now, refresh)
+        findings[fid] = _current(before.get(fid), result, encoded_resource, now, refresh)
         if findings[fid].updated_at == now:
             send.add(fid)
     report = list(findings)
@@ -145,16 +146,16 @@ def plan_unreadable(previous: ClusterState | None, cluster: ClusterRef, resource
     result = scan_status.not_available(cluster, reason)
     fid = finding_id(cluster, result.control_id, None)
     resource = resource or (previous.cluster_resource if previous else None)
-    before[fid] = _current(before.get(fid), result, resource, now, refresh)
+    before[fid] = _current(before.get(fid), result, compact_json(resource), now, refresh)
     send = frozenset({fid}) if before[fid].updated_at == now else frozenset()
     return Plan((fid,), send, ClusterState(cluster, resource, before))
 
 
-def _current(old: PublishedFinding | None, result: ControlResult, resource: Mapping[str, Any] | None, now: str,
+def _current(old: PublishedFinding | None, result: ControlResult, encoded_resource: bytes, now: str,
              refresh: dt.timedelta) -> PublishedFinding:
     """The record of an active finding: the old one while nothing changed and no refresh is due, else a new
     import (now) that keeps the first-seen time of an active or recently archived finding."""
-    digest = _digest(result, resource)
+    digest = _digest(result, encoded_resource)
     if (old is not None and old.record_state is RecordState.ACTIVE and old.digest == digest
             and _age(old.updated_at, now) < refresh):
         return old
@@ -162,9 +163,11 @@ def _current(old: PublishedFinding | None, result: ControlResult, resource: Mapp
     return PublishedFinding(result, first_seen, now, RecordState.ACTIVE, digest)
 
 
-def _digest(result: ControlResult, resource: Mapping[str, Any] | None) -> str:
-    material = json.dumps([result.to_dict(), resource], sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(material.encode()).hexdigest()[:32]
+def _digest(result: ControlResult, encoded_resource: bytes) -> str:
+    """Of the JSON list [result, cluster resource]; the resource, the same for all of a cluster's findings, is
+    encoded once per plan, not once per finding."""
+    material = b"[" + compact_json(result.to_dict()) + b"," + encoded_resource + b"]"
+    return hashlib.sha256(material).hexdigest()[:32]
 
 
 def plan_deleted(previous: ClusterState | None, cluster: ClusterRef, now: str) -> Plan:

@@ -13,7 +13,7 @@ import pytest
 from handler.cluster_reader import (MAX_RETRY_AFTER_SECONDS, ClusterReader, _ca_pem, _decode, _explain, _namespace,
                                     _policy, _retry_after)
 from handler.errors import ClusterReadError
-from handler.models import ClusterInfo, ClusterRef
+from handler.models import EMPTY, EXEMPT_ANNOTATION, EXEMPT_UNTIL_ANNOTATION, ClusterInfo, ClusterRef
 
 REF = ClusterRef("123456789012", "eu-west-1", "alpha")
 PEM = "-----BEGIN CERTIFICATE-----\nMIIBszCCAVmgAwIBAgIU\n-----END CERTIFICATE-----\n"
@@ -30,8 +30,19 @@ def test_metadata_only_namespace():
             "metadata": {"name": "team-a", "labels": {"team": "a"}, "annotations": {"owner": "x"},
                          "uid": "u", "resourceVersion": "1"}}
     ns = _namespace(item)
-    assert (ns.name, dict(ns.labels), dict(ns.annotations), ns.terminating) == ("team-a", {"team": "a"},
-                                                                               {"owner": "x"}, False)
+    assert (ns.name, dict(ns.labels), dict(ns.annotations), ns.terminating) == ("team-a", {"team": "a"}, {}, False)
+
+
+def test_a_namespace_keeps_only_the_exemption_annotations():
+    """Helm's and kubectl's annotations are most of a namespace's metadata and no verdict reads them."""
+    annotations = {"meta.helm.sh/release-name": "r", EXEMPT_ANNOTATION: "CAB-1", EXEMPT_UNTIL_ANNOTATION: "2030-01-01",
+                   "kubectl.kubernetes.io/last-applied-configuration": "{}"}
+    ns = _namespace({"metadata": {"name": "n", "annotations": annotations}})
+    assert dict(ns.annotations) == {EXEMPT_ANNOTATION: "CAB-1", EXEMPT_UNTIL_ANNOTATION: "2030-01-01"}
+    only_until = _namespace({"metadata": {"name": "n",
+                                          "annotations": {EXEMPT_UNTIL_ANNOTATION: "2030-01-01", "a": "b"}}})
+    assert dict(only_until.annotations) == {EXEMPT_UNTIL_ANNOTATION: "2030-01-01"}
+    assert _namespace({"metadata": {"name": "n", "annotations": {"a": "b"}}}).annotations is EMPTY
 
 
 def test_metadata_only_namespace_with_deletion_timestamp_is_terminating():
