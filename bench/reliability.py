@@ -109,10 +109,10 @@ class Lab:
 
         from handler.cluster_reader import ClusterReader, ReadLimits
         from handler.config import ScanRequest, Settings
-        from handler.report import Run
+        from handler.run.discover import discover
         from handler.run.executors import Inline
+        from handler.run.report import Run
         from handler.run.scan import ScanContext, TimeBudget
-        from handler.run.targets import discover
         from netpol_scan.lambda_context import LambdaContext
 
         context = LambdaContext(seconds)

@@ -1,5 +1,5 @@
 """Lambda entry point of the scheduled (and manual) scan: event parsing and wiring. The targets are found by
-handler/run/targets.py; an executor (handler/run/executors.py: inline, or fanned out to workers over SQS or in this
+handler/run/discover.py; an executor (handler/run/executors.py: inline, or fanned out to workers over SQS or in this
 process) runs one task per cluster with handler/run/scan.py."""
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from handler import doctor
 from handler.config import ScanRequest, Settings
 from handler.observability import logger, metrics, record_metrics, tracer
-from handler.report import Run
+from handler.run.discover import discover
 from handler.run.executors import executor_for
+from handler.run.report import Run
 from handler.run.scan import ScanContext
-from handler.run.targets import discover
 
 
 @logger.inject_lambda_context(log_event=False, clear_state=True)

@@ -1,7 +1,7 @@
 """Inline, SQS and local: interchangeable executors of the same cluster tasks, each run by `scan_cluster`.
 
 - Inline: the scheduled function scans every task on CLUSTER_CONCURRENCY threads and writes the run report.
-- SQS: the scheduled function writes the run's manifest (handler/fleet.py) and sends one message per task; the
+- SQS: the scheduled function writes the run's manifest (handler/run/fanout.py) and sends one message per task; the
   worker (handler/worker.py) hands each delivered record to `process_event`, which scans it, records its result
   under the run, and writes the report when it recorded the last one.
 - Local: the fan-out's tasks handed to that same record handling in this process (the sandbox, checks without SQS).
@@ -29,16 +29,16 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
 
-from handler import fleet
 from handler.config import RETRY_BACKOFF_SECONDS, ScanRequest, Settings, require_targeted
-from handler.discovery import AWS_CALLS
 from handler.errors import PublishError, ScannerError
 from handler.models import ClusterRef
 from handler.observability import logger, record_metrics
 from handler.publish.securityhub import CALLS_PER_SECOND
-from handler.report import ClusterOutcome, Run, finish_report, summarize
+from handler.run import fanout
+from handler.run.discover import Targets
+from handler.run.report import ClusterOutcome, Run, finish_report, summarize
 from handler.run.scan import ClusterTask, OutOfTime, ScanContext, logged, scan_cluster
-from handler.run.targets import Targets
+from handler.targets.discovery import AWS_CALLS
 
 SQS_BATCH = 10
 
@@ -95,7 +95,7 @@ class FanOut:
         self.send = send
 
     def __call__(self, context: ScanContext, run: Run, request: ScanRequest, targets: Targets) -> dict[str, Any]:
-        return fleet.fan_out(context, run, request, targets, self.send)
+        return fanout.fan_out(context, run, request, targets, self.send)
 
 
 # -- the fan-out's transports -----------------------------------------------------------------------------------
@@ -244,7 +244,7 @@ def handle_record(context: ScanContext, record: SQSRecord) -> None:
                         f"{outcome.error}"
     result = outcome.to_dict()
     record_metrics(summarize([result], []))
-    report = fleet.record(fleet.FleetStore(context.store), task.run_id, result)
+    report = fanout.record(fanout.FleetStore(context.store), task.run_id, result)
     if report is not None:
         logger.info("run finished", extra={k: v for k, v in report.items() if k != "failures"})
         record_metrics({"seconds": report["seconds"]})

@@ -19,10 +19,8 @@ from typing import Any
 
 import boto3
 
-from handler import discovery
 from handler.asff import cluster_resource, plan_findings
 from handler.cluster_reader import ClusterReader, ReadLimits
-from handler.clients import Clients, RegionTarget
 from handler.config import ACCOUNT_ID, CLUSTER_NAME, REGION, RUN_ID, TIMESTAMP, Settings
 from handler.controls import namespace_network_policy
 from handler.errors import ClusterReadError, DiscoveryError, PublishError, ScannerError, WriteConflict
@@ -31,8 +29,10 @@ from handler.models import ClusterRef, ClusterSnapshot, ComplianceStatus, Contro
 from handler.policy.coverage import not_understood
 from handler.publish.s3 import GzipJsonLines, ReportStore, StoredState
 from handler.publish.securityhub import CALLS_PER_SECOND
-from handler.report import ClusterOutcome, Run
+from handler.run.report import ClusterOutcome, Run
 from handler.state import ClusterState, Plan, plan_deleted, plan_scanned, plan_unreadable
+from handler.targets import discovery
+from handler.targets.clients import Clients, RegionTarget
 
 STATE_WRITE_ATTEMPTS = 5  # plans over a state another run wrote meanwhile; more means something keeps writing it
 

@@ -123,7 +123,7 @@ def run_with_manifest(run_id: str, clusters: list[str], started: str, deadline: 
     """The fleet store, in a worker's report bucket, of a fanned-out run whose manifest lists these clusters."""
     import boto3
 
-    from handler import fleet as fanout
+    from handler.run import fanout
     from handler.config import Settings
     from handler.run.executors import worker_context
 
@@ -221,7 +221,7 @@ def test_a_worker_short_of_time_publishes_nothing_and_the_task_comes_back(world,
 
 
 def test_a_run_whose_tasks_never_finished_is_reported_once_its_deadline_passed(world, queue):
-    from handler import fleet as fanout
+    from handler.run import fanout
 
     lost = "20200101T000000Z-0000dead"
     store = run_with_manifest(lost, ["gone"], "2020-01-01T00:00:00.000Z", "2020-01-01T06:00:00.000Z")
@@ -289,7 +289,7 @@ def test_a_warm_worker_keeps_its_scan_context_while_lambda_changes_the_trace_id(
 
 
 def test_two_workers_finishing_a_run_together_write_one_report(world, queue):
-    from handler import fleet as fanout
+    from handler.run import fanout
 
     run_id = "20200101T000000Z-0000beef"
     store = run_with_manifest(run_id, ["c"], "2020-01-01T00:00:00.000Z", "2020-01-01T06:00:00.000Z")
@@ -303,7 +303,7 @@ def test_two_workers_finishing_a_run_together_write_one_report(world, queue):
 def test_recording_a_runs_results_lists_them_once_not_after_every_record(world, queue):
     """A worker finds out whether it finished the run from a counter, not from a listing of every result: over a
     run of n clusters that is n small requests, not n listings (n^2/2 keys)."""
-    from handler import fleet as fanout
+    from handler.run import fanout
 
     run_id, clusters = "20990101T000000Z-00000abc", [f"c{i:02d}" for i in range(12)]
     store = run_with_manifest(run_id, clusters, "2099-01-01T00:00:00.000Z", "2099-01-01T06:00:00.000Z")

@@ -335,10 +335,10 @@ def test_a_cluster_too_slow_for_the_invocation_is_not_available_and_the_report_i
 
     from handler.cluster_reader import ClusterReader
     from handler.config import ScanRequest, Settings
-    from handler.report import Run
+    from handler.run.report import Run
     from handler.run.executors import Inline
     from handler.run.scan import ScanContext, TimeBudget
-    from handler.run.targets import discover
+    from handler.run.discover import discover
     from netpol_scan.lambda_context import LambdaContext
 
     cluster = shop()

@@ -32,9 +32,9 @@ from typing import Any
 from handler.config import ScanRequest
 from handler.errors import PublishError, WriteConflict
 from handler.publish.s3 import ReportStore, only_over, report_key_of
-from handler.report import Run, finish_report
+from handler.run.discover import Targets
+from handler.run.report import Run, finish_report
 from handler.run.scan import ClusterTask, ScanContext
-from handler.run.targets import Targets
 
 FLEET_PREFIX = "fleet/"
 PROGRESS_ATTEMPTS = 20  # conditional increments of progress.json; each conflict means another worker counted

@@ -11,10 +11,10 @@ import threading
 
 import boto3
 
-from handler import discovery
-from handler.auth import TokenSource
 from handler.config import Settings
 from handler.publish.securityhub import RateLimiter, SecurityHubPublisher, hub_client
+from handler.targets import discovery
+from handler.targets.auth import TokenSource
 
 _CLIENT_CREATION = threading.Lock()
 

@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 
 import boto3
 
-from handler import discovery
 from handler.config import ScanRequest
 from handler.errors import DiscoveryError, PublishError
-from handler.report import Run
+from handler.run.report import Run
 from handler.run.scan import ClusterTask, ScanContext
+from handler.targets import discovery
 
 
 @dataclass
