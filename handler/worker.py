@@ -9,6 +9,7 @@ from collections.abc import Hashable
 from typing import Any
 
 import boto3
+from aws_lambda_powertools.utilities import batch  # noqa: F401 - the record handling's, loaded at init, not per message
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from handler.config import Settings

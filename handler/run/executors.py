@@ -20,12 +20,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import boto3
-from aws_lambda_powertools.utilities.batch import (BatchProcessor, EventType, SqsFifoPartialProcessor,
-                                                   process_partial_response)
-from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -39,6 +36,9 @@ from handler.run.discover import Targets
 from handler.run.report import ClusterOutcome, Run, finish_report, summarize
 from handler.run.scan import ClusterTask, OutOfTime, ScanContext, logged, scan_cluster
 from handler.targets.discovery import AWS_CALLS
+
+if TYPE_CHECKING:
+    from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 SQS_BATCH = 10
 
@@ -183,6 +183,11 @@ def process_event(context: ScanContext, event: dict[str, Any], lambda_context: L
                   backoff: Backoff | None = None) -> dict[str, Any]:
     """Lambda's partial batch response for an SQS event: the ids of the records to deliver again, each after
     `backoff` (None: the queue's visibility timeout; the local transport's records are final attempts)."""
+    # Imported here: the batch utilities (with pydantic's models) are a third of the scheduled function's cold
+    # import, and only the worker and the local fan-out need them (the worker loads them at init).
+    from aws_lambda_powertools.utilities.batch import (BatchProcessor, EventType, SqsFifoPartialProcessor,
+                                                       process_partial_response)
+
     records = event.get("Records", [])
     fifo = any(str(r.get("eventSourceARN", "")).endswith(".fifo") for r in records)
     # On a FIFO queue a failed record holds back the rest of its message group, in order, and only that group.
