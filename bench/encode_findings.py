@@ -4,7 +4,7 @@
 
 The snapshot is the cluster of bench/scan_one_cluster.py (10,000 namespaces and 5,000 policies: 30,001 findings),
 made in memory with the reader's own item conversion, and evaluated once. Each round then times, in this process,
-exactly what handler/pipeline.py does with a scanned cluster's results: state.plan_scanned (digests), then
+exactly what handler/run/scan.py does with a scanned cluster's results: state.plan_scanned (digests), then
 asff.encoded_findings through GzipJsonLines.tee (the S3 file) into securityhub.batches and EncodedBatch (the
 request bodies), and closes the file. The headline is CPU time per finding (median of the rounds; CPU time, not
 wall, as the machine is shared); beside it, the CPU of json.dumps(finding) alone over the same findings, measured

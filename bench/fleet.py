@@ -331,15 +331,16 @@ class Queue:
 def invoker_factory(entry: str) -> Any:
     """How one worker slot (a Lambda execution environment) handles an event.
 
-    environment: the worker's Scanner is built once per slot (its first invocation, timed) and kept, as a warm
+    environment: the worker's scan context is built once per slot (its first invocation, timed) and kept, as a warm
     execution environment could keep it; process_event per message.
-    handler: handler.worker.lambda_handler per message, exactly as deployed: a new boto3.Session and Scanner
+    handler: handler.worker.lambda_handler per message, exactly as deployed: a new boto3.Session and scan context
     (models loaded, STS GetCallerIdentity, AssumeRole) on every invocation."""
     import boto3
     import botocore.session
 
     from handler import worker
     from handler.config import Settings
+    from handler.run.executors import process_event, worker_context
     from netpol_scan.lambda_context import LambdaContext
 
     if entry == "handler":
@@ -349,8 +350,8 @@ def invoker_factory(entry: str) -> Any:
     def make() -> Any:
         core = botocore.session.Session()
         core.register_component("data_loader", loader_source.get_component("data_loader"))
-        scanner = worker.worker_scanner(Settings.from_env(), boto3.Session(botocore_session=core))
-        return lambda event: worker.process_event(scanner, event, LambdaContext(900))
+        context = worker_context(Settings.from_env(), boto3.Session(botocore_session=core))
+        return lambda event: process_event(context, event, LambdaContext(900))
     return make
 
 

@@ -5,8 +5,8 @@
 One moto server over HTTP (S3, STS, EKS, SQS, SSM, Security Hub behind netpol_scan.sandbox's throttling and
 rejecting proxy) and one TLS Kubernetes API test server per cluster, as in the integration tests. Each scenario
 starts from a clean first scan of its cluster (the baseline: what Security Hub and the state say), injects its
-fault, runs the scanner through its real entry (handler.app.lambda_handler, the worker's handler, or a Scanner
-with a short time budget where the fault is about time), and then compares:
+fault, runs the scanner through its real entry (handler.app.lambda_handler, the worker's handler, or the inline
+executor with a short time budget where the fault is about time), and then compares:
 
 - findings lost: baseline findings of namespaces that still exist, gone from Security Hub or no longer ACTIVE in
   it, plus findings the scanner's state records as published but Security Hub does not hold as recorded;
@@ -102,22 +102,25 @@ class Lab:
         return summary
 
     def scanner_run(self, seconds: float, read_timeout: float = 30.0, budget: Any = None) -> dict[str, Any]:
-        """A run through a Scanner whose reader and time budget are short: faults about time, in seconds."""
+        """An inline run whose reader and time budget are short: faults about time, in seconds."""
         import logging
 
         import boto3
 
         from handler.cluster_reader import ClusterReader, ReadLimits
         from handler.config import ScanRequest, Settings
-        from handler.pipeline import Run, Scanner, TimeBudget
+        from handler.run.discover import discover
+        from handler.run.executors import Inline
+        from handler.run.report import Run
+        from handler.run.scan import ScanContext, TimeBudget
         from netpol_scan.lambda_context import LambdaContext
 
         context = LambdaContext(seconds)
-        scanner = Scanner(Settings.from_env(), boto3.Session(), ClusterReader(ReadLimits(read_timeout=read_timeout)),
-                          logging.getLogger("reliability"),
-                          remaining_seconds=lambda: context.get_remaining_time_in_millis() / 1000,
-                          budget=budget or TimeBudget())
-        summary = scanner.scan_inline(Run.start(), ScanRequest(), scanner.discover(ScanRequest()))
+        scan_context = ScanContext.create(Settings.from_env(), boto3.Session(), logging.getLogger("reliability"),
+                                          reader=ClusterReader(ReadLimits(read_timeout=read_timeout)),
+                                          remaining_seconds=lambda: context.get_remaining_time_in_millis() / 1000,
+                                          budget=budget or TimeBudget())
+        summary = Inline()(scan_context, Run.start(), ScanRequest(), discover(scan_context, ScanRequest()))
         self.reports.append(summary.get("report", "missing"))
         return summary
 
@@ -223,7 +226,7 @@ def timeouts(lab: Lab) -> Row:
 
 
 def out_of_time(lab: Lab) -> Row:
-    from handler.pipeline import TimeBudget
+    from handler.run.scan import TimeBudget
 
     lab.reset()
     cluster = lab.cluster("c")

@@ -217,7 +217,6 @@ def _measure(variant: str, endpoint: str, ca_data: str, trace: bool, pin: bool) 
     import boto3
 
     from handler.asff import cluster_resource, encoded_findings
-    from handler.auth import eks_token
     from handler.cluster_reader import (JSON, METADATA_ONLY, NAMESPACES_PATH, NETWORK_POLICIES_PATH, ClusterReader,
                                         ReadLimits, api_client)
     from handler.models import ClusterInfo, ClusterRef, ComplianceStatus
@@ -225,6 +224,7 @@ def _measure(variant: str, endpoint: str, ca_data: str, trace: bool, pin: bool) 
     from handler.publish.s3 import GzipJsonLines
     from handler.publish.securityhub import EncodedBatch, batches
     from handler.state import plan_scanned
+    from handler.targets.auth import eks_token
 
     ref = ClusterRef(ACCOUNT_ID, REGION, CLUSTER_NAME)
     details = {"Arn": ref.arn, "Name": CLUSTER_NAME, "Version": "1.31", "Endpoint": endpoint,

@@ -17,7 +17,7 @@ REGION = re.compile(r"[a-z]{2}(-[a-z]+)+-[0-9]{1,2}")
 CLUSTER_NAME = re.compile(r"[0-9A-Za-z][A-Za-z0-9_-]{0,99}")
 ROLE_NAME = re.compile(r"[A-Za-z0-9_+=,.@-]{1,64}")
 BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
-# A run's id and start (pipeline.Run.start): they name S3 keys, so a queue message's are checked like an event's.
+# A run's id and start (run.report.Run.start): they name S3 keys, so a queue message's are checked like an event's.
 RUN_ID = re.compile(r"[0-9]{8}T[0-9]{6}Z-[0-9a-f]{8}")
 TIMESTAMP = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z")
 

@@ -19,8 +19,6 @@ import urllib3
 from botocore.exceptions import BotoCoreError, ClientError
 from kubernetes.client import ApiClient
 
-from handler import discovery
-from handler.auth import TokenSource
 from handler.cluster_reader import ReadLimits, api_client, read_snapshot
 from handler.config import ScanRequest, Settings
 from handler.doctor.findings import (
@@ -34,6 +32,8 @@ from handler.doctor.findings import (
 )
 from handler.errors import ClusterReadError, DiscoveryError
 from handler.models import ClusterInfo, ClusterRef
+from handler.targets import discovery
+from handler.targets.auth import TokenSource
 
 ACCESS_REVIEWS = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
 JSON = "application/json"

@@ -7,8 +7,10 @@ import json
 
 import pytest
 
-from handler import fleet, worker
+from handler import worker
 from handler.errors import EventError
+from handler.run.executors import sqs_event
+from handler.run.scan import ClusterTask, TaskError
 from netpol_scan.lambda_context import LambdaContext
 from netpol_scan.sandbox.aws_world import DEFAULT_ACCOUNT, DEFAULT_REGION
 from netpol_scan.sandbox.kube_api import Cluster
@@ -16,7 +18,7 @@ from tests.integration.conftest import BUCKET, ROLE_NAME
 
 MEMBER = "222222222222"
 STRANGER = "999999999999"
-RUN = fleet.ClusterTask("20261201T101500Z-0123abcd", "2026-12-01T10:15:00.000Z", MEMBER, DEFAULT_REGION, "shop")
+RUN = ClusterTask("20261201T101500Z-0123abcd", "2026-12-01T10:15:00.000Z", MEMBER, DEFAULT_REGION, "shop")
 
 
 def scan_roles_assumed(world) -> list[str]:
@@ -72,13 +74,13 @@ def test_in_organization_mode_an_account_outside_the_organization_is_rejected(wo
 
 def deliver(task_body: str) -> dict:
     """One message, on its last receive (a failure would otherwise be tried again), to the real worker."""
-    event = fleet.sqs_event([RUN], receive_count=3)
+    event = sqs_event([RUN], receive_count=3)
     event["Records"] = [{**event["Records"][0], "body": task_body}]
     return worker.lambda_handler(event, LambdaContext(900))
 
 
 def test_a_queue_message_naming_an_account_outside_the_targets_is_rejected(world, scanner_env, members):
-    response = deliver(fleet.ClusterTask(RUN.run_id, RUN.started_at, STRANGER, DEFAULT_REGION,
+    response = deliver(ClusterTask(RUN.run_id, RUN.started_at, STRANGER, DEFAULT_REGION,
                                          "elsewhere").to_json())
     assert len(response["batchItemFailures"]) == 1
     nothing_happened(world)
@@ -94,7 +96,7 @@ def test_a_queue_message_naming_an_account_outside_the_targets_is_rejected(world
     ("cluster", "shop/../../state"), ("run_id", "../runs/x"), ("started_at", "yesterday"), ("deleted", "yes")])
 def test_a_malformed_queue_message_is_rejected_with_the_events_patterns(world, scanner_env, members, field, value):
     body = json.dumps({**vars(RUN), field: value})
-    with pytest.raises(fleet.TaskError, match=field):
-        fleet.ClusterTask.from_json(body)
+    with pytest.raises(TaskError, match=field):
+        ClusterTask.from_json(body)
     assert len(deliver(body)["batchItemFailures"]) == 1
     nothing_happened(world)

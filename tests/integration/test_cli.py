@@ -1,5 +1,5 @@
 """`netpol-scan cluster` against Kubernetes API test servers over TLS, through a real kubeconfig file whose user
-gets its token from an exec plugin, as EKS kubeconfigs do: the plugin signs an EKS token with handler.auth
+gets its token from an exec plugin, as EKS kubeconfigs do: the plugin signs an EKS token with handler.targets.auth
 against the moto server, and the API server verifies it like the EKS authenticator."""
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ DENY_ALL = {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
 EXEC_PLUGIN = """
 import json, sys
 import boto3
-from handler.auth import eks_token
+from handler.targets.auth import eks_token
 token = eks_token(boto3.Session(), sys.argv[1], "eu-west-1")
 print(json.dumps({"apiVersion": "client.authentication.k8s.io/v1beta1", "kind": "ExecCredential",
                   "status": {"token": token}}))

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from handler.auth import eks_token
+from handler.targets.auth import eks_token
 from handler.engine_reader import POLICY_KINDS
 from netpol_scan.sandbox.aws_world import DEFAULT_IDENTITY, DEFAULT_REGION, World
 from netpol_scan.sandbox.kube_api import Attributes, Cluster

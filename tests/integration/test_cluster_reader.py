@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from handler.auth import eks_token
+from handler.targets.auth import eks_token
 from handler.cluster_reader import MAX_LIST_RESTARTS, ClusterReader, ReadLimits
 from handler.errors import ClusterReadError
 from handler.models import ClusterInfo, ClusterRef

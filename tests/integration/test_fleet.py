@@ -120,17 +120,17 @@ def fleet(world) -> dict[str, Member]:
 
 
 def run_with_manifest(run_id: str, clusters: list[str], started: str, deadline: str):
-    """A worker's scanner and the fleet store of a fanned-out run whose manifest lists these clusters."""
+    """The fleet store, in a worker's report bucket, of a fanned-out run whose manifest lists these clusters."""
     import boto3
 
-    from handler import fleet as fanout
+    from handler.run import fanout
     from handler.config import Settings
+    from handler.run.executors import worker_context
 
-    scanner = worker.worker_scanner(Settings.from_env(), boto3.Session())
-    store = fanout.FleetStore(scanner.store)
+    store = fanout.FleetStore(worker_context(Settings.from_env(), boto3.Session()).store)
     store.put_manifest(fanout.RunManifest(run_id, started, deadline,
                                           [[ACCOUNTS[0], REGIONS[0], name, False] for name in clusters]))
-    return scanner, store
+    return store
 
 
 @pytest.fixture
@@ -221,13 +221,13 @@ def test_a_worker_short_of_time_publishes_nothing_and_the_task_comes_back(world,
 
 
 def test_a_run_whose_tasks_never_finished_is_reported_once_its_deadline_passed(world, queue):
-    from handler import fleet as fanout
+    from handler.run import fanout
 
     lost = "20200101T000000Z-0000dead"
-    scanner, store = run_with_manifest(lost, ["gone"], "2020-01-01T00:00:00.000Z", "2020-01-01T06:00:00.000Z")
+    store = run_with_manifest(lost, ["gone"], "2020-01-01T00:00:00.000Z", "2020-01-01T06:00:00.000Z")
     assert store.open_run_ids() == [lost]
 
-    fanout.finalize_overdue(scanner, store)
+    fanout.finalize_overdue(store)
 
     report = s3_json(world, fanout.report_key_of(lost))
     assert report["summary"]["clusters_failed"] == 1
@@ -267,7 +267,7 @@ def test_a_failed_task_comes_back_after_a_short_backoff_not_the_queues_visibilit
     assert [t["cluster"] for t in queue.dead_letters()] == ["a-down"]
 
 
-def test_a_warm_worker_keeps_its_scanner_while_lambda_changes_the_trace_id(world, invoke, queue, monkeypatch):
+def test_a_warm_worker_keeps_its_scan_context_while_lambda_changes_the_trace_id(world, invoke, queue, monkeypatch):
     monkeypatch.setenv("TARGET_ACCOUNTS", ACCOUNTS[0])
     monkeypatch.setenv("TARGET_REGIONS", REGIONS[0])
     world.enable_security_hub(ACCOUNTS[0], REGIONS[0])
@@ -275,26 +275,26 @@ def test_a_warm_worker_keeps_its_scanner_while_lambda_changes_the_trace_id(world
         world.add_cluster(ACCOUNTS[0], REGIONS[0], Cluster(name, {"default": {}}))
     invoke({})
 
-    scanners = []
+    contexts = []
     for trace in ("Root=1-00000001-000000000000000000000001", "Root=1-00000002-000000000000000000000002"):
         monkeypatch.setenv("_X_AMZN_TRACE_ID", trace)  # Lambda sets a new one for every invocation
         (message,) = queue.receive()
         assert worker.lambda_handler(queue.event([message]), LambdaContext(900))["batchItemFailures"] == []
         queue.sqs.delete_message(QueueUrl=queue.url, ReceiptHandle=message["ReceiptHandle"])
-        scanners.append(worker._warm_scanner()[0])
+        contexts.append(worker._warm_context()[0])
 
-    assert scanners[0] is scanners[1]  # identity, sessions and exemptions loaded once, not per message
+    assert contexts[0] is contexts[1]  # identity, sessions and exemptions loaded once, not per message
     monkeypatch.setenv("REFRESH_DAYS", "3")  # a setting that changes does make a new one
-    assert worker._warm_scanner()[0] is not scanners[0]
+    assert worker._warm_context()[0] is not contexts[0]
 
 
 def test_two_workers_finishing_a_run_together_write_one_report(world, queue):
-    from handler import fleet as fanout
+    from handler.run import fanout
 
     run_id = "20200101T000000Z-0000beef"
-    scanner, store = run_with_manifest(run_id, ["c"], "2020-01-01T00:00:00.000Z", "2020-01-01T06:00:00.000Z")
+    store = run_with_manifest(run_id, ["c"], "2020-01-01T00:00:00.000Z", "2020-01-01T06:00:00.000Z")
 
-    reports = [fanout.finalize(scanner, store, run_id), fanout.finalize(scanner, store, run_id)]
+    reports = [fanout.finalize(store, run_id), fanout.finalize(store, run_id)]
 
     assert reports[0] is not None and reports[1] is None  # one report, so one ScanDuration
     assert s3_json(world, fanout.report_key_of(run_id))["run_id"] == run_id
@@ -303,15 +303,15 @@ def test_two_workers_finishing_a_run_together_write_one_report(world, queue):
 def test_recording_a_runs_results_lists_them_once_not_after_every_record(world, queue):
     """A worker finds out whether it finished the run from a counter, not from a listing of every result: over a
     run of n clusters that is n small requests, not n listings (n^2/2 keys)."""
-    from handler import fleet as fanout
+    from handler.run import fanout
 
     run_id, clusters = "20990101T000000Z-00000abc", [f"c{i:02d}" for i in range(12)]
-    scanner, store = run_with_manifest(run_id, clusters, "2099-01-01T00:00:00.000Z", "2099-01-01T06:00:00.000Z")
+    store = run_with_manifest(run_id, clusters, "2099-01-01T00:00:00.000Z", "2099-01-01T06:00:00.000Z")
     listings: list[str] = []
-    scanner.store._s3.meta.events.register("before-call.s3.ListObjectsV2",
+    store.reports._s3.meta.events.register("before-call.s3.ListObjectsV2",
                                            lambda params, **_: listings.append(params["query_string"]["prefix"]))
 
-    reports = [fanout.record(scanner, store, run_id, {
+    reports = [fanout.record(store, run_id, {
         "account_id": ACCOUNTS[0], "region": REGIONS[0], "cluster": name, "cluster_arn": "", "result": "scanned",
         "error": None, "namespaces": 1, "namespaces_failing": 0, "namespaces_terminating": 0, "findings": 1,
         "findings_imported": 1, "findings_archived": 0, "findings_rejected": [], "findings_key": None})
@@ -319,7 +319,7 @@ def test_recording_a_runs_results_lists_them_once_not_after_every_record(world, 
 
     assert reports[:-1] == [None] * 11 and reports[-1]["clusters_scanned"] == 12
     assert len(listings) == 1  # once, for the report
-    again = fanout.record(scanner, store, run_id, s3_json(world, f"fleet/run={run_id}/clusters/account="
+    again = fanout.record(store, run_id, s3_json(world, f"fleet/run={run_id}/clusters/account="
                                                              f"{ACCOUNTS[0]}/region={REGIONS[0]}/cluster=c00.json"))
     assert again is None  # a task delivered again counts once, and the report is not written twice
 

@@ -24,7 +24,7 @@ import pytest
 import yaml
 from botocore.credentials import Credentials
 
-from handler.auth import eks_token
+from handler.targets.auth import eks_token
 from handler.cluster_reader import ClusterReader, ReadLimits
 from handler.models import ClusterInfo, ClusterRef
 from netpol_scan.sandbox import kinds
@@ -166,7 +166,7 @@ def kubectl(kubectl_binary: str, tmp_path: Path, target: Target) -> Kubectl:
 
 EXEC_PLUGIN = """
 import json, sys, boto3
-from handler.auth import eks_token
+from handler.targets.auth import eks_token
 from handler.cluster_reader import ClusterReader, ReadLimits
 from handler.models import ClusterInfo, ClusterRef
 token = eks_token(boto3.Session(), sys.argv[1], sys.argv[2])

@@ -335,7 +335,10 @@ def test_a_cluster_too_slow_for_the_invocation_is_not_available_and_the_report_i
 
     from handler.cluster_reader import ClusterReader
     from handler.config import ScanRequest, Settings
-    from handler.pipeline import Run, Scanner, TimeBudget
+    from handler.run.report import Run
+    from handler.run.executors import Inline
+    from handler.run.scan import ScanContext, TimeBudget
+    from handler.run.discover import discover
     from netpol_scan.lambda_context import LambdaContext
 
     cluster = shop()
@@ -346,10 +349,11 @@ def test_a_cluster_too_slow_for_the_invocation_is_not_available_and_the_report_i
     cluster.delete_namespace("cart")  # what a finished read would archive
     cluster.inject("namespaces", None, times=None, delay_seconds=20)
     context = LambdaContext(32)
-    scanner = Scanner(Settings.from_env(), boto3.Session(), ClusterReader(), logging.getLogger("test"),
-                      remaining_seconds=lambda: context.get_remaining_time_in_millis() / 1000,
-                      budget=TimeBudget(start=1, after_read=26, publish_margin=2))
-    summary = scanner.scan_inline(Run.start(), ScanRequest(), scanner.discover(ScanRequest()))
+    scan_context = ScanContext.create(Settings.from_env(), boto3.Session(), logging.getLogger("test"),
+                                      reader=ClusterReader(),
+                                      remaining_seconds=lambda: context.get_remaining_time_in_millis() / 1000,
+                                      budget=TimeBudget(start=1, after_read=26, publish_margin=2))
+    summary = Inline()(scan_context, Run.start(), ScanRequest(), discover(scan_context, ScanRequest()))
 
     report = s3_json(world, summary["report"])
     (failure,) = report["summary"]["failures"]

@@ -12,7 +12,7 @@ import pytest
 
 from handler.cluster_reader import ClusterReader, ReadLimits
 from handler.controls import namespace_isolation, namespace_network_policy, policy_enforcement
-from handler.auth import eks_token
+from handler.targets.auth import eks_token
 from handler.models import ClusterInfo, ClusterRef, ComplianceStatus, EnforcementEvidence
 from handler.policy import label
 from netpol_scan.sandbox.aws_world import DEFAULT_ACCOUNT, DEFAULT_REGION, World

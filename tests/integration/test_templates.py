@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from handler import fleet
 from handler.engine_reader import POLICY_KINDS
 from handler.models import ClusterRef
 from handler.publish import s3 as s3_layout
+from handler.run import fanout
 from tests.cfn import Resolved, TemplateError, actions_of, load_cfn, policy_statements
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -446,7 +446,7 @@ def test_scanner_permissions_are_exactly_the_calls_made(template):
     # Writes only where the functions write: never config/, where the exemptions document lives.
     ((_, writes),) = by_action["s3:PutObject"]
     written = [s3_layout.STATE_PREFIX, s3_layout.findings_key(ClusterRef("1", "r", "c"), "d", "r"),
-               s3_layout.report_key("d", "r"), fleet.FLEET_PREFIX]
+               s3_layout.report_key("d", "r"), fanout.FLEET_PREFIX]
     assert writes["Resource"] == [{"Fn::Sub": "${ReportBucket.Arn}/" + key.split("/")[0] + "/*"} for key in written]
     ((_, forget),) = by_action["s3:DeleteObject"]  # only cluster state, of clusters gone
     assert forget["Resource"] == {"Fn::Sub": "${ReportBucket.Arn}/state/*"}

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from handler.asff import (CLUSTER_FIELD, EVIDENCE_FIELD, NAMESPACE_FIELD, build_finding, cluster_resource,
                           finding_id, product_arn)
 from handler.controls import namespace_network_policy, scan_status
-from handler.discovery import _asff_details
+from handler.targets.discovery import _asff_details
 from handler.models import ClusterInfo, ClusterRef, ComplianceStatus, ControlResult, RecordState
 from tests.unit.asff_model import empties, limit_errors, model_errors
 

@@ -1,4 +1,5 @@
-"""handler.auth.eks_token: the presigned STS URL inside the token, checked by recomputing its SigV4 signature."""
+"""handler.targets.auth.eks_token: the presigned STS URL inside the token, checked by recomputing its SigV4
+signature."""
 from __future__ import annotations
 
 import base64
@@ -10,7 +11,7 @@ from botocore.auth import SigV4QueryAuth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from handler.auth import TOKEN_PREFIX, TokenSource, eks_token
+from handler.targets.auth import TOKEN_PREFIX, TokenSource, eks_token
 
 KEY, SECRET, SESSION_TOKEN = "AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", None
 

@@ -11,7 +11,7 @@ import yaml
 
 from handler.cluster_reader import NAMESPACES_PATH, NETWORK_POLICIES_PATH
 from handler.config import ScanRequest
-from handler.discovery import role_of_session
+from handler.targets.discovery import role_of_session
 from handler.doctor import doctor_request, is_doctor_event
 from handler.doctor.findings import (
     ACCESS_ENTRY_FILE,

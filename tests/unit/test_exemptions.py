@@ -112,9 +112,9 @@ def test_every_problem_is_named_at_once():
 
 
 def test_5_3_2_exempt_namespace_is_not_counted_failing():
-    from handler.pipeline import _counts
+    from handler.run.scan import counts
     from handler.models import ClusterInfo, ClusterSnapshot
     snap = ClusterSnapshot(ClusterInfo(REF, "https://x", ""), (Namespace("legacy-app"),), ())
     results = apply(namespace_network_policy.evaluate(snap), load(entry()))
-    assert _counts(snap, results)["namespaces_failing"] == 0
-    assert _counts(snap, namespace_network_policy.evaluate(snap))["namespaces_failing"] == 1
+    assert counts(snap, results)["namespaces_failing"] == 0
+    assert counts(snap, namespace_network_policy.evaluate(snap))["namespaces_failing"] == 1

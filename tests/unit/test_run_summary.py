@@ -4,7 +4,7 @@ from __future__ import annotations
 import json
 
 from handler.observability import record_metrics
-from handler.report import summarize
+from handler.run.report import summarize
 
 
 def cluster(account: str, name: str, result: str = "scanned", failing: int = 0, namespaces: int = 3,

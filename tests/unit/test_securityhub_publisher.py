@@ -291,7 +291,7 @@ def asff_findings(count: int) -> list[dict]:
     """Findings as handler.asff builds them, with unicode and nested resources."""
     from tests.unit.test_asff import eks_cluster, finding, info, result
     from handler.asff import cluster_resource
-    from handler.discovery import _asff_details
+    from handler.targets.discovery import _asff_details
     from handler.models import ComplianceStatus
 
     resource = cluster_resource(info(details=_asff_details(eks_cluster())))

@@ -1,5 +1,6 @@
-"""The clients that act in target accounts and Regions, made once per scanner and shared by its threads (as
-Prowler's provider owns the sessions and regional clients, so that a check never builds one).
+"""The clients that act in target accounts and Regions, made once per scan context (a warm worker keeps it across
+invocations) and shared by its threads (as Prowler's provider owns the sessions and regional clients, so that a
+check never builds one).
 
 Clients are made under one lock: boto3 sessions are not thread-safe, and one account's session serves all its
 Regions."""
@@ -10,10 +11,10 @@ import threading
 
 import boto3
 
-from handler import discovery
-from handler.auth import TokenSource
 from handler.config import Settings
 from handler.publish.securityhub import RateLimiter, SecurityHubPublisher, hub_client
+from handler.targets import discovery
+from handler.targets.auth import TokenSource
 
 _CLIENT_CREATION = threading.Lock()
 
@@ -60,6 +61,11 @@ class Clients:
     @functools.cached_property
     def own(self) -> discovery.Identity:
         return discovery.own_identity(self.base, self.settings.default_region)
+
+    @functools.cached_property
+    def targeted_accounts(self) -> frozenset[str]:
+        """What a queue message may name: listed once per warm worker (an organization's listing is paged)."""
+        return frozenset(discovery.targeted_accounts(self.base, self.settings, self.own))
 
     @functools.cached_property
     def sessions(self) -> discovery.AccountSessions:
