@@ -52,3 +52,9 @@ def test_failing_namespaces_are_emitted_per_account_for_the_dashboard(capsys):
     per_account = {b["account"]: b["NamespacesFailing"] for b in blobs if "account" in b}
     assert per_account == {"111111111111": [3.0], "222222222222": [5.0]}
     assert all(b["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [["service", "account"]] for b in blobs)
+
+
+def test_per_account_metrics_respect_powertools_metrics_disabled(capsys, monkeypatch):
+    monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
+    record_metrics({"namespaces_failing_by_account": {"111111111111": 3}})
+    assert capsys.readouterr().out == ""
