@@ -83,9 +83,11 @@ class ClusterReader:
 
 
 class Reads(Protocol):
-    """What reading a snapshot asks of a session: lists, single objects, and the count of requests made."""
+    """What reading a snapshot asks of a session: lists, single objects, and the count of requests made.
+    `every_read`: make the reads that depend on what earlier reads found too (the doctor plans with it)."""
 
     requests: int
+    every_read: bool
 
     def list_all(self, path: str, accept: str, convert: Callable[[Mapping[str, Any]], Any] | None = None, *,
                  label_selector: str | None = None) -> list[Any]: ...
@@ -135,6 +137,8 @@ def _ca_pem(cluster: ClusterInfo) -> str:
 
 class _Session:
     """One cluster's reads: request counting, retries and paging over a single ApiClient."""
+
+    every_read = False
 
     def __init__(self, cluster: ClusterInfo, api: ApiClient, limits: ReadLimits, sleep: Callable[[float], None],
                  deadline: float | None = None):

@@ -55,6 +55,8 @@ NODE_POOLS = ("karpenter.sh", "nodepools", "NodePool")
 
 
 class Session(Protocol):
+    every_read: bool  # read also what only some contents call for (NodePools, CiliumCIDRGroups): the doctor's plan
+
     def list_all(self, path: str, accept: str, *, label_selector: str | None = None) -> list[Mapping[str, Any]]: ...
 
     def get_object(self, path: str) -> Mapping[str, Any] | None: ...
@@ -82,7 +84,7 @@ def read_engines(session: Session, auto_mode: bool | None = None) -> EngineRead:
             _read_group(session, group, group_version, versions[group], policies, unreadable)
     naming = {i for i, p in enumerate(policies) if p.api_version.startswith("cilium.io/")
               and cilium.names_cidr_groups(p.spec)}
-    if naming:
+    if naming or session.every_read:
         cidr_groups = read_cidr_groups(session, group_list)
         policies = [p._replace(cidr_groups=cidr_groups) if i in naming else p for i, p in enumerate(policies)]
     if auto_mode is None:
@@ -173,7 +175,7 @@ def read_enforcement(session: Session, groups: Mapping[str, str],
     if auto_mode and not configmap_error:
         auto = enforcement.from_auto_mode(configmap, aws_node)
         evidence += auto
-        if auto.engines:
+        if auto.engines or session.every_read:
             unselected = _unselected_pods(session, groups, enforcement.nodes_outside_auto_mode(aws_node))
     return evidence + _engine_agents(session, groups), unselected
 
@@ -215,7 +217,7 @@ def _unselected_pods(session: Session, groups: Mapping[str, str], other_nodes: i
     """The NodePools are read only when some NodeClass denies by default: otherwise they change nothing."""
     node_classes, error = _list_kind(session, groups, NODE_CLASSES)
     node_pools: list[Mapping[str, Any]] = []
-    if not error and any(map(enforcement.denies_by_default, node_classes)):
+    if not error and (session.every_read or any(map(enforcement.denies_by_default, node_classes))):
         node_pools, error = _list_kind(session, groups, NODE_POOLS)
     if error:
         return UnselectedPods(PodDefault.UNKNOWN, f"whether pods no policy selects are denied is not known: {error}")

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from handler.cluster_reader import NAMESPACES_PATH, NETWORK_POLICIES_PATH
+from handler.engine_reader import CIDR_GROUPS, DAEMONSETS, NODE_CLASSES, NODE_POOLS
 
 # The Kubernetes group infra/kubernetes/rbac.yaml binds the scanner's read-only roles to (a test keeps them equal).
 SCANNER_GROUP = "netpol-scanner:readers"
@@ -296,7 +297,18 @@ def _consequence(access: Access) -> str:
         return "the cluster cannot be scanned"
     if access.name:
         return "its CIS 5.3.1 enforcement evidence is unknown"
-    return "the verdicts these policies could change are NOT_AVAILABLE"
+    return _CONSEQUENCES.get(access.resource, "the verdicts these policies could change are NOT_AVAILABLE")
+
+
+# Lists a scan makes for what they tell about other objects, not for policies of their own.
+_CONSEQUENCES = {
+    CIDR_GROUPS: "the verdicts of the Cilium policies that name a CIDR group are NOT_AVAILABLE",
+    DAEMONSETS[1]: "a policy engine's agent outside its usual namespace is not found: CIS 5.3.1 evidence is unknown",
+    NODE_CLASSES[1]: "on Auto Mode, whether pods no policy selects are denied is unknown: the verdicts it could "
+                     "change are NOT_AVAILABLE",
+    NODE_POOLS[1]: "on Auto Mode with a DefaultDeny NodeClass, which nodes deny pods no policy selects is unknown: "
+                   "the verdicts it could change are NOT_AVAILABLE",
+}
 
 
 def rbac_fix(cluster: str, accesses: Iterable[Access]) -> str:

@@ -160,7 +160,10 @@ class _DiscoveryFailed(Exception):
 
 class _NotingSession:
     """A session for `read_snapshot` that reads discovery from the cluster (it decides which kinds are read) and
-    answers every other read as empty, noting the permission it needs."""
+    answers every other read as empty, noting the permission it needs. Reads that only some contents call for
+    (NodePools, CiliumCIDRGroups) are made too: the empty answers would otherwise hide them."""
+
+    every_read = True
 
     def __init__(self, kube: _Kube) -> None:
         self.kube = kube

@@ -14,6 +14,7 @@ import yaml
 from handler.doctor.findings import RBAC_FILE, SCANNER_GROUP, access_of
 from handler.errors import EventError
 from netpol_scan.cli import main
+from netpol_scan.sandbox.auto_mode import add_auto_mode
 from netpol_scan.sandbox.aws_world import DEFAULT_ACCOUNT, DEFAULT_REGION, World
 from netpol_scan.sandbox.kube_api import Cluster
 from netpol_scan.sandbox.sts_proxy import StsProxy
@@ -36,6 +37,7 @@ CILIUM_CLUSTER_READS = {"list namespaces", "list networkpolicies.networking.k8s.
 def cilium_cluster(name: str) -> Cluster:
     cluster = with_kinds(Cluster(name, {"default": {"deny": DENY_ALL}, "apps": {}}),
                          [k for k in _kinds() if k[0] in ("cilium.io", "apps")])
+    cluster.add_resource_kind("cilium.io", "v2", "ciliumcidrgroups", "CiliumCIDRGroup", False)
     cluster.add_object("apps/v1", "daemonsets", {"metadata": {"name": "cilium", "namespace": "kube-system"},
                                                  "status": {"desiredNumberScheduled": 1, "numberReady": 1}})
     return cluster
@@ -229,9 +231,10 @@ def test_the_doctor_checks_exactly_what_a_scan_reads(fleet, sts, invoke, capsys)
 
     checked = {key[3].removeprefix("can ") for key in rows(report) if key[2] == "alpha" and key[3].startswith("can ")}
     assert scanned == CILIUM_CLUSTER_READS
-    # Reading no objects, the doctor cannot see that the Cilium agent is where installs put it, so it also checks
-    # the one list a scan makes when it is not: the search for engine agents by label across namespaces.
-    assert checked == scanned | {"list daemonsets.apps"}
+    # Reading no objects, the doctor cannot see that the Cilium agent is where installs put it, nor whether a
+    # policy names a CIDR group, so it also checks the lists a scan makes when they are so: the search for engine
+    # agents by label across namespaces, and the CiliumCIDRGroups.
+    assert checked == scanned | {"list daemonsets.apps", "list ciliumcidrgroups.cilium.io"}
     assert not [r for r in alpha.requests if r["method"] == "GET" and access_of(r["path"])], \
         "the doctor read objects; it may read discovery only"
 
@@ -275,16 +278,20 @@ def test_a_kind_forbidden_by_rbac_names_the_missing_rule_and_that_rule_closes_th
     found = gaps(report)
     assert list(found) == [(DEFAULT_ACCOUNT, DEFAULT_REGION, "alpha", "can list ciliumnetworkpolicies.cilium.io"),
                            (DEFAULT_ACCOUNT, DEFAULT_REGION, "alpha",
-                            "can list ciliumclusterwidenetworkpolicies.cilium.io")]
+                            "can list ciliumclusterwidenetworkpolicies.cilium.io"),
+                           (DEFAULT_ACCOUNT, DEFAULT_REGION, "alpha", "can list ciliumcidrgroups.cilium.io")]
     for gap in found.values():
         assert gap["result"] == "GAP"
-        assert gap["detail"].startswith("forbidden") and gap["detail"].endswith(
-            "the verdicts these policies could change are NOT_AVAILABLE")
+        assert gap["detail"].startswith("forbidden")
         assert f"kubectl --context <alpha> apply -f {RBAC_FILE}" in gap["fix"]
+    assert [gap["detail"].split(": ", 1)[1] for gap in found.values()] == [
+        "the verdicts these policies could change are NOT_AVAILABLE"] * 2 + [
+        "the verdicts of the Cilium policies that name a CIDR group are NOT_AVAILABLE"]
     rules = [yaml.safe_load(line.split("ClusterRole: ", 1)[1]) for gap in found.values()
              for line in gap["fix"].splitlines() if "ClusterRole: " in line]
     assert rules == [{"apiGroups": ["cilium.io"], "resources": ["ciliumnetworkpolicies"], "verbs": ["list"]},
-                     {"apiGroups": ["cilium.io"], "resources": ["ciliumclusterwidenetworkpolicies"], "verbs": ["list"]}]
+                     {"apiGroups": ["cilium.io"], "resources": ["ciliumclusterwidenetworkpolicies"], "verbs": ["list"]},
+                     {"apiGroups": ["cilium.io"], "resources": ["ciliumcidrgroups"], "verbs": ["list"]}]
 
     cluster_roles[0]["rules"] += rules  # the fix, as printed
     alpha.rbac.apply(documents)
@@ -305,3 +312,27 @@ def test_a_forbidden_enforcement_object_names_a_role_in_its_namespace(fleet, sts
     assert gap["detail"].endswith("its CIS 5.3.1 enforcement evidence is unknown")
     assert gap["fix"].endswith('Role in namespace kube-system: {apiGroups: [""], resources: [configmaps], '
                               'resourceNames: [amazon-vpc-cni], verbs: [get]}')
+
+
+@pytest.mark.parametrize("network_policy", [None, "DefaultDeny"])
+def test_nodepools_are_checked_on_auto_mode_whatever_its_nodeclasses_say(world, sts, capsys, network_policy):
+    """A scan lists the NodePools only where a NodeClass denies by default; the doctor reads no NodeClass, so it
+    checks them on every Auto Mode cluster: a NodeClass changed to DefaultDeny tomorrow must not meet a 403."""
+    cluster = add_auto_mode(Cluster("auto", {"default": {}}), node_classes={"default": network_policy})
+    world.add_cluster(DEFAULT_ACCOUNT, DEFAULT_REGION, cluster, auto_mode=True)
+    world.enable_security_hub(DEFAULT_ACCOUNT, DEFAULT_REGION)
+    documents = [d for d in yaml.safe_load_all((ROOT / RBAC_FILE).read_text()) if d]
+    for role in (d for d in documents if d["kind"] == "ClusterRole"):
+        role["rules"] = [r for r in role["rules"] if "karpenter.sh" not in r["apiGroups"]]
+    cluster.rbac.apply(documents)
+    cluster.rbac.add_groups(f"arn:aws:sts::{DEFAULT_ACCOUNT}:assumed-role/{ROLE_NAME}/eks-netpol-scanner",
+                            SCANNER_GROUP)
+
+    code, report = doctor(capsys)
+
+    assert code == 3
+    ((key, gap),) = gaps(report).items()
+    assert key[2:] == ("auto", "can list nodepools.karpenter.sh")
+    assert "which nodes deny pods no policy selects is unknown" in gap["detail"]
+    assert ("auto", "can list nodeclasses.eks.amazonaws.com") in [key[2:] for key in rows(report, "ok")]
+    assert_wrote_nothing(world)
