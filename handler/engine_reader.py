@@ -25,25 +25,14 @@ from typing import Any, Protocol
 from handler import enforcement
 from handler.errors import ForbiddenError
 from handler.models import CidrGroup, EnforcementEvidence, NetworkPolicy, PodDefault, UnselectedPods
-from handler.policy.engines import cilium
+from handler.policy.engines import POLICY_APIS, cilium
 
 JSON = "application/json"
-# group -> (plural, kind, version) the scanner has semantics for (handler/policy/engines/); version None: the
-# group's preferred version. policy.networking.k8s.io serves two APIs at two versions, read side by side: v1alpha1
-# AdminNetworkPolicy and BaselineAdminNetworkPolicy, v1alpha2 ClusterNetworkPolicy (network-policy-api v0.2).
+# group -> (plural, kind, version) of the engines' kinds, from the one table of kinds (handler/policy/engines/);
+# networking.k8s.io NetworkPolicies are the cluster reader's own first list.
 POLICY_KINDS: dict[str, tuple[tuple[str, str, str | None], ...]] = {
-    "cilium.io": (("ciliumnetworkpolicies", "CiliumNetworkPolicy", None),
-                  ("ciliumclusterwidenetworkpolicies", "CiliumClusterwideNetworkPolicy", None)),
-    "projectcalico.org": (("networkpolicies", "NetworkPolicy", None),
-                          ("globalnetworkpolicies", "GlobalNetworkPolicy", None)),
-    "crd.projectcalico.org": (("networkpolicies", "NetworkPolicy", None),
-                              ("globalnetworkpolicies", "GlobalNetworkPolicy", None)),
-    "policy.networking.k8s.io": (("adminnetworkpolicies", "AdminNetworkPolicy", "v1alpha1"),
-                                 ("baselineadminnetworkpolicies", "BaselineAdminNetworkPolicy", "v1alpha1"),
-                                 ("clusternetworkpolicies", "ClusterNetworkPolicy", "v1alpha2")),
-    "networking.k8s.aws": (("clusternetworkpolicies", "ClusterNetworkPolicy", "v1alpha1"),
-                           ("applicationnetworkpolicies", "ApplicationNetworkPolicy", "v1alpha1")),
-}
+    group: tuple((api.plural, api.kind, api.version) for api in POLICY_APIS if api.group == group)
+    for group in dict.fromkeys(api.group for api in POLICY_APIS if api.group != "networking.k8s.io")}
 CALICO_VIEW_OF_KUBERNETES = "knp."
 CIDR_GROUPS = "ciliumcidrgroups"  # cluster-scoped CiliumCIDRGroup, read only when a Cilium policy names one
 ENGINE_OF_GROUP = {"cilium.io": "Cilium", "projectcalico.org": "Calico", "crd.projectcalico.org": "Calico"}

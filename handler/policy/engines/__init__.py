@@ -1,8 +1,12 @@
-"""One pure analyzer per policy API, and the one table that says which analyzer reads which kind.
+"""One pure analyzer per policy API, and the one table that says which kinds are read and which analyzer reads each.
 
-A new kind is a new module here with an `analyze(policy, namespace) -> Effect` and one line in ANALYZERS.
+A new kind is a new module here with an `analyze(policy, namespace) -> Effect` and one line in POLICY_APIS; the
+reader lists what the table names (handler/engine_reader.py), and infra/kubernetes/rbac.yaml must grant its list
+(tests/integration/test_cluster_rbac.py reads every kind of the table through a server enforcing that file).
 """
 from __future__ import annotations
+
+from typing import NamedTuple
 
 from handler.errors import PolicyError
 from handler.models import Namespace, NetworkPolicy
@@ -11,22 +15,42 @@ from handler.policy.engines.common import (EGRESS, INGRESS, UNINTERPRETABLE, Ana
                                            label, why)
 from handler.policy.selectors import Reach
 
-ANALYZERS: dict[tuple[str, str], Analyzer] = {
-    ("networking.k8s.io", "NetworkPolicy"): kubernetes.analyze,
-    ("cilium.io", "CiliumNetworkPolicy"): cilium.analyze,
-    ("cilium.io", "CiliumClusterwideNetworkPolicy"): cilium.analyze,
-    ("projectcalico.org", "NetworkPolicy"): calico.analyze,
-    ("projectcalico.org", "GlobalNetworkPolicy"): calico.analyze,
-    ("crd.projectcalico.org", "NetworkPolicy"): calico.analyze,
-    ("crd.projectcalico.org", "GlobalNetworkPolicy"): calico.analyze,
-    ("policy.networking.k8s.io", "AdminNetworkPolicy"): cluster_network_policy.analyze,
-    ("policy.networking.k8s.io", "BaselineAdminNetworkPolicy"): cluster_network_policy.analyze,
-    ("policy.networking.k8s.io", "ClusterNetworkPolicy"): cluster_network_policy.analyze,
-    ("networking.k8s.aws", "ClusterNetworkPolicy"): cluster_network_policy.analyze,
-    ("networking.k8s.aws", "ApplicationNetworkPolicy"): application_network_policy.analyze,
-}
 
-__all__ = ["ANALYZERS", "EGRESS", "INGRESS", "Direction", "Effect", "analyze", "label"]
+class PolicyApi(NamedTuple):
+    """A policy kind the scanner reads: where it is served and what decides its effect. `version` None: the group's
+    preferred version."""
+
+    group: str
+    plural: str
+    kind: str
+    version: str | None
+    analyzer: Analyzer
+
+
+# policy.networking.k8s.io serves two APIs at two versions, read side by side: v1alpha1 AdminNetworkPolicy and
+# BaselineAdminNetworkPolicy, v1alpha2 ClusterNetworkPolicy (network-policy-api v0.2).
+POLICY_APIS = (
+    PolicyApi("networking.k8s.io", "networkpolicies", "NetworkPolicy", "v1", kubernetes.analyze),
+    PolicyApi("cilium.io", "ciliumnetworkpolicies", "CiliumNetworkPolicy", None, cilium.analyze),
+    PolicyApi("cilium.io", "ciliumclusterwidenetworkpolicies", "CiliumClusterwideNetworkPolicy", None, cilium.analyze),
+    PolicyApi("projectcalico.org", "networkpolicies", "NetworkPolicy", None, calico.analyze),
+    PolicyApi("projectcalico.org", "globalnetworkpolicies", "GlobalNetworkPolicy", None, calico.analyze),
+    PolicyApi("crd.projectcalico.org", "networkpolicies", "NetworkPolicy", None, calico.analyze),
+    PolicyApi("crd.projectcalico.org", "globalnetworkpolicies", "GlobalNetworkPolicy", None, calico.analyze),
+    PolicyApi("policy.networking.k8s.io", "adminnetworkpolicies", "AdminNetworkPolicy", "v1alpha1",
+              cluster_network_policy.analyze),
+    PolicyApi("policy.networking.k8s.io", "baselineadminnetworkpolicies", "BaselineAdminNetworkPolicy", "v1alpha1",
+              cluster_network_policy.analyze),
+    PolicyApi("policy.networking.k8s.io", "clusternetworkpolicies", "ClusterNetworkPolicy", "v1alpha2",
+              cluster_network_policy.analyze),
+    PolicyApi("networking.k8s.aws", "clusternetworkpolicies", "ClusterNetworkPolicy", "v1alpha1",
+              cluster_network_policy.analyze),
+    PolicyApi("networking.k8s.aws", "applicationnetworkpolicies", "ApplicationNetworkPolicy", "v1alpha1",
+              application_network_policy.analyze),
+)
+ANALYZERS: dict[tuple[str, str], Analyzer] = {(api.group, api.kind): api.analyzer for api in POLICY_APIS}
+
+__all__ = ["ANALYZERS", "POLICY_APIS", "PolicyApi", "EGRESS", "INGRESS", "Direction", "Effect", "analyze", "label"]
 
 
 def analyze(policy: NetworkPolicy, namespace: Namespace) -> Effect | None:
