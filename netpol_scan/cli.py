@@ -104,7 +104,7 @@ def _cluster(args: argparse.Namespace) -> int:
     from handler.cluster_reader import ClusterReader
     from netpol_scan.kubeconfig import KubeconfigError, kubeconfig_paths, select_contexts
     from netpol_scan.local_scan import scan_contexts
-    from netpol_scan.output import render
+    from netpol_scan.output import write
 
     # urllib3 logs each connection retry; the reader's one error per context says it all.
     logging.getLogger("urllib3").setLevel(logging.ERROR)
@@ -121,7 +121,7 @@ def _cluster(args: argparse.Namespace) -> int:
     progress = _Progress(len(contexts), sys.stderr) if show else None
     scans = scan_contexts(paths, contexts, ClusterReader(), args.concurrency,
                           done=progress.step if progress else lambda _: None)
-    print(render(scans, args.output, args.fail_on))
+    write(scans, args.output, args.fail_on, sys.stdout)
     if any(s.error for s in scans):
         return EXIT_NOT_ASSESSED
     return EXIT_FAILING if any(s.failing(args.fail_on) for s in scans) else EXIT_OK

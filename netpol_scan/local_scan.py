@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from handler.asff import build_finding, cluster_resource
 from handler.cluster_reader import ClusterReader
 from handler.controls import CONTROLS_BY_ID, scan_status
 from handler.errors import ClusterReadError
@@ -73,13 +72,15 @@ def scan_context(paths: list[Path], context: Context, reader: ClusterReader) -> 
     return scan
 
 
-def asff_findings(scans: Iterable[ContextScan], now: dt.datetime | None = None) -> list[dict[str, Any]]:
-    """The findings the Lambda would import for these results, at one time (no state: CreatedAt is now)."""
+def asff_findings(scans: Iterable[ContextScan], now: dt.datetime | None = None) -> Iterator[dict[str, Any]]:
+    """The findings the Lambda would import for these results, at one time (no state: CreatedAt is now), made
+    one at a time as they are consumed."""
+    from handler.asff import build_finding, cluster_resource  # only -o asff builds findings
+
     stamp = (now or dt.datetime.now(dt.timezone.utc)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    findings = []
     for scan in scans:
         results = [scan_status.not_available(scan.ref, scan.error)] if scan.error else scan.results
         resource = cluster_resource(ClusterInfo(scan.ref, scan.endpoint, ca_data=""))
-        findings += [build_finding(r, CONTROLS_BY_ID[r.control_id], scan.ref, resource, created_at=stamp,
-                                   updated_at=stamp) for r in results]
-    return findings
+        for result in results:
+            yield build_finding(result, CONTROLS_BY_ID[result.control_id], scan.ref, resource, created_at=stamp,
+                                updated_at=stamp)
