@@ -30,6 +30,15 @@ token = eks_token(boto3.Session(), sys.argv[1], "eu-west-1")
 print(json.dumps({"apiVersion": "client.authentication.k8s.io/v1beta1", "kind": "ExecCredential",
                   "status": {"token": token}}))
 """
+# Runs the CLI in a fresh interpreter and then names the modules it loaded that a scan of a kubeconfig does not use.
+MODULES_LOADED_BY_A_SCAN = """
+import json, sys
+from netpol_scan.cli import main
+code = main(sys.argv[1:])
+unused = ("boto3", "botocore", "s3transfer", "aws_lambda_powertools", "aws_xray_sdk", "handler.asff", "handler.state")
+sys.stderr.write("\\n" + json.dumps(sorted(m for m in sys.modules if m.startswith(unused))) + "\\n")
+sys.exit(code)
+"""
 
 
 class Fleet:
@@ -182,6 +191,28 @@ def test_json_output(fleet, capsys):
     assert second["failing"] == 0 and second["account_id"] is None
     assert document["summary"] == {"contexts": 2, "scanned": 2, "not_assessed": 0, "namespaces": 7,
                                    "failing": first["failing"], "fail_on": "LOW"}
+
+
+def test_json_and_asff_are_printed_as_json_dumps_with_indent_2(fleet, capsys):
+    fleet.serve(PAYMENTS_ARN, payments())
+    fleet.write()
+
+    for output in ("json", "asff"):
+        code, out, _ = run(fleet, capsys, "-o", output)
+
+        assert code == 1 and out == json.dumps(json.loads(out), indent=2) + "\n"
+
+
+def test_a_cluster_scan_loads_neither_the_aws_sdk_nor_the_asff_builder(fleet):
+    fleet.serve(PAYMENTS_ARN, payments())
+    fleet.write()
+
+    done = subprocess.run([sys.executable, "-c", MODULES_LOADED_BY_A_SCAN, "cluster", "-o", "json", "--kubeconfig",
+                           str(fleet.kubeconfig)], capture_output=True, text=True, timeout=120)
+
+    assert done.returncode == 1, done.stderr
+    assert json.loads(done.stdout)["summary"]["scanned"] == 1
+    assert json.loads(done.stderr.splitlines()[-1]) == []
 
 
 def test_asff_output_is_what_the_lambda_imports(fleet, capsys):
