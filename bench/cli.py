@@ -172,59 +172,38 @@ def measure(args: argparse.Namespace, launch: Launcher) -> int:
     import multiprocessing as mp
     import platform
 
+    import boto3
+
     from bench.common import pin_to_cpu
-    from bench.scan_one_cluster import ACCESS_KEY, CLUSTER_NAME, REGION, SECRET_KEY, clean_aws_environment, serve
+    from bench.scan_one_cluster import (ACCESS_KEY, CLUSTER_NAME, REGION, SECRET_KEY, clean_aws_environment,
+                                        served_cluster)
+    from handler.targets.auth import eks_token
 
     clean_aws_environment()
     env = {**os.environ, "HOME": tempfile.mkdtemp(prefix="bench-cli-home-")}  # no ~/.kube of the user's
-    ctx = mp.get_context("spawn")
-    server_conn, server_end = ctx.Pipe()
-    server = ctx.Process(target=serve, args=(server_end, args.namespaces, args.policies, args.payload,
-                                             not args.no_pin), daemon=True)
-    server.start()
-    server_end.close()
-    if not args.no_pin:
-        # The launcher and so every measured process run on the other CPU: the processes inherit its affinity.
-        pin_to_cpu(0)
-        os.sched_setaffinity(launch.process.pid, os.sched_getaffinity(0))
+    session = boto3.Session(aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY, region_name=REGION)
     runs: dict[str, list[dict[str, Any]]] = {variant: [] for variant in VARIANTS}
     problems: list[str] = []
-    try:
-        if not server_conn.poll(300):
-            raise RuntimeError("the API server did not start in 300 s")
-        message = server_conn.recv()
-        if message[0] != "ready":
-            raise RuntimeError(f"the API server failed:\n{message[1]}")
-        _, endpoint, ca_data = message
-
-        import boto3
-
-        from handler.targets.auth import eks_token
-
-        session = boto3.Session(aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY, region_name=REGION)
-        with tempfile.TemporaryDirectory(prefix="bench-cli-") as directory:
-            work = Path(directory)
-            for round_number in range(-1, args.rounds):  # round -1 warms caches (kubectl's discovery, the disk)
-                config = kubeconfig(work / "kubeconfig", endpoint, ca_data, eks_token(session, CLUSTER_NAME, REGION))
-                shift = max(round_number, 0) % len(VARIANTS)
-                for variant in VARIANTS[shift:] + VARIANTS[:shift]:
-                    run = run_variant(launch, variant, config, args.kubectl, env, work)
-                    problems += check(variant, run, args.namespaces, args.policies)
-                    if round_number < 0:
-                        continue
-                    runs[variant].append(run)
-                    if variant == CLI and round_number == 0 and args.save_output:
-                        args.save_output.write_bytes(run["outputs"][0].read_bytes())
-                    print(f"round {round_number + 1}/{args.rounds} {variant:8s} wall {run['wall']:.3f} s  "
-                          f"CPU {run['cpu']:.3f} s  peak RSS {run['rss_mib']:.1f} MiB", file=sys.stderr, flush=True)
-    finally:
-        try:
-            server_conn.send("stop")
-        except OSError:
-            pass
-        server.join(30)
-        if server.is_alive():
-            server.kill()
+    with served_cluster(mp.get_context("spawn"), args.namespaces, args.policies, args.payload, not args.no_pin) as (
+            _, endpoint, ca_data), tempfile.TemporaryDirectory(prefix="bench-cli-") as directory:
+        if not args.no_pin:
+            # The server runs on the last CPU; the launcher, and so every measured process, on the first.
+            pin_to_cpu(0)
+            os.sched_setaffinity(launch.process.pid, os.sched_getaffinity(0))
+        work = Path(directory)
+        for round_number in range(-1, args.rounds):  # round -1 warms caches (kubectl's discovery, the disk)
+            config = kubeconfig(work / "kubeconfig", endpoint, ca_data, eks_token(session, CLUSTER_NAME, REGION))
+            shift = max(round_number, 0) % len(VARIANTS)
+            for variant in VARIANTS[shift:] + VARIANTS[:shift]:
+                run = run_variant(launch, variant, config, args.kubectl, env, work)
+                problems += check(variant, run, args.namespaces, args.policies)
+                if round_number < 0:
+                    continue
+                runs[variant].append(run)
+                if variant == CLI and round_number == 0 and args.save_output:
+                    args.save_output.write_bytes(run["outputs"][0].read_bytes())
+                print(f"round {round_number + 1}/{args.rounds} {variant:8s} wall {run['wall']:.3f} s  "
+                      f"CPU {run['cpu']:.3f} s  peak RSS {run['rss_mib']:.1f} MiB", file=sys.stderr, flush=True)
     print()
     print(f"One cluster: {args.namespaces} namespaces, {args.policies} NetworkPolicies, payload {args.payload}; "
           f"{args.rounds} rounds, medians; Python {platform.python_version()}, {os.cpu_count()} CPUs; "
