@@ -14,8 +14,11 @@ from typing import Any
 import pytest
 import yaml
 
+from handler.cluster_reader import ClusterReader
 from handler.controls import CONTROLS
 from netpol_scan.cli import main
+from netpol_scan.kubeconfig import read, select_contexts
+from netpol_scan.local_scan import scan_contexts
 from netpol_scan.sandbox.aws_world import World, closed_port
 from netpol_scan.sandbox.kube_api import Cluster, KubeApiServer, generate_tls
 from tests.unit.asff_model import limit_errors, model_errors
@@ -314,6 +317,33 @@ def test_no_kubeconfig(tmp_path, capsys, monkeypatch):
     _, err = capsys.readouterr()
     assert code == 2
     assert f"no kubeconfig: {missing} does not exist" in err and "aws eks update-kubeconfig" in err
+
+
+@pytest.mark.parametrize(("text", "says"), [("clusters: [\n  - {name: a\n", "while parsing a flow"),
+                                            ("just a line of text\n", "it is not a kubeconfig")])
+def test_a_kubeconfig_that_is_not_one_is_bad_input(tmp_path, capsys, text, says):
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(text)
+
+    code = main(["cluster", "--kubeconfig", str(kubeconfig)])
+
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert f"netpol-scan cluster: cannot read kubeconfig {kubeconfig}: " in err and says in err
+
+
+def test_every_context_is_scanned_as_the_kubeconfig_was_read_once(fleet):
+    fleet.serve(PAYMENTS_ARN, payments())
+    fleet.serve("tidy", compliant())
+    fleet.write()
+    kubeconfig = read([fleet.kubeconfig])
+    contexts = select_contexts(kubeconfig, [], every=True)
+    fleet.kubeconfig.write_text("")  # e.g. rewritten by `aws eks update-kubeconfig` during the scan
+
+    scans = scan_contexts(kubeconfig, contexts, ClusterReader(), concurrency=2)
+
+    assert [(s.context.name, s.error) for s in scans] == [(PAYMENTS_ARN, None), ("tidy", None)]
+    assert [len(s.snapshot.namespaces) for s in scans if s.snapshot] == [5, 2]
 
 
 def test_unknown_context_lists_the_known_ones(fleet, capsys):
