@@ -1,8 +1,8 @@
 """`json.dump(value, stream, indent=2)`, byte for byte, streamed and at the speed of json's C encoder.
 
 With an indent, the json module encodes in pure Python and `json.dumps` joins the whole text in memory: for the
-30,001 results of a 10,000-namespace cluster that was most of `netpol-scan cluster -o json`'s time and a third of
-its peak RSS (docs/benchmarks.md, "CLI, whole process"). Here a container whose items are all scalars or empty
+30,001 results of a 10,000-namespace cluster that was a quarter of `netpol-scan cluster -o json`'s CPU time and
+73 of its 163 MiB peak RSS (docs/benchmarks.md, "CLI, whole process"). Here a container whose items are all scalars or empty
 containers (most of what the CLI prints: a result, a policy count map) is one call of the C encoder, with the
 line break and indent of its depth as the item separator; other containers are walked in Python. Text goes to
 the stream in blocks as it is made, and an iterator is written as an array as it is consumed, so a document's
