@@ -28,6 +28,8 @@ import platform
 import statistics
 import sys
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from bench.common import pin_to_cpu, verdict
@@ -190,6 +192,32 @@ def serve(conn: Any, namespaces: int, policies: int, payload: str, pin: bool) ->
                             "accept": r["accept"], "query": r["query"]} for r in log])
     finally:
         server.stop()
+
+
+@contextmanager
+def served_cluster(ctx: Any, namespaces: int, policies: int, payload: str, pin: bool) -> Iterator[tuple[Any, str, str]]:
+    """The cluster served by a process of its own (spawned from `ctx`) while the block runs: its command pipe (see
+    `serve`), endpoint and CA data."""
+    server_conn, server_end = ctx.Pipe()
+    server = ctx.Process(target=serve, args=(server_end, namespaces, policies, payload, pin), daemon=True)
+    server.start()
+    server_end.close()
+    try:
+        if not server_conn.poll(300):
+            raise RuntimeError("the API server did not start in 300 s")
+        message = server_conn.recv()
+        if message[0] != "ready":
+            raise RuntimeError(f"the API server failed:\n{message[1]}")
+        _, endpoint, ca_data = message
+        yield server_conn, endpoint, ca_data
+    finally:
+        try:
+            server_conn.send("stop")
+        except OSError:
+            pass
+        server.join(30)
+        if server.is_alive():
+            server.kill()
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -357,17 +385,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from handler.cluster_reader import NAMESPACES_PATH, NETWORK_POLICIES_PATH  # light: no client work happens here
 
-    server_conn, server_end = ctx.Pipe()
-    server = ctx.Process(target=serve, args=(server_end, args.namespaces, args.policies, args.payload, pin), daemon=True)
-    server.start()
-    server_end.close()
-    try:
-        if not server_conn.poll(300):
-            raise RuntimeError("the API server did not start in 300 s")
-        message = server_conn.recv()
-        if message[0] != "ready":
-            raise RuntimeError(f"the API server failed:\n{message[1]}")
-        _, endpoint, ca_data = message
+    with served_cluster(ctx, args.namespaces, args.policies, args.payload, pin) as (server_conn, endpoint, ca_data):
         runs: dict[str, list[dict[str, Any]]] = {BASELINE: [], SCANNER: []}
         for round_number in range(args.rounds):
             order = (BASELINE, SCANNER) if round_number % 2 == 0 else (SCANNER, BASELINE)
@@ -391,14 +409,6 @@ def main(argv: list[str] | None = None) -> int:
             for variant in (BASELINE, SCANNER):
                 traced[variant] = _run_child(ctx, variant, endpoint, ca_data, True, pin)
                 _take_log(server_conn)
-    finally:
-        try:
-            server_conn.send("stop")
-        except OSError:
-            pass
-        server.join(30)
-        if server.is_alive():
-            server.kill()
     return report(args, runs, traced)
 
 

@@ -6,13 +6,15 @@ import datetime as dt
 import gc
 from collections.abc import Iterator
 from dataclasses import dataclass
-
-import boto3
+from typing import TYPE_CHECKING
 
 from handler import exemptions
 from handler.config import DEFAULT_ANNOTATION_EXEMPTION_MAX_DAYS, Settings
 from handler.controls import CONTROLS, EvaluationOptions
 from handler.models import ClusterSnapshot, ControlResult
+
+if TYPE_CHECKING:  # boto3 is imported by what makes the session: `netpol-scan cluster` evaluates without it
+    import boto3
 
 
 @dataclass(frozen=True)

@@ -21,15 +21,15 @@ import fnmatch
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
-
-import boto3
-from botocore.exceptions import BotoCoreError, ClientError
+from typing import TYPE_CHECKING, Any
 
 from handler.config import DEFAULT_ANNOTATION_EXEMPTION_MAX_DAYS
 from handler.errors import ConfigError
 from handler.models import (EXEMPT_ANNOTATION, EXEMPT_UNTIL_ANNOTATION, ClusterRef, ComplianceStatus, ControlResult,
                             Namespace)
+
+if TYPE_CHECKING:  # only a configured EXEMPTIONS source is read with boto3; `netpol-scan cluster` does without
+    import boto3
 
 ANNOTATION, ANNOTATION_UNTIL = EXEMPT_ANNOTATION, EXEMPT_UNTIL_ANNOTATION
 REASON_FIELD = "eks-netpol-scanner/exemption/reason"
@@ -69,6 +69,8 @@ def load(source: str | None, session: boto3.Session, region: str, control_ids: I
 
 
 def _fetch(source: str, session: boto3.Session, region: str) -> str:
+    from botocore.exceptions import BotoCoreError, ClientError
+
     try:
         if source.startswith("ssm:"):
             ssm = session.client("ssm", region_name=region)

@@ -102,26 +102,26 @@ def _bounded_int(low: int, high: int):
 # -- cluster ---------------------------------------------------------------------------------------------------
 def _cluster(args: argparse.Namespace) -> int:
     from handler.cluster_reader import ClusterReader
-    from netpol_scan.kubeconfig import KubeconfigError, kubeconfig_paths, select_contexts
+    from netpol_scan.kubeconfig import KubeconfigError, kubeconfig_paths, read, select_contexts
     from netpol_scan.local_scan import scan_contexts
-    from netpol_scan.output import render
+    from netpol_scan.output import write
 
     # urllib3 logs each connection retry; the reader's one error per context says it all.
     logging.getLogger("urllib3").setLevel(logging.ERROR)
     if args.all_contexts and args.context:
         raise UsageError("--context and --all-contexts exclude each other")
     try:
-        paths = kubeconfig_paths(args.kubeconfig)
-        contexts = select_contexts(paths, args.context, args.all_contexts)
+        kubeconfig = read(kubeconfig_paths(args.kubeconfig))
+        contexts = select_contexts(kubeconfig, args.context, args.all_contexts)
     except KubeconfigError as error:
         raise UsageError(str(error)) from error
     if args.output == "asff":
         contexts = _with_asff_identity(contexts, args.account_id, args.region)
     show = args.progress if args.progress is not None else (len(contexts) > 1 and sys.stderr.isatty())
     progress = _Progress(len(contexts), sys.stderr) if show else None
-    scans = scan_contexts(paths, contexts, ClusterReader(), args.concurrency,
+    scans = scan_contexts(kubeconfig, contexts, ClusterReader(), args.concurrency,
                           done=progress.step if progress else lambda _: None)
-    print(render(scans, args.output, args.fail_on))
+    write(scans, args.output, args.fail_on, sys.stdout)
     if any(s.error for s in scans):
         return EXIT_NOT_ASSESSED
     return EXIT_FAILING if any(s.failing(args.fail_on) for s in scans) else EXIT_OK

@@ -2,19 +2,17 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from handler.asff import build_finding, cluster_resource
 from handler.cluster_reader import ClusterReader
 from handler.controls import CONTROLS_BY_ID, scan_status
 from handler.errors import ClusterReadError
 from handler.models import ClusterInfo, ClusterRef, ClusterSnapshot, ComplianceStatus, ControlResult
 from handler.evaluation import evaluate
-from netpol_scan.kubeconfig import Context, KubeconfigError, api_client
+from netpol_scan.kubeconfig import Context, Kubeconfig, KubeconfigError, api_client
 
 # ASFF Severity.Label, lowest first: `--fail-on` compares FAILED results' severities with these.
 SEVERITIES = ("INFORMATIONAL", "LOW", "MEDIUM", "HIGH", "CRITICAL")
@@ -44,11 +42,11 @@ class ContextScan:
                 and SEVERITIES.index(CONTROLS_BY_ID[r.control_id].severity) >= floor]
 
 
-def scan_contexts(paths: list[Path], contexts: list[Context], reader: ClusterReader, concurrency: int,
+def scan_contexts(kubeconfig: Kubeconfig, contexts: list[Context], reader: ClusterReader, concurrency: int,
                   done: Callable[[ContextScan], None] = lambda _: None) -> list[ContextScan]:
     """Every context, `concurrency` at a time, in the order given; `done` is told of each as it finishes."""
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        futures = {pool.submit(scan_context, paths, c, reader): i for i, c in enumerate(contexts)}
+        futures = {pool.submit(scan_context, kubeconfig, c, reader): i for i, c in enumerate(contexts)}
         scans: list[ContextScan | None] = [None] * len(contexts)
         for future in as_completed(futures):
             scans[futures[future]] = future.result()
@@ -56,10 +54,10 @@ def scan_contexts(paths: list[Path], contexts: list[Context], reader: ClusterRea
     return [s for s in scans if s is not None]
 
 
-def scan_context(paths: list[Path], context: Context, reader: ClusterReader) -> ContextScan:
+def scan_context(kubeconfig: Kubeconfig, context: Context, reader: ClusterReader) -> ContextScan:
     scan = ContextScan(context)
     try:
-        api = api_client(paths, context)
+        api = api_client(kubeconfig, context)
     except KubeconfigError as error:
         scan.error = str(error)
         return scan
@@ -73,13 +71,15 @@ def scan_context(paths: list[Path], context: Context, reader: ClusterReader) -> 
     return scan
 
 
-def asff_findings(scans: Iterable[ContextScan], now: dt.datetime | None = None) -> list[dict[str, Any]]:
-    """The findings the Lambda would import for these results, at one time (no state: CreatedAt is now)."""
+def asff_findings(scans: Iterable[ContextScan], now: dt.datetime | None = None) -> Iterator[dict[str, Any]]:
+    """The findings the Lambda would import for these results, at one time (no state: CreatedAt is now), made
+    one at a time as they are consumed."""
+    from handler.asff import build_finding, cluster_resource  # only -o asff builds findings
+
     stamp = (now or dt.datetime.now(dt.timezone.utc)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    findings = []
     for scan in scans:
         results = [scan_status.not_available(scan.ref, scan.error)] if scan.error else scan.results
         resource = cluster_resource(ClusterInfo(scan.ref, scan.endpoint, ca_data=""))
-        findings += [build_finding(r, CONTROLS_BY_ID[r.control_id], scan.ref, resource, created_at=stamp,
-                                   updated_at=stamp) for r in results]
-    return findings
+        for result in results:
+            yield build_finding(result, CONTROLS_BY_ID[result.control_id], scan.ref, resource, created_at=stamp,
+                                updated_at=stamp)

@@ -1,23 +1,28 @@
 """What `netpol-scan cluster` prints: a table per context, or JSON, or the ASFF findings."""
 from __future__ import annotations
 
-import json
 from collections import Counter, defaultdict
-from typing import Any
+from typing import Any, TextIO
 
 from handler.controls import CONTROLS
+from handler.models import ControlResult
+from netpol_scan import indented_json
 from netpol_scan.local_scan import ContextScan, asff_findings
 
 CLUSTER_ROW = "(cluster)"  # results about the cluster as a whole, not one namespace
 
 
-def render(scans: list[ContextScan], output: str, fail_on: str) -> str:
+def write(scans: list[ContextScan], output: str, fail_on: str, stream: TextIO) -> None:
+    """The report in `output`'s format, ending with a line break. JSON (indented by 2) is written as it is made:
+    results and findings are turned into dicts one at a time, never all at once."""
     if output == "json":
-        return json.dumps({"contexts": [_as_json(s, fail_on) for s in scans], "summary": summary(scans, fail_on)},
-                          indent=2)
-    if output == "asff":
-        return json.dumps(asff_findings(scans), indent=2)
-    return "\n".join([*(_table(s) for s in scans), _summary_line(summary(scans, fail_on), fail_on)])
+        indented_json.dump({"contexts": [_as_json(s, fail_on) for s in scans], "summary": summary(scans, fail_on)},
+                           stream)
+    elif output == "asff":
+        indented_json.dump(asff_findings(scans), stream)
+    else:
+        stream.write("\n".join([*(_table(s) for s in scans), _summary_line(summary(scans, fail_on), fail_on)]))
+    stream.write("\n")
 
 
 def summary(scans: list[ContextScan], fail_on: str) -> dict[str, Any]:
@@ -32,7 +37,7 @@ def _as_json(scan: ContextScan, fail_on: str) -> dict[str, Any]:
     return {"context": scan.context.name, "cluster": ref.name, "account_id": ref.account_id or None,
             "region": ref.region or None, "endpoint": scan.endpoint or None, "error": scan.error,
             "policies": _policy_counts(scan), "failing": len(scan.failing(fail_on)),
-            "results": [r.to_dict() for r in scan.results]}
+            "results": map(ControlResult.to_dict, scan.results)}
 
 
 def _policy_counts(scan: ContextScan) -> dict[str, int]:

@@ -14,8 +14,11 @@ from typing import Any
 import pytest
 import yaml
 
+from handler.cluster_reader import ClusterReader
 from handler.controls import CONTROLS
 from netpol_scan.cli import main
+from netpol_scan.kubeconfig import read, select_contexts
+from netpol_scan.local_scan import scan_contexts
 from netpol_scan.sandbox.aws_world import World, closed_port
 from netpol_scan.sandbox.kube_api import Cluster, KubeApiServer, generate_tls
 from tests.unit.asff_model import limit_errors, model_errors
@@ -29,6 +32,15 @@ from handler.targets.auth import eks_token
 token = eks_token(boto3.Session(), sys.argv[1], "eu-west-1")
 print(json.dumps({"apiVersion": "client.authentication.k8s.io/v1beta1", "kind": "ExecCredential",
                   "status": {"token": token}}))
+"""
+# Runs the CLI in a fresh interpreter and then names the modules it loaded that a scan of a kubeconfig does not use.
+MODULES_LOADED_BY_A_SCAN = """
+import json, sys
+from netpol_scan.cli import main
+code = main(sys.argv[1:])
+unused = ("boto3", "botocore", "s3transfer", "aws_lambda_powertools", "aws_xray_sdk", "handler.asff", "handler.state")
+sys.stderr.write("\\n" + json.dumps(sorted(m for m in sys.modules if m.startswith(unused))) + "\\n")
+sys.exit(code)
 """
 
 
@@ -184,6 +196,28 @@ def test_json_output(fleet, capsys):
                                    "failing": first["failing"], "fail_on": "LOW"}
 
 
+def test_json_and_asff_are_printed_as_json_dumps_with_indent_2(fleet, capsys):
+    fleet.serve(PAYMENTS_ARN, payments())
+    fleet.write()
+
+    for output in ("json", "asff"):
+        code, out, _ = run(fleet, capsys, "-o", output)
+
+        assert code == 1 and out == json.dumps(json.loads(out), indent=2) + "\n"
+
+
+def test_a_cluster_scan_loads_neither_the_aws_sdk_nor_the_asff_builder(fleet):
+    fleet.serve(PAYMENTS_ARN, payments())
+    fleet.write()
+
+    done = subprocess.run([sys.executable, "-c", MODULES_LOADED_BY_A_SCAN, "cluster", "-o", "json", "--kubeconfig",
+                           str(fleet.kubeconfig)], capture_output=True, text=True, timeout=120)
+
+    assert done.returncode == 1, done.stderr
+    assert json.loads(done.stdout)["summary"]["scanned"] == 1
+    assert json.loads(done.stderr.splitlines()[-1]) == []
+
+
 def test_asff_output_is_what_the_lambda_imports(fleet, capsys):
     fleet.serve(PAYMENTS_ARN, payments())
     fleet.write()
@@ -283,6 +317,33 @@ def test_no_kubeconfig(tmp_path, capsys, monkeypatch):
     _, err = capsys.readouterr()
     assert code == 2
     assert f"no kubeconfig: {missing} does not exist" in err and "aws eks update-kubeconfig" in err
+
+
+@pytest.mark.parametrize(("text", "says"), [("clusters: [\n  - {name: a\n", "while parsing a flow"),
+                                            ("just a line of text\n", "it is not a kubeconfig")])
+def test_a_kubeconfig_that_is_not_one_is_bad_input(tmp_path, capsys, text, says):
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(text)
+
+    code = main(["cluster", "--kubeconfig", str(kubeconfig)])
+
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert f"netpol-scan cluster: cannot read kubeconfig {kubeconfig}: " in err and says in err
+
+
+def test_every_context_is_scanned_as_the_kubeconfig_was_read_once(fleet):
+    fleet.serve(PAYMENTS_ARN, payments())
+    fleet.serve("tidy", compliant())
+    fleet.write()
+    kubeconfig = read([fleet.kubeconfig])
+    contexts = select_contexts(kubeconfig, [], every=True)
+    fleet.kubeconfig.write_text("")  # e.g. rewritten by `aws eks update-kubeconfig` during the scan
+
+    scans = scan_contexts(kubeconfig, contexts, ClusterReader(), concurrency=2)
+
+    assert [(s.context.name, s.error) for s in scans] == [(PAYMENTS_ARN, None), ("tidy", None)]
+    assert [len(s.snapshot.namespaces) for s in scans if s.snapshot] == [5, 2]
 
 
 def test_unknown_context_lists_the_known_ones(fleet, capsys):
