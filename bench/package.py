@@ -16,16 +16,21 @@ the interpreter's own startup.
    read-only: only the bytecode in the zip is used), and the variables Lambda sets. The baseline is
    `python3.12 -S -s -c pass` under the same flags, in the same rounds; the cold import cost is the median of
    the import runs minus the median of the baseline runs. The same tree with its .pyc files removed (what the
-   build shipped before it compiled bytecode) is timed in the same rounds, for the ratio.
+   build shipped before it compiled bytecode) is timed in the same rounds, for the ratio. Each process's CPU
+   seconds are reported beside its wall time: other work on the machine stretches the wall time far more. The
+   worker imports the kubernetes client with its first cluster read: a row without a budget shows that too.
 
-Exits 1 when a function's package is over 90 MB unzipped or a function's cold import costs over 0.40 s. Numbers
-and method: docs/benchmarks.md.
+Exits 1 when a function's package is over 90 MB unzipped or a function's cold import costs over 0.40 s (wall);
+when that is missed while the timed processes spent over 15% of their wall time off the CPU (a loaded machine),
+the output says the floor could not be judged there, and still exits 1.
+Numbers and method: docs/benchmarks.md.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import platform
+import resource
 import shutil
 import statistics
 import subprocess
@@ -44,6 +49,9 @@ BUILD_DIR = ROOT / ".aws-sam" / "build"
 MAX_FUNCTION_MB = 90.0
 MAX_COLD_IMPORT_SECONDS = 0.40
 ENTRY_MODULES = {"ScannerFunction": "handler.app", "WorkerFunction": "handler.worker"}
+# What handler/cluster_reader.py imports when it builds the first cluster's client: the worker always reads one.
+WORKER_FIRST_READ = ("handler.worker, then its first read's kubernetes client",
+                     "import handler.worker; from kubernetes.client import ApiClient, Configuration")
 LAMBDA_ENV = {  # what the Lambda runtime and the template set that the import can see
     "AWS_REGION": "eu-west-1", "AWS_DEFAULT_REGION": "eu-west-1",
     "AWS_LAMBDA_FUNCTION_NAME": "eks-netpol-scanner-ScannerFunction", "AWS_LAMBDA_FUNCTION_MEMORY_SIZE": "1024",
@@ -157,42 +165,61 @@ def lambda_env(function: Path, layer: Path) -> dict[str, str]:
     return env
 
 
-def import_snippet(module: str) -> str:
-    return f"import time; t = time.perf_counter(); import {module}; print(time.perf_counter() - t)"
+def import_snippet(statement: str) -> str:
+    return f"import time; t = time.perf_counter(); {statement}; print(time.perf_counter() - t)"
 
 
-def time_process(python: str, code: str, env: dict[str, str]) -> tuple[float, str, str]:
-    """Wall seconds of one fresh process, its stdout and its stderr."""
+def time_process(python: str, code: str, env: dict[str, str]) -> tuple[float, float, str, str]:
+    """Wall seconds and CPU seconds (user + system) of one fresh process, its stdout and its stderr."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run([python, "-S", "-s", "-c", code], env=env, capture_output=True, text=True, cwd="/")
     elapsed = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if done.returncode != 0:
         raise SystemExit(f"{code!r} failed ({done.returncode}):\n{done.stderr[-3000:]}")
-    return elapsed, done.stdout, done.stderr
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return elapsed, cpu, done.stdout, done.stderr
 
 
 def measure_imports(python: str, variants: dict[str, tuple[str, dict[str, str]]],
                     runs: int) -> dict[str, dict[str, float]]:
-    """variants: label -> (module, environment). Interleaved: each round runs the baseline and every variant
-    once, so drift and the load of the machine hit all alike."""
+    """variants: label -> (import statement, environment). Interleaved: each round runs the baseline and every
+    variant once, so drift and the load of the machine hit all alike."""
     baseline_env = next(iter(variants.values()))[1]
-    for module, env in variants.values():  # one untimed warm-up each: the OS file cache, not Python's
-        time_process(python, import_snippet(module), env)
-    samples: dict[str, list[float]] = {"startup": [], **{label: [] for label in variants}}
+    for statement, env in variants.values():  # one untimed warm-up each: the OS file cache, not Python's
+        time_process(python, import_snippet(statement), env)
+    walls: dict[str, list[float]] = {"startup": [], **{label: [] for label in variants}}
+    cpus: dict[str, list[float]] = {label: [] for label in walls}
     inner: dict[str, list[float]] = {label: [] for label in variants}
     for _ in range(runs):
-        samples["startup"].append(time_process(python, "pass", baseline_env)[0])
-        for label, (module, env) in variants.items():
-            wall, out, err = time_process(python, import_snippet(module), env)
-            samples[label].append(wall)
+        wall, cpu, _, _ = time_process(python, "pass", baseline_env)
+        walls["startup"].append(wall)
+        cpus["startup"].append(cpu)
+        for label, (statement, env) in variants.items():
+            wall, cpu, out, err = time_process(python, import_snippet(statement), env)
+            walls[label].append(wall)
+            cpus[label].append(cpu)
             inner[label].append(float(out.strip().splitlines()[-1]))
             if err.strip():
                 print(f"note: {label} wrote to stderr: {err.strip()[:500]}", file=sys.stderr)
-    result = {"startup": {"median": statistics.median(samples["startup"])}}
+    startup = {"median": statistics.median(walls["startup"]), "cpu": statistics.median(cpus["startup"])}
+    result = {"startup": startup}
     for label in variants:
-        result[label] = {"median": statistics.median(samples[label]), "inner": statistics.median(inner[label])}
-        result[label]["cost"] = result[label]["median"] - result["startup"]["median"]
+        median, cpu = statistics.median(walls[label]), statistics.median(cpus[label])
+        result[label] = {"median": median, "inner": statistics.median(inner[label]), "cpu": cpu,
+                         "cost": median - startup["median"], "cpu_cost": cpu - startup["cpu"]}
     return result
+
+
+MAX_WAITING_SHARE = 0.15  # of a timed process's wall time spent not running: more, and its wall time is the load's
+
+
+def waiting_share(timing: dict[str, dict[str, float]]) -> float:
+    """How much of the as-built imports' wall time their processes spent not on a CPU (waiting for one, or for
+    the disk): importing is CPU work, so on a quiet machine wall and CPU time nearly agree."""
+    built = [t for label, t in timing.items() if label.endswith("as built")]
+    return 1 - sum(t["cpu"] for t in built) / sum(t["median"] for t in built)
 
 
 def size_report(functions: dict[str, list[str]], layers: list[str]) -> list[str]:
@@ -243,23 +270,29 @@ def import_report(python: str, runs: int, keep: str | None) -> list[str]:
         variants = {}
         for function, module in ENTRY_MODULES.items():
             plain = without_bytecode(built[function], scratch / "source-only" / function)
-            variants[f"{module}, as built"] = (module, lambda_env(built[function], layer))
-            variants[f"{module}, source only"] = (module, lambda_env(plain, plain_layer))
+            variants[f"{module}, as built"] = (f"import {module}", lambda_env(built[function], layer))
+            variants[f"{module}, source only"] = (f"import {module}", lambda_env(plain, plain_layer))
+        label, statement = WORKER_FIRST_READ
+        variants[label] = (statement, lambda_env(built["WorkerFunction"], layer))
         print("timing imports ...", file=sys.stderr, flush=True)
+        load_before = os.getloadavg()[0]
         timing = measure_imports(python, variants, runs)
+        load = max(load_before, os.getloadavg()[0])
         bytecode = tree_size(layer)[0] + tree_size(built["ScannerFunction"])[0]
         source_only = tree_size(plain_layer)[0] + tree_size(scratch / "source-only" / "ScannerFunction")[0]
     finally:
         if not keep:
             shutil.rmtree(scratch, ignore_errors=True)
-    startup = timing["startup"]["median"]
+    cpus = os.cpu_count() or 1
+    startup = timing["startup"]
     print(f"Cold import (host {platform.machine()} build by the Makefile's targets), median of {runs} fresh "
-          f"processes each, interleaved; load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs:")
+          f"processes each, interleaved; load average (1 min) up to {load:.1f} on {cpus} CPUs while timing:")
     print()
-    print("| variant | process wall s | minus startup = cold import s | in-process import s | ratio to budget | "
-          "budget |")
-    print("|---|---|---|---|---|---|")
-    print(f"| baseline: python3.12 -S -s -c pass | {startup:.3f} | - | - | - | - |")
+    print("| variant | process wall s | x baseline | minus startup = cold import s | CPU s, minus startup's | "
+          "in-process import s | ratio to budget | budget |")
+    print("|---|---|---|---|---|---|---|---|")
+    print(f"| baseline: python3.12 -S -s -c pass | {startup['median']:.3f} | 1.00 | - | {startup['cpu']:.3f} (own) | "
+          "- | - | - |")
     violations = []
     for label, t in timing.items():
         if label == "startup":
@@ -267,15 +300,28 @@ def import_report(python: str, runs: int, keep: str | None) -> list[str]:
         as_built = label.endswith("as built")
         budget = f"<= {MAX_COLD_IMPORT_SECONDS:.2f} s" if as_built else "-"
         ratio = f"{t['cost'] / MAX_COLD_IMPORT_SECONDS:.2f}" if as_built else "-"
-        print(f"| import {label} | {t['median']:.3f} | {t['cost']:.3f} | {t['inner']:.3f} | {ratio} | {budget} |")
+        print(f"| import {label} | {t['median']:.3f} | {t['median'] / startup['median']:.1f} | {t['cost']:.3f} | "
+              f"{t['cpu_cost']:.3f} | {t['inner']:.3f} | {ratio} | {budget} |")
         if as_built and t["cost"] > MAX_COLD_IMPORT_SECONDS:
             violations.append(f"cold import {label}: {t['cost']:.3f} s > {MAX_COLD_IMPORT_SECONDS:.2f} s")
     print()
     for module in ENTRY_MODULES.values():
-        built_cost, source_cost = (timing[f"{module}, {v}"]["cost"] for v in ("as built", "source only"))
-        print(f"{module}: bytecode in the package saves {source_cost - built_cost:.3f} s "
-              f"({built_cost / source_cost:.2f}x the source-only cold import)")
+        built, source = (timing[f"{module}, {v}"] for v in ("as built", "source only"))
+        print(f"{module}: {built['cost']:.3f} s as built, {built['cost'] / MAX_COLD_IMPORT_SECONDS:.2f}x the "
+              f"{MAX_COLD_IMPORT_SECONDS:.2f} s floor; {built['median'] / startup['median']:.1f}x the bare "
+              f"interpreter's start; {built['cost'] / source['cost']:.2f}x the same tree without bytecode "
+              f"(which costs {source['cost'] - built['cost']:.3f} s more)")
+    first_read = timing[WORKER_FIRST_READ[0]]
+    print(f"the worker's first cluster read adds {first_read['cost'] - timing['handler.worker, as built']['cost']:.3f}"
+          f" s (CPU {first_read['cpu_cost'] - timing['handler.worker, as built']['cpu_cost']:.3f} s) importing the "
+          "kubernetes client, once per execution environment")
     print(f"bytecode costs +{mb(bytecode - source_only):.1f} MB unzipped (layer + one function)")
+    waiting = waiting_share(timing)
+    print(f"the as-built imports spent {waiting:.0%} of their wall time off the CPU (waiting for one, or the disk)")
+    if violations and waiting > MAX_WAITING_SHARE:
+        print(f"NOTE: the machine was loaded while timing ({waiting:.0%} of the wall time waiting; load average up to "
+              f"{load:.1f} on {cpus} CPUs): the {MAX_COLD_IMPORT_SECONDS:.2f} s floor cannot be judged here (the CPU "
+              "column is less affected). The verdict below stands; run again on a quiet machine.")
     return violations
 
 

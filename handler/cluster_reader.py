@@ -26,15 +26,17 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import urllib3
-from kubernetes.client import ApiClient, Configuration
 
 from handler import engine_reader
 from handler.errors import ClusterReadError, ForbiddenError
 from handler.models import (EMPTY, EXEMPT_ANNOTATION, EXEMPT_UNTIL_ANNOTATION, ClusterInfo, ClusterSnapshot, Namespace,
                             NetworkPolicy)
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient, Configuration
 
 NAMESPACES_PATH = "/api/v1/namespaces"
 NETWORK_POLICIES_PATH = "/apis/networking.k8s.io/v1/networkpolicies"
@@ -108,6 +110,11 @@ def read_snapshot(cluster: ClusterInfo, session: Reads) -> ClusterSnapshot:
 
 def api_client(cluster: ClusterInfo, token: str, limits: ReadLimits) -> ApiClient:
     """A kubernetes ApiClient for an EKS cluster, built in memory: no kubeconfig, no files."""
+    # Imported when a cluster is first read, not with this module: any import from the kubernetes package runs its
+    # __init__, which loads the kubeconfig loader, dynamic client, watch and stream (oauthlib, requests, yaml,
+    # websocket), and the scheduled function that fans out to workers reads no cluster (docs/benchmarks.md, 2).
+    from kubernetes.client import ApiClient, Configuration
+
     config = Configuration(host=cluster.endpoint)
     config.verify_ssl = True
     config.ca_cert_data = _ca_pem(cluster)

@@ -17,8 +17,6 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import yaml
-
 from handler.models import EnforcementEvidence, PodDefault, UnselectedPods
 
 VPC_CNI_ADDON = "vpc-cni"
@@ -54,6 +52,8 @@ def addon_configuration(raw: str) -> Mapping[str, Any] | None:
     try:
         config = json.loads(raw)
     except ValueError:
+        import yaml  # only for values that are not JSON: kept out of the cold start (docs/benchmarks.md, 2)
+
         try:
             config = yaml.safe_load(raw)
         except yaml.YAMLError:

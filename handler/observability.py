@@ -15,10 +15,15 @@ SERVICE = os.environ.get("POWERTOOLS_SERVICE_NAME") or DEFAULT_SERVICE_NAME
 logger = Logger(service=SERVICE)
 metrics = Metrics(namespace=os.environ.get("POWERTOOLS_METRICS_NAMESPACE") or DEFAULT_METRICS_NAMESPACE,
                   service=SERVICE)
-tracer = Tracer()
+# The AWS SDK's calls are what the traces show. Tracer() alone patches every library the X-Ray SDK knows that is
+# installed: requests (which the kubernetes client brings and the scanner never calls: about 70 ms of a cold
+# start, docs/benchmarks.md section 2) and sqlite3 among them.
+TRACED_MODULES = ("botocore",)
+tracer = Tracer(patch_modules=TRACED_MODULES)
 
 # What was imported lives as long as the execution environment: take it out of the collector's sight, so that
-# collecting a scan's short-lived objects does not walk all of botocore and kubernetes each time.
+# collecting a scan's short-lived objects does not walk all of botocore each time. The kubernetes client comes
+# later, with the first cluster read: its 16,000 objects add about 4 ms to a full collection, which is rare.
 gc.freeze()
 
 SUMMARY_METRICS = (("ClustersScanned", "clusters_scanned"), ("ClustersFailed", "clusters_failed"),

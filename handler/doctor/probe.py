@@ -12,12 +12,11 @@ import json
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 import urllib3
 from botocore.exceptions import BotoCoreError, ClientError
-from kubernetes.client import ApiClient
 
 from handler.cluster_reader import ReadLimits, api_client, read_snapshot
 from handler.config import ScanRequest, Settings
@@ -34,6 +33,9 @@ from handler.errors import ClusterReadError, DiscoveryError
 from handler.models import ClusterInfo, ClusterRef
 from handler.targets import discovery
 from handler.targets.auth import TokenSource
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
 
 ACCESS_REVIEWS = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
 JSON = "application/json"

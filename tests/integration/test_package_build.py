@@ -8,6 +8,7 @@ import os
 import platform
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -36,12 +37,17 @@ def build(tmp_path_factory) -> dict[str, Path]:
 
 
 def lambda_python(build: dict[str, Path], code: str, args: tuple[str, ...] = (),
-                  extra_path: tuple[Path, ...] = ()) -> subprocess.CompletedProcess[str]:
+                  extra_path: tuple[Path, ...] = (), traced: bool = False) -> subprocess.CompletedProcess[str]:
     """Runs code as Lambda would see the package: the function's directory and the layer's python/ first (and
-    nothing else unless extra_path says so)."""
+    nothing else unless extra_path says so). Traced: with X-Ray tracing on, as the template deploys it (Powertools
+    traces where LAMBDA_TASK_ROOT is set)."""
     path = [str(build["function"]), str(build["layer"] / "python"), *map(str, extra_path)]
     env = {"PATH": os.environ.get("PATH", ""), "PYTHONPATH": os.pathsep.join(path), "PYTHONDONTWRITEBYTECODE": "1",
-           "AWS_REGION": "eu-west-1", "AWS_LAMBDA_FUNCTION_NAME": "test", "POWERTOOLS_TRACE_DISABLED": "1"}
+           "AWS_REGION": "eu-west-1", "AWS_LAMBDA_FUNCTION_NAME": "test"}
+    if traced:
+        env.update({"LAMBDA_TASK_ROOT": str(build["function"]), "AWS_XRAY_CONTEXT_MISSING": "LOG_ERROR"})
+    else:
+        env["POWERTOOLS_TRACE_DISABLED"] = "1"
     return subprocess.run([sys.executable, "-S", "-s", "-c", code, *args], env=env, capture_output=True, text=True,
                           timeout=600, cwd=build["function"])
 
@@ -75,6 +81,31 @@ def test_functions_import_from_the_package_without_the_batch_utilities_in_the_sc
     done = lambda_python(build, code)
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split() == ["False", "True", "False"]
+
+
+def test_scheduled_function_imports_no_cluster_client_at_cold_start(build):
+    """Fanning out, the scheduled function reads no cluster: `import handler.app` (traced, as deployed) loads
+    neither the kubernetes package, whose __init__ brings its kubeconfig loader, dynamic client, watch and stream
+    (oauthlib, requests, yaml, websocket), nor yaml, nor requests and sqlite3 for the X-Ray SDK to patch: the
+    tracer patches botocore only. Building a cluster's client loads kubernetes then."""
+    code = textwrap.dedent("""
+        import base64, sys, certifi, handler.app
+        from aws_xray_sdk.core import patcher
+        from handler.cluster_reader import ReadLimits, api_client
+        from handler.models import ClusterInfo, ClusterRef
+        loaded = lambda: ",".join(sorted({m.split(".")[0] for m in sys.modules} & set(sys.argv[1:]))) or "-"
+        print(loaded(), ",".join(sorted(patcher._PATCHED_MODULES)))
+        ca = base64.b64encode(open(certifi.where(), "rb").read()).decode()
+        cluster = ClusterInfo(ClusterRef("111122223333", "eu-west-1", "c"), "https://c.example", ca)
+        api_client(cluster, "token", ReadLimits()).close()
+        print(loaded())
+    """)
+    done = lambda_python(build, code, ("kubernetes", "oauthlib", "requests", "websocket", "yaml", "pydantic",
+                                       "sqlite3"), traced=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    at_import, patched, after_client = done.stdout.split()
+    assert (at_import, patched) == ("-", "botocore")
+    assert "kubernetes" in after_client.split(",")
 
 
 def test_cluster_reader_reads_through_the_package(build):
