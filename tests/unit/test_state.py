@@ -8,7 +8,10 @@ import pytest
 
 from handler.asff import plan_findings
 from handler.controls import namespace_network_policy, scan_status
-from handler.models import ClusterRef, ComplianceStatus, ControlResult, RecordState
+from handler.evaluation import Evaluator
+from handler.models import (ClusterInfo, ClusterRef, ClusterSnapshot, ComplianceStatus, ControlResult, Namespace,
+                            NetworkPolicy, RecordState)
+from handler.publish import compact_json
 from handler.state import ClusterState, Plan, finding_id, plan_deleted, plan_scanned, plan_unreadable
 
 REF = ClusterRef("123456789012", "eu-west-1", "alpha")
@@ -225,6 +228,21 @@ def test_state_round_trip_is_json():
     assert back == s2
     assert back.findings[fid("b")].record_state is RecordState.ARCHIVED
     assert back.to_dict() == s2.to_dict()
+
+
+@pytest.mark.parametrize("resource", [RESOURCE, None, {**RESOURCE, "findings": {}, "Details": {"ü": "\u2028"}}])
+def test_state_encoded_a_finding_at_a_time_is_its_compact_json(resource):
+    """What save_state compresses: the same JSON as the whole state encoded at once, with texts made when read,
+    active and archived findings, exemption fields, and a cluster resource that has a "findings" key of its own."""
+    found = Evaluator().evaluate(ClusterSnapshot(ClusterInfo(REF, "https://x", ""), (Namespace("a"), Namespace("b")),
+                                                 (NetworkPolicy("a", "deny", {"podSelector": {}}),)), DAY1)
+    first = plan_scanned(None, REF, resource, [*found, res("ü", ComplianceStatus.WARNING)._replace(
+        fields={"eks-netpol-scanner/exemption/by": "jane"})], DAY1).next_state
+    later = scan(first, DAY2, *found[:2]).next_state
+    for state in (ClusterState(REF), first, later):
+        pieces = list(state.encoded())
+        assert b"".join(pieces) == compact_json(state.to_dict())
+        assert len(pieces) == len(state.findings) + 2
 
 
 @pytest.mark.parametrize("version", [None, 0, 2, "1"])
