@@ -25,7 +25,7 @@ from handler.controls import unselected_pods
 from handler.controls.base import Control, Evaluate, EvaluationOptions
 from handler.models import ClusterSnapshot, ComplianceStatus, ControlResult, Namespace, UnselectedPods
 from handler.policy import EGRESS, INGRESS, Direction, Effect, Reach
-from handler.policy.coverage import NamespaceCoverage
+from handler.policy.coverage import NOTHING, NamespaceCoverage
 from handler.policy.engines.common import ADMIN_TIER
 
 MAX_NAMED = 10
@@ -35,7 +35,12 @@ def _evaluator(direction: str, control_id: str) -> Evaluate:
     def evaluate(snapshot: ClusterSnapshot, options: EvaluationOptions = EvaluationOptions()) -> list[ControlResult]:
         cluster, coverage, pods = snapshot.cluster.ref.name, snapshot.coverage, snapshot.unselected_pods
         shared = _Shared.of(cluster, direction, pods)
-        return [_verdict(direction, control_id, ns, coverage[ns.name], snapshot.unreadable, cluster, pods, shared)
+        # The verdict of every namespace no policy applies to, but for its name (its texts are made when read).
+        _, _, *bare = _verdict(direction, control_id, Namespace(""), NOTHING, snapshot.unreadable, cluster, pods,
+                               shared)
+        return [ControlResult(control_id, ns.name, *bare)
+                if coverage[ns.name] is NOTHING and not ns.terminating
+                else _verdict(direction, control_id, ns, coverage[ns.name], snapshot.unreadable, cluster, pods, shared)
                 for ns in snapshot.namespaces]
     return evaluate
 

@@ -17,7 +17,7 @@ from handler.controls import policy_enforcement
 from handler.controls.base import Control, EvaluationOptions
 from handler.models import ClusterSnapshot, ComplianceStatus, ControlResult, Namespace, PodDefault
 from handler.policy import Effect
-from handler.policy.coverage import NamespaceCoverage
+from handler.policy.coverage import NOTHING, NamespaceCoverage
 
 CONTROL_ID = "cis-k8s-5.3.2"
 MAX_EVIDENCE = 20  # policy names quoted in a finding; the count is always exact
@@ -36,8 +36,12 @@ def evaluate(snapshot: ClusterSnapshot, options: EvaluationOptions = EvaluationO
             "any node" if pods.default is PodDefault.DENY else UNPROTECTED)
     # The wordings of namespaces being deleted or without a policy: one each for the whole cluster.
     terminating, none_defined = _Terminating(cluster), _NoneDefined(cluster, risk, not_enforced)
-    return [_verdict(ns, coverage[ns.name], snapshot.unreadable, cluster, options, not_enforced, terminating,
-                     none_defined) for ns in snapshot.namespaces]
+    # The verdict of every namespace no policy applies to, but for its name (its texts are made when read).
+    _, _, *bare = _verdict(Namespace(""), NOTHING, snapshot.unreadable, cluster, options, not_enforced, terminating,
+                           none_defined)
+    return [ControlResult(CONTROL_ID, ns.name, *bare) if coverage[ns.name] is NOTHING and not ns.terminating
+            else _verdict(ns, coverage[ns.name], snapshot.unreadable, cluster, options, not_enforced, terminating,
+                          none_defined) for ns in snapshot.namespaces]
 
 
 def _counted(effects: tuple[Effect, ...], options: EvaluationOptions) -> list[str]:
