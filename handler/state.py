@@ -68,9 +68,11 @@ class ClusterState:
         peak of 76 MB)."""
         before, after = compact_text({**self._outline(), "findings": _MARKER}).split(encode_basestring_ascii(_MARKER))
         yield f"{before}{{".encode()
-        separator = ""
-        for fid, finding in sorted(self.findings.items()):
-            yield f"{separator}{encode_basestring_ascii(fid)}:{compact_text(_finding_dict(finding))}".encode()
+        string, separator = encode_basestring_ascii, ""
+        for fid, f in sorted(self.findings.items()):  # each as compact_text(_finding_dict(f)), in key order
+            yield (f'{separator}{string(fid)}:{{"created_at":{string(f.created_at)},"digest":{string(f.digest)},'
+                   f'"record_state":{string(f.record_state.value)},"result":{_encoded_result(f.result)},'
+                   f'"updated_at":{string(f.updated_at)}}}').encode()
             separator = ","
         yield f"}}{after}".encode()
 
@@ -186,8 +188,20 @@ def _current(old: PublishedFinding | None, result: ControlResult, encoded_resour
 def _digest(result: ControlResult, encoded_resource: bytes) -> str:
     """Of the JSON list [result, cluster resource]; the resource, the same for all of a cluster's findings, is
     encoded once per plan, not once per finding."""
-    material = b"[" + compact_json(result.to_dict()) + b"," + encoded_resource + b"]"
+    material = b"[" + _encoded_result(result).encode() + b"," + encoded_resource + b"]"
     return hashlib.sha256(material).hexdigest()[:32]
+
+
+def _encoded_result(result: ControlResult) -> str:
+    """compact_text(result.to_dict()), put together in key order without the dict: a digest is made of every
+    result of every scan, and its texts, made when read (models.Wording), are encoded once here."""
+    string = encode_basestring_ascii  # what compact_text makes of a str, called directly
+    return "".join((
+        '{"control_id":', string(result.control_id), ',"description":', string(result.description),
+        ',"evidence":', compact_text(list(result.evidence)) if result.evidence else "[]",
+        f',"fields":{compact_text(dict(result.fields))}' if result.fields else "",
+        ',"namespace":', "null" if result.namespace is None else string(result.namespace),
+        ',"status":', string(result.status.value), ',"title":', string(result.title), "}"))
 
 
 def plan_deleted(previous: ClusterState | None, cluster: ClusterRef, now: str) -> Plan:

@@ -35,9 +35,9 @@ def _evaluator(direction: str, control_id: str) -> Evaluate:
     def evaluate(snapshot: ClusterSnapshot, options: EvaluationOptions = EvaluationOptions()) -> list[ControlResult]:
         cluster, coverage, pods = snapshot.cluster.ref.name, snapshot.coverage, snapshot.unselected_pods
         shared = _Shared.of(cluster, direction, pods)
-        # The verdict of every namespace no policy applies to, but for its name (its texts are made when read).
+        # The verdict of every namespace no policy applies to, made once but for its name.
         _, _, *bare = _verdict(direction, control_id, Namespace(""), NOTHING, snapshot.unreadable, cluster, pods,
-                               shared)
+                               shared).same_but_for_name()
         return [ControlResult(control_id, ns.name, *bare)
                 if coverage[ns.name] is NOTHING and not ns.terminating
                 else _verdict(direction, control_id, ns, coverage[ns.name], snapshot.unreadable, cluster, pods, shared)

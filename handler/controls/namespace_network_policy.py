@@ -36,9 +36,9 @@ def evaluate(snapshot: ClusterSnapshot, options: EvaluationOptions = EvaluationO
             "any node" if pods.default is PodDefault.DENY else UNPROTECTED)
     # The wordings of namespaces being deleted or without a policy: one each for the whole cluster.
     terminating, none_defined = _Terminating(cluster), _NoneDefined(cluster, risk, not_enforced)
-    # The verdict of every namespace no policy applies to, but for its name (its texts are made when read).
+    # The verdict of every namespace no policy applies to, made once but for its name.
     _, _, *bare = _verdict(Namespace(""), NOTHING, snapshot.unreadable, cluster, options, not_enforced, terminating,
-                           none_defined)
+                           none_defined).same_but_for_name()
     return [ControlResult(CONTROL_ID, ns.name, *bare) if coverage[ns.name] is NOTHING and not ns.terminating
             else _verdict(ns, coverage[ns.name], snapshot.unreadable, cluster, options, not_enforced, terminating,
                           none_defined) for ns in snapshot.namespaces]
