@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from handler.controls import unselected_pods
-from handler.controls.base import Control, Evaluate, EvaluationOptions
+from handler.controls.base import Control, Evaluate, EvaluationOptions, where
 from handler.models import ClusterSnapshot, ComplianceStatus, ControlResult, Namespace, UnselectedPods
 from handler.policy import EGRESS, INGRESS, Direction, Effect, Reach
 from handler.policy.coverage import NOTHING, NamespaceCoverage
@@ -178,10 +178,6 @@ def _verdict(direction: str, control_id: str, namespace: Namespace, coverage: Na
     return ControlResult.worded(control_id, namespace.name, ComplianceStatus.FAILED, wording, evidence)
 
 
-def _where(result: ControlResult, cluster: str) -> str:
-    return f"Namespace '{result.namespace}' of EKS cluster '{cluster}'"
-
-
 class _Terminating(NamedTuple):
     cluster: str
     direction: str
@@ -190,7 +186,7 @@ class _Terminating(NamedTuple):
         return f"Namespace {result.namespace} is being deleted; {self.direction.lower()} isolation not applicable"
 
     def description(self, result: ControlResult) -> str:
-        return f"{_where(result, self.cluster)} is Terminating; it is not counted as failing."
+        return f"{where(result, self.cluster)} is Terminating; it is not counted as failing."
 
 
 class _Denies(NamedTuple):
@@ -203,7 +199,7 @@ class _Denies(NamedTuple):
         return f"Namespace {result.namespace} denies {self.direction.lower()} by default"
 
     def description(self, result: ControlResult) -> str:
-        return (f"{_where(result, self.cluster)}: every pod is in default deny for {self.direction.lower()} by "
+        return (f"{where(result, self.cluster)}: every pod is in default deny for {self.direction.lower()} by "
                 f"{', '.join(self.denies)}." + self.named)
 
 
@@ -217,7 +213,7 @@ class _NodesDeny(NamedTuple):
         return f"Namespace {result.namespace} denies {self.direction.lower()} by default"
 
     def description(self, result: ControlResult) -> str:
-        return f"{_where(result, self.cluster)}: {unselected_pods.passed_text(self.direction, self.pods)}" + self.named
+        return f"{where(result, self.cluster)}: {unselected_pods.passed_text(self.direction, self.pods)}" + self.named
 
 
 class _Unknown(NamedTuple):
@@ -230,7 +226,7 @@ class _Unknown(NamedTuple):
         return f"Namespace {result.namespace}: {self.direction.lower()} isolation could not be determined"
 
     def description(self, result: ControlResult) -> str:
-        return (f"{_where(result, self.cluster)} has no default deny for {self.direction.lower()} that is certain "
+        return (f"{where(result, self.cluster)} has no default deny for {self.direction.lower()} that is certain "
                 f"among the policies read: some could not be read or interpreted: {'; '.join(self.unknown)}."
                 + self.named)
 
@@ -249,7 +245,7 @@ class _NotIsolated(NamedTuple):
         word = self.direction.lower()
         why = (f"{', '.join(self.openers)} admit(s) all {word} traffic for every pod" if self.openers
                else f"no policy puts all of its pods in default deny for {word}")
-        return (f"{_where(result, self.cluster)} is not isolated by default for {word}: {why}. Pods not selected by "
+        return (f"{where(result, self.cluster)} is not isolated by default for {word}: {why}. Pods not selected by "
                 f"a deny accept any {word} traffic." + self.named + unselected_pods.note(self.direction, self.pods))
 
 

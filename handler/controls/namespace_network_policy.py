@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from handler.controls import policy_enforcement
-from handler.controls.base import Control, EvaluationOptions
+from handler.controls.base import Control, EvaluationOptions, where
 from handler.models import ClusterSnapshot, ComplianceStatus, ControlResult, Namespace, PodDefault
 from handler.policy import Effect
 from handler.policy.coverage import NOTHING, NamespaceCoverage
@@ -70,10 +70,6 @@ def _verdict(namespace: Namespace, coverage: NamespaceCoverage, unreadable: tupl
                                 none_defined)
 
 
-def _where(result: ControlResult, cluster: str) -> str:
-    return f"Namespace '{result.namespace}' of EKS cluster '{cluster}'"
-
-
 class _Terminating(NamedTuple):
     cluster: str
 
@@ -81,7 +77,7 @@ class _Terminating(NamedTuple):
         return f"Namespace {result.namespace} is being deleted; network policy check not applicable"
 
     def description(self, result: ControlResult) -> str:
-        return (f"{_where(result, self.cluster)} is Terminating. It is not counted as failing; its finding is "
+        return (f"{where(result, self.cluster)} is Terminating. It is not counted as failing; its finding is "
                 "archived once the namespace is gone.")
 
 
@@ -96,7 +92,7 @@ class _Defined(NamedTuple):
 
     def description(self, result: ControlResult) -> str:
         shown = ", ".join(result.evidence) + (" ..." if self.count > MAX_EVIDENCE else "")
-        return (f"{_where(result, self.cluster)} has {self.count} {self.kinds} object(s) defined for it: {shown}. "
+        return (f"{where(result, self.cluster)} has {self.count} {self.kinds} object(s) defined for it: {shown}. "
                 f"CIS Kubernetes 5.3.2 / CIS EKS 4.3.2 require at least one.{self.not_enforced}")
 
 
@@ -109,7 +105,7 @@ class _Unknown(NamedTuple):
         return f"Namespace {result.namespace}: network policies could not all be read"
 
     def description(self, result: ControlResult) -> str:
-        return (f"{_where(result, self.cluster)} has no policy the scanner could read, but some could not be read "
+        return (f"{where(result, self.cluster)} has no policy the scanner could read, but some could not be read "
                 f"or interpreted, and they may be its: {'; '.join(self.unknown)}. Grant the scan role list on "
                 f"those kinds (infra/kubernetes/rbac.yaml).{self.not_enforced}")
 
@@ -123,7 +119,7 @@ class _NoneDefined(NamedTuple):
         return f"Namespace {result.namespace} has no network policy"
 
     def description(self, result: ControlResult) -> str:
-        return (f"{_where(result, self.cluster)} has no NetworkPolicy. {self.risk} (CIS Kubernetes 5.3.2 / CIS EKS "
+        return (f"{where(result, self.cluster)} has no NetworkPolicy. {self.risk} (CIS Kubernetes 5.3.2 / CIS EKS "
                 f"4.3.2).{self.not_enforced}")
 
 
