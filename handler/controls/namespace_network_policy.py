@@ -66,8 +66,7 @@ def _verdict(namespace: Namespace, coverage: NamespaceCoverage, unreadable: tupl
     if unknown:
         return ControlResult.worded(CONTROL_ID, namespace.name, ComplianceStatus.NOT_AVAILABLE,
                                     _Unknown(cluster, unknown, not_enforced))
-    return ControlResult.worded(CONTROL_ID, namespace.name, ComplianceStatus.FAILED,
-                                none_defined)
+    return ControlResult.worded(CONTROL_ID, namespace.name, ComplianceStatus.FAILED, none_defined)
 
 
 class _Terminating(NamedTuple):
