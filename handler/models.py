@@ -241,8 +241,18 @@ class ControlResult(_ControlResultFields):
                 **({"fields": dict(self.fields)} if self.fields else {})}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ControlResult:
-        return cls(control_id=data["control_id"], namespace=data.get("namespace"),
-                   status=ComplianceStatus(data["status"]), title=data["title"],
-                   description=data["description"], evidence=tuple(data.get("evidence") or ()),
-                   fields=dict(data.get("fields") or {}))
+    def from_dict(cls, data: Mapping[str, Any], shared: dict[Any, Any] | None = None) -> ControlResult:
+        """`shared`, kept across the results of a state read back, makes what they repeat one object: their ids,
+        evidence and names, and their texts, held once around their namespace's name where only that differs."""
+        namespace, title, description = data.get("namespace"), data["title"], data["description"]
+        evidence = tuple(data.get("evidence") or ())
+        control_id, fields = data["control_id"], data.get("fields")
+        if shared is not None:
+            one = shared.setdefault
+            control_id, evidence = one(control_id, control_id), one(evidence, evidence)
+            if namespace:
+                namespace = one(namespace, namespace)
+                wording = _AroundName(tuple(title.split(namespace)), tuple(description.split(namespace)))
+                title = description = one(wording, wording)
+        return cls(control_id, namespace, ComplianceStatus(data["status"]), title, description, evidence,
+                   dict(fields) if fields else EMPTY)

@@ -79,7 +79,7 @@ class ReportStore:
             raise PublishError(f"cannot read state of {cluster} from s3://{self.bucket}: {error}") from error
         except BotoCoreError as error:
             raise PublishError(f"cannot read state of {cluster} from s3://{self.bucket}: {error}") from error
-        return StoredState(ClusterState.from_dict(json.loads(gzip.decompress(body))), response["ETag"])
+        return StoredState(ClusterState.from_json(gzip.decompress(body).decode()), response["ETag"])
 
     def known_clusters(self, account_id: str, region: str) -> list[str]:
         """Names of the clusters of an account and Region that the scanner has published findings for."""
