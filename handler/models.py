@@ -5,7 +5,7 @@ import enum
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, NoReturn
+from typing import Any, NamedTuple, NoReturn, Protocol
 
 
 class ComplianceStatus(enum.StrEnum):
@@ -152,16 +152,88 @@ class ClusterSnapshot:
         return namespace_coverage(self)
 
 
-class ControlResult(NamedTuple):
-    """One control's verdict on one resource (a namespace, or the cluster when namespace is None)."""
+class Wording(Protocol):
+    """How a verdict's title and description are made from the result that holds it, when they are read.
 
+    A cluster has its namespace verdicts by the ten thousand, and their texts, formatted per namespace, were most
+    of a scan's heap (18 of 34 MB for 10,000 namespaces, bench/scan_one_cluster.py): a result keeps what its texts
+    are made from instead (one wording shared by every namespace whose verdict reads the same but for its name, or
+    the few values of its own), so that the texts of a cluster's results never all exist at once."""
+
+    def title(self, result: ControlResult) -> str: ...
+
+    def description(self, result: ControlResult) -> str: ...
+
+
+class _ControlResultFields(NamedTuple):
     control_id: str
     namespace: str | None
     status: ComplianceStatus
-    title: str
-    description: str
+    title: str | Wording
+    description: str | Wording
     evidence: tuple[str, ...] = ()  # names of the objects the verdict rests on, e.g. the policies counted
     fields: Mapping[str, str] = EMPTY  # extra ASFF ProductFields, e.g. an exemption's
+
+
+_title_slot, _description_slot = _ControlResultFields.title.__get__, _ControlResultFields.description.__get__
+_NAME_MARKER = "\x00netpol-scanner-namespace\x00"  # stands for the name in _AroundName's parts: in no text
+
+
+class _AroundName(NamedTuple):
+    """A wording made once, but for the namespace's name (ControlResult.same_but_for_name)."""
+
+    title_parts: tuple[str, ...]
+    description_parts: tuple[str, ...]
+
+    def title(self, result: ControlResult) -> str:
+        return result.namespace.join(self.title_parts)  # type: ignore[union-attr]  # a namespace's verdict
+
+    def description(self, result: ControlResult) -> str:
+        return result.namespace.join(self.description_parts)  # type: ignore[union-attr]
+
+
+class ControlResult(_ControlResultFields):
+    """One control's verdict on one resource (a namespace, or the cluster when namespace is None).
+
+    Its title and description are given as text, or as a Wording that makes them each time they are read
+    (`worded`); either way `title` and `description` read as text, and two results are equal when they say the
+    same."""
+
+    __slots__ = ()
+
+    @classmethod
+    def worded(cls, control_id: str, namespace: str | None, status: ComplianceStatus, wording: Wording,
+               evidence: tuple[str, ...] = ()) -> ControlResult:
+        return cls(control_id, namespace, status, wording, wording, evidence)
+
+    def same_but_for_name(self) -> ControlResult:
+        """This result with its texts made once around the namespace's name: for the verdict that a cluster's
+        namespaces share but for their name (those no policy applies to), made once and read tens of thousands
+        of times (digests, findings, state)."""
+        marked = self._replace(namespace=_NAME_MARKER)
+        wording = _AroundName(tuple(marked.title.split(_NAME_MARKER)), tuple(marked.description.split(_NAME_MARKER)))
+        return self._replace(title=wording, description=wording)
+
+    @property
+    def title(self) -> str:
+        title = _title_slot(self)
+        return title if type(title) is str else title.title(self)
+
+    @property
+    def description(self) -> str:
+        description = _description_slot(self)
+        return description if type(description) is str else description.description(self)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, ControlResult):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    def __ne__(self, other: object) -> bool:
+        equal = self.__eq__(other)
+        return equal if equal is NotImplemented else not equal
+
+    __hash__ = None  # type: ignore[assignment]  # as a tuple holding its `fields` dict always was: unhashable
 
     def to_dict(self) -> dict[str, Any]:
         return {"control_id": self.control_id, "namespace": self.namespace, "status": self.status.value,
@@ -169,8 +241,18 @@ class ControlResult(NamedTuple):
                 **({"fields": dict(self.fields)} if self.fields else {})}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> ControlResult:
-        return cls(control_id=data["control_id"], namespace=data.get("namespace"),
-                   status=ComplianceStatus(data["status"]), title=data["title"],
-                   description=data["description"], evidence=tuple(data.get("evidence") or ()),
-                   fields=dict(data.get("fields") or {}))
+    def from_dict(cls, data: Mapping[str, Any], shared: dict[Any, Any] | None = None) -> ControlResult:
+        """`shared`, kept across the results of a state read back, makes what they repeat one object: their ids,
+        evidence and names, and their texts, held once around their namespace's name where only that differs."""
+        namespace, title, description = data.get("namespace"), data["title"], data["description"]
+        evidence = tuple(data.get("evidence") or ())
+        control_id, fields = data["control_id"], data.get("fields")
+        if shared is not None:
+            one = shared.setdefault
+            control_id, evidence = one(control_id, control_id), one(evidence, evidence)
+            if namespace:
+                namespace = one(namespace, namespace)
+                wording = _AroundName(tuple(title.split(namespace)), tuple(description.split(namespace)))
+                title = description = one(wording, wording)
+        return cls(control_id, namespace, ComplianceStatus(data["status"]), title, description, evidence,
+                   dict(fields) if fields else EMPTY)

@@ -10,6 +10,11 @@ from handler.models import ClusterSnapshot, ControlResult
 CIS_HARDENING_TYPE = "Software and Configuration Checks/Industry and Regulatory Standards/CIS Host Hardening Benchmarks"
 
 
+def where(result: ControlResult, cluster: str) -> str:
+    """How a namespace verdict's description names its namespace (models.Wording)."""
+    return f"Namespace '{result.namespace}' of EKS cluster '{cluster}'"
+
+
 @dataclass(frozen=True)
 class EvaluationOptions:
     """Settings that change what a control concludes; built from config.Settings."""

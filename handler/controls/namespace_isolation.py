@@ -22,10 +22,10 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from handler.controls import unselected_pods
-from handler.controls.base import Control, Evaluate, EvaluationOptions
+from handler.controls.base import Control, Evaluate, EvaluationOptions, where
 from handler.models import ClusterSnapshot, ComplianceStatus, ControlResult, Namespace, UnselectedPods
 from handler.policy import EGRESS, INGRESS, Direction, Effect, Reach
-from handler.policy.coverage import NamespaceCoverage
+from handler.policy.coverage import NOTHING, NamespaceCoverage
 from handler.policy.engines.common import ADMIN_TIER
 
 MAX_NAMED = 10
@@ -33,9 +33,15 @@ MAX_NAMED = 10
 
 def _evaluator(direction: str, control_id: str) -> Evaluate:
     def evaluate(snapshot: ClusterSnapshot, options: EvaluationOptions = EvaluationOptions()) -> list[ControlResult]:
-        cluster, coverage = snapshot.cluster.ref.name, snapshot.coverage
-        return [_verdict(direction, control_id, ns, coverage[ns.name], snapshot.unreadable, cluster,
-                         snapshot.unselected_pods) for ns in snapshot.namespaces]
+        cluster, coverage, pods = snapshot.cluster.ref.name, snapshot.coverage, snapshot.unselected_pods
+        shared = _Shared.of(cluster, direction, pods)
+        # The verdict of every namespace no policy applies to, made once but for its name.
+        _, _, *bare = _verdict(direction, control_id, Namespace(""), NOTHING, snapshot.unreadable, cluster, pods,
+                               shared).same_but_for_name()
+        return [ControlResult(control_id, ns.name, *bare)
+                if coverage[ns.name] is NOTHING and not ns.terminating
+                else _verdict(direction, control_id, ns, coverage[ns.name], snapshot.unreadable, cluster, pods, shared)
+                for ns in snapshot.namespaces]
     return evaluate
 
 
@@ -146,39 +152,112 @@ def _decide(pick: Callable[[Effect], Direction], effects: tuple[Effect, ...],
 
 
 def _verdict(direction: str, control_id: str, namespace: Namespace, coverage: NamespaceCoverage,
-             unreadable: tuple[str, ...], cluster: str, pods: UnselectedPods) -> ControlResult:
+             unreadable: tuple[str, ...], cluster: str, pods: UnselectedPods, shared: _Shared) -> ControlResult:
+    """The texts are made when read (models.Wording): the wordings of namespaces no policy applies to, and of
+    those being deleted, are the cluster's (`shared`)."""
     denies, openers, evidence, named, unknown_rules, unknown_if_no_deny = _isolation(direction, coverage.effects)
-    where = f"Namespace '{namespace.name}' of EKS cluster '{cluster}'"
-    word = direction.lower()
     if namespace.terminating:
-        return ControlResult(control_id, namespace.name, ComplianceStatus.WARNING,
-                             f"Namespace {namespace.name} is being deleted; {word} isolation not applicable",
-                             f"{where} is Terminating; it is not counted as failing.", evidence)
+        return ControlResult.worded(control_id, namespace.name, ComplianceStatus.WARNING, shared.terminating,
+                                    evidence)
     if denies and not openers and not unknown_rules:
-        return ControlResult(control_id, namespace.name, ComplianceStatus.PASSED,
-                             f"Namespace {namespace.name} denies {word} by default",
-                             f"{where}: every pod is in default deny for {word} by {', '.join(denies[:MAX_NAMED])}."
-                             + named, evidence)
+        return ControlResult.worded(control_id, namespace.name, ComplianceStatus.PASSED,
+                                    _Denies(cluster, direction, denies[:MAX_NAMED], named), evidence)
     # A policy not understood leaves the verdict open only if it could change it: one that is not over all of the
     # namespace's pods, or one the verdict does not depend on, does not (it stays in the run's count).
     unknown = unknown_rules + (() if denies else unreadable + coverage.errors + unknown_if_no_deny)
     if not openers and not unknown and unselected_pods.isolates(direction, coverage.effects, pods):
-        return ControlResult(control_id, namespace.name, ComplianceStatus.PASSED,
-                             f"Namespace {namespace.name} denies {word} by default",
-                             f"{where}: {unselected_pods.passed_text(direction, pods)}" + named,
-                             evidence + unselected_pods.evidence(pods))
+        return ControlResult.worded(control_id, namespace.name, ComplianceStatus.PASSED,
+                                    _NodesDeny(cluster, direction, pods, named),
+                                    evidence + unselected_pods.evidence(pods))
     unknown += unselected_pods.unknown(pods)
     if unknown and not openers:
-        return ControlResult(control_id, namespace.name, ComplianceStatus.NOT_AVAILABLE,
-                             f"Namespace {namespace.name}: {word} isolation could not be determined",
-                             f"{where} has no default deny for {word} that is certain among the policies read: "
-                             f"some could not be read or interpreted: {'; '.join(unknown)}." + named, evidence)
-    why = (f"{', '.join(openers[:MAX_NAMED])} admit(s) all {word} traffic for every pod" if openers
-           else f"no policy puts all of its pods in default deny for {word}")
-    return ControlResult(control_id, namespace.name, ComplianceStatus.FAILED,
-                         f"Namespace {namespace.name} is not isolated for {word} by default",
-                         f"{where} is not isolated by default for {word}: {why}. Pods not selected by a deny "
-                         f"accept any {word} traffic." + named + unselected_pods.note(direction, pods), evidence)
+        return ControlResult.worded(control_id, namespace.name, ComplianceStatus.NOT_AVAILABLE,
+                                    _Unknown(cluster, direction, unknown, named), evidence)
+    wording = _NotIsolated(cluster, direction, openers[:MAX_NAMED], named, pods) if coverage.effects \
+        else shared.not_isolated
+    return ControlResult.worded(control_id, namespace.name, ComplianceStatus.FAILED, wording, evidence)
+
+
+class _Terminating(NamedTuple):
+    cluster: str
+    direction: str
+
+    def title(self, result: ControlResult) -> str:
+        return f"Namespace {result.namespace} is being deleted; {self.direction.lower()} isolation not applicable"
+
+    def description(self, result: ControlResult) -> str:
+        return f"{where(result, self.cluster)} is Terminating; it is not counted as failing."
+
+
+class _Denies(NamedTuple):
+    cluster: str
+    direction: str
+    denies: Sequence[str]  # the first MAX_NAMED policies that put every pod in default deny
+    named: str  # the sentence naming the rules that admit every source (destination), or ""
+
+    def title(self, result: ControlResult) -> str:
+        return f"Namespace {result.namespace} denies {self.direction.lower()} by default"
+
+    def description(self, result: ControlResult) -> str:
+        return (f"{where(result, self.cluster)}: every pod is in default deny for {self.direction.lower()} by "
+                f"{', '.join(self.denies)}." + self.named)
+
+
+class _NodesDeny(NamedTuple):
+    cluster: str
+    direction: str
+    pods: UnselectedPods
+    named: str
+
+    def title(self, result: ControlResult) -> str:
+        return f"Namespace {result.namespace} denies {self.direction.lower()} by default"
+
+    def description(self, result: ControlResult) -> str:
+        return f"{where(result, self.cluster)}: {unselected_pods.passed_text(self.direction, self.pods)}" + self.named
+
+
+class _Unknown(NamedTuple):
+    cluster: str
+    direction: str
+    unknown: tuple[str, ...]  # what could not be read or interpreted, with why
+    named: str
+
+    def title(self, result: ControlResult) -> str:
+        return f"Namespace {result.namespace}: {self.direction.lower()} isolation could not be determined"
+
+    def description(self, result: ControlResult) -> str:
+        return (f"{where(result, self.cluster)} has no default deny for {self.direction.lower()} that is certain "
+                f"among the policies read: some could not be read or interpreted: {'; '.join(self.unknown)}."
+                + self.named)
+
+
+class _NotIsolated(NamedTuple):
+    cluster: str
+    direction: str
+    openers: Sequence[str]  # the first MAX_NAMED policies that admit everything over any deny
+    named: str
+    pods: UnselectedPods
+
+    def title(self, result: ControlResult) -> str:
+        return f"Namespace {result.namespace} is not isolated for {self.direction.lower()} by default"
+
+    def description(self, result: ControlResult) -> str:
+        word = self.direction.lower()
+        why = (f"{', '.join(self.openers)} admit(s) all {word} traffic for every pod" if self.openers
+               else f"no policy puts all of its pods in default deny for {word}")
+        return (f"{where(result, self.cluster)} is not isolated by default for {word}: {why}. Pods not selected by "
+                f"a deny accept any {word} traffic." + self.named + unselected_pods.note(self.direction, self.pods))
+
+
+class _Shared(NamedTuple):
+    """The wordings of a cluster's namespaces that say the same but for their name."""
+
+    terminating: _Terminating
+    not_isolated: _NotIsolated  # of a namespace no policy applies to
+
+    @classmethod
+    def of(cls, cluster: str, direction: str, pods: UnselectedPods) -> _Shared:
+        return cls(_Terminating(cluster, direction), _NotIsolated(cluster, direction, (), "", pods))
 
 
 def _control(direction: str, control_id: str, remediation: str) -> Control:

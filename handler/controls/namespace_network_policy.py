@@ -11,11 +11,13 @@ Every finding says when nothing enforces the policies on the cluster (CIS 5.3.1)
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 from handler.controls import policy_enforcement
-from handler.controls.base import Control, EvaluationOptions
+from handler.controls.base import Control, EvaluationOptions, where
 from handler.models import ClusterSnapshot, ComplianceStatus, ControlResult, Namespace, PodDefault
 from handler.policy import Effect
-from handler.policy.coverage import NamespaceCoverage
+from handler.policy.coverage import NOTHING, NamespaceCoverage
 
 CONTROL_ID = "cis-k8s-5.3.2"
 MAX_EVIDENCE = 20  # policy names quoted in a finding; the count is always exact
@@ -32,8 +34,14 @@ def evaluate(snapshot: ClusterSnapshot, options: EvaluationOptions = EvaluationO
     pods = snapshot.unselected_pods
     risk = (f"Its pods are isolated by the nodes alone ({pods.reason}); a policy of its own keeps them isolated on "
             "any node" if pods.default is PodDefault.DENY else UNPROTECTED)
-    return [_verdict(ns, coverage[ns.name], snapshot.unreadable, cluster, options, not_enforced, risk)
-            for ns in snapshot.namespaces]
+    # The wordings of namespaces being deleted or without a policy: one each for the whole cluster.
+    terminating, none_defined = _Terminating(cluster), _NoneDefined(cluster, risk, not_enforced)
+    # The verdict of every namespace no policy applies to, made once but for its name.
+    _, _, *bare = _verdict(Namespace(""), NOTHING, snapshot.unreadable, cluster, options, not_enforced, terminating,
+                           none_defined).same_but_for_name()
+    return [ControlResult(CONTROL_ID, ns.name, *bare) if coverage[ns.name] is NOTHING and not ns.terminating
+            else _verdict(ns, coverage[ns.name], snapshot.unreadable, cluster, options, not_enforced, terminating,
+                          none_defined) for ns in snapshot.namespaces]
 
 
 def _counted(effects: tuple[Effect, ...], options: EvaluationOptions) -> list[str]:
@@ -42,39 +50,76 @@ def _counted(effects: tuple[Effect, ...], options: EvaluationOptions) -> list[st
 
 
 def _verdict(namespace: Namespace, coverage: NamespaceCoverage, unreadable: tuple[str, ...], cluster: str,
-             options: EvaluationOptions, not_enforced: str, risk: str) -> ControlResult:
-    """`not_enforced` ends every description but a Terminating namespace's when no engine enforces policies;
-    `risk` says what a namespace without a policy is exposed to."""
+             options: EvaluationOptions, not_enforced: str, terminating: _Terminating,
+             none_defined: _NoneDefined) -> ControlResult:
+    """`not_enforced` ends every description but a Terminating namespace's when no engine enforces policies. The
+    texts are made when read (models.Wording)."""
     policies = _counted(coverage.effects, options) if coverage.effects else []  # none, in most namespaces
-    where = f"Namespace '{namespace.name}' of EKS cluster '{cluster}'"
     evidence = tuple(policies[:MAX_EVIDENCE])
     if namespace.terminating:
-        return ControlResult(
-            CONTROL_ID, namespace.name, ComplianceStatus.WARNING,
-            title=f"Namespace {namespace.name} is being deleted; network policy check not applicable",
-            description=f"{where} is Terminating. It is not counted as failing; its finding is archived "
-                        "once the namespace is gone.", evidence=evidence)
+        return ControlResult.worded(CONTROL_ID, namespace.name, ComplianceStatus.WARNING, terminating, evidence)
     if policies:
-        shown = ", ".join(evidence) + (" ..." if len(policies) > MAX_EVIDENCE else "")
         kinds = "networking.k8s.io/v1 NetworkPolicy" if options.networking_k8s_io_only else "network policy"
-        return ControlResult(
-            CONTROL_ID, namespace.name, ComplianceStatus.PASSED,
-            title=f"Namespace {namespace.name} has network policies defined",
-            description=f"{where} has {len(policies)} {kinds} object(s) defined for it: {shown}. "
-                        f"CIS Kubernetes 5.3.2 / CIS EKS 4.3.2 require at least one.{not_enforced}",
-            evidence=evidence)
+        return ControlResult.worded(CONTROL_ID, namespace.name, ComplianceStatus.PASSED,
+                                    _Defined(cluster, len(policies), kinds, not_enforced), evidence)
     unknown = () if options.networking_k8s_io_only else unreadable + coverage.errors
     if unknown:
-        return ControlResult(
-            CONTROL_ID, namespace.name, ComplianceStatus.NOT_AVAILABLE,
-            title=f"Namespace {namespace.name}: network policies could not all be read",
-            description=f"{where} has no policy the scanner could read, but some could not be read or "
-                        f"interpreted, and they may be its: {'; '.join(unknown)}. Grant the scan role list on "
-                        f"those kinds (infra/kubernetes/rbac.yaml).{not_enforced}")
-    return ControlResult(
-        CONTROL_ID, namespace.name, ComplianceStatus.FAILED,
-        title=f"Namespace {namespace.name} has no network policy",
-        description=f"{where} has no NetworkPolicy. {risk} (CIS Kubernetes 5.3.2 / CIS EKS 4.3.2).{not_enforced}")
+        return ControlResult.worded(CONTROL_ID, namespace.name, ComplianceStatus.NOT_AVAILABLE,
+                                    _Unknown(cluster, unknown, not_enforced))
+    return ControlResult.worded(CONTROL_ID, namespace.name, ComplianceStatus.FAILED, none_defined)
+
+
+class _Terminating(NamedTuple):
+    cluster: str
+
+    def title(self, result: ControlResult) -> str:
+        return f"Namespace {result.namespace} is being deleted; network policy check not applicable"
+
+    def description(self, result: ControlResult) -> str:
+        return (f"{where(result, self.cluster)} is Terminating. It is not counted as failing; its finding is "
+                "archived once the namespace is gone.")
+
+
+class _Defined(NamedTuple):
+    cluster: str
+    count: int  # the policies counted; the result's evidence names the first MAX_EVIDENCE
+    kinds: str
+    not_enforced: str
+
+    def title(self, result: ControlResult) -> str:
+        return f"Namespace {result.namespace} has network policies defined"
+
+    def description(self, result: ControlResult) -> str:
+        shown = ", ".join(result.evidence) + (" ..." if self.count > MAX_EVIDENCE else "")
+        return (f"{where(result, self.cluster)} has {self.count} {self.kinds} object(s) defined for it: {shown}. "
+                f"CIS Kubernetes 5.3.2 / CIS EKS 4.3.2 require at least one.{self.not_enforced}")
+
+
+class _Unknown(NamedTuple):
+    cluster: str
+    unknown: tuple[str, ...]  # the policy kinds not read and the policies not interpreted, with why
+    not_enforced: str
+
+    def title(self, result: ControlResult) -> str:
+        return f"Namespace {result.namespace}: network policies could not all be read"
+
+    def description(self, result: ControlResult) -> str:
+        return (f"{where(result, self.cluster)} has no policy the scanner could read, but some could not be read "
+                f"or interpreted, and they may be its: {'; '.join(self.unknown)}. Grant the scan role list on "
+                f"those kinds (infra/kubernetes/rbac.yaml).{self.not_enforced}")
+
+
+class _NoneDefined(NamedTuple):
+    cluster: str
+    risk: str
+    not_enforced: str
+
+    def title(self, result: ControlResult) -> str:
+        return f"Namespace {result.namespace} has no network policy"
+
+    def description(self, result: ControlResult) -> str:
+        return (f"{where(result, self.cluster)} has no NetworkPolicy. {self.risk} (CIS Kubernetes 5.3.2 / CIS EKS "
+                f"4.3.2).{self.not_enforced}")
 
 
 CONTROL = Control(

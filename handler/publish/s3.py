@@ -79,7 +79,7 @@ class ReportStore:
             raise PublishError(f"cannot read state of {cluster} from s3://{self.bucket}: {error}") from error
         except BotoCoreError as error:
             raise PublishError(f"cannot read state of {cluster} from s3://{self.bucket}: {error}") from error
-        return StoredState(ClusterState.from_dict(json.loads(gzip.decompress(body))), response["ETag"])
+        return StoredState(ClusterState.from_json(gzip.decompress(body).decode()), response["ETag"])
 
     def known_clusters(self, account_id: str, region: str) -> list[str]:
         """Names of the clusters of an account and Region that the scanner has published findings for."""
@@ -89,9 +89,11 @@ class ReportStore:
 
     def save_state(self, state: ClusterState, read: StoredState) -> None:
         """Writes the next state only over the one it was planned from; WriteConflict when another run wrote
-        in between."""
-        self._put(state_key(state.cluster), gzip.compress(compact_json(state.to_dict())), "application/gzip",
-                  **only_over(read.etag))
+        in between. Encoded and compressed a finding at a time (ClusterState.encoded)."""
+        body = io.BytesIO()
+        with gzip.GzipFile(fileobj=body, mode="wb") as file:
+            file.writelines(state.encoded())
+        self._put(state_key(state.cluster), body.getvalue(), "application/gzip", **only_over(read.etag))
 
     def delete_state(self, cluster: ClusterRef, read: StoredState) -> None:
         """Forgets a cluster (it is gone and its findings are archived), unless another run wrote its state."""

@@ -71,6 +71,20 @@ def test_absent_labels_and_annotations_are_an_empty_mapping_that_cannot_be_fille
     assert _namespace({"metadata": {"name": "m"}}).labels == {}
 
 
+def test_a_read_makes_equal_names_and_label_values_one_string():
+    def item(name: str, team: str) -> dict[str, Any]:  # new strings, as JSON parsing makes them
+        return json.loads(json.dumps({"metadata": {"name": name, "labels": {
+            "kubernetes.io/metadata.name": name, "team": team, "managed-by": "Helm"}}}))
+
+    strings: dict[str, str] = {}
+    a, b, c = (_namespace(item(name, team), strings) for name, team in (("a", "payments"), ("b", "payments"),
+                                                                         ("c", "search")))
+    assert a.labels == {"kubernetes.io/metadata.name": "a", "team": "payments", "managed-by": "Helm"}
+    assert a.labels["team"] is b.labels["team"] and a.labels["managed-by"] is c.labels["managed-by"]
+    assert a.labels["kubernetes.io/metadata.name"] is a.name and c.labels["team"] == "search"
+    assert _namespace({"metadata": {"name": "n"}}, strings).labels is EMPTY
+
+
 def test_namespace_without_name_raises_key_error():
     with pytest.raises(KeyError):
         _namespace({"metadata": {}})

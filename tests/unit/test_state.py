@@ -3,12 +3,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import tracemalloc
 
 import pytest
 
 from handler.asff import plan_findings
 from handler.controls import namespace_network_policy, scan_status
-from handler.models import ClusterRef, ComplianceStatus, ControlResult, RecordState
+from handler.evaluation import Evaluator
+from handler.models import (ClusterInfo, ClusterRef, ClusterSnapshot, ComplianceStatus, ControlResult, Namespace,
+                            NetworkPolicy, RecordState)
+from handler.publish import compact_json
 from handler.state import ClusterState, Plan, finding_id, plan_deleted, plan_scanned, plan_unreadable
 
 REF = ClusterRef("123456789012", "eu-west-1", "alpha")
@@ -227,9 +231,70 @@ def test_state_round_trip_is_json():
     assert back.to_dict() == s2.to_dict()
 
 
+@pytest.mark.parametrize("resource", [RESOURCE, None, {**RESOURCE, "findings": {}, "Details": {"ü": "\u2028"}}])
+def test_state_encoded_a_finding_at_a_time_is_its_compact_json(resource):
+    """What save_state compresses: the same JSON as the whole state encoded at once, with texts made when read,
+    active and archived findings, exemption fields, and a cluster resource that has a "findings" key of its own."""
+    found = Evaluator().evaluate(ClusterSnapshot(ClusterInfo(REF, "https://x", ""), (Namespace("a"), Namespace("b")),
+                                                 (NetworkPolicy("a", "deny", {"podSelector": {}}),)), DAY1)
+    first = plan_scanned(None, REF, resource, [*found, res("ü", ComplianceStatus.WARNING)._replace(
+        fields={"eks-netpol-scanner/exemption/by": "jane"})], DAY1).next_state
+    later = scan(first, DAY2, *found[:2]).next_state
+    for state in (ClusterState(REF), first, later):
+        pieces = list(state.encoded())
+        assert b"".join(pieces) == compact_json(state.to_dict())
+        assert len(pieces) == len(state.findings) + 2
+
+
 @pytest.mark.parametrize("version", [None, 0, 2, "1"])
 def test_wrong_state_version_raises(version):
     data = scan(None, DAY1, res("a")).next_state.to_dict()
     data["version"] = version
     with pytest.raises(ValueError, match="version"):
         ClusterState.from_dict(data)
+
+
+def _states() -> list[ClusterState]:
+    """States as scans leave them: texts made when read and as text, archives, exemption fields, an unreadable
+    cluster's finding, and none."""
+    found = Evaluator().evaluate(ClusterSnapshot(ClusterInfo(REF, "https://x", ""),
+                                                 tuple(Namespace(n) for n in ("a", "b", "team-ü", "prod")),
+                                                 (NetworkPolicy("a", "deny", {"podSelector": {}}),)), DAY1)
+    first = plan_scanned(None, REF, RESOURCE, [*found, res("x")._replace(fields={"k": "v"})], DAY1).next_state
+    later = scan(first, DAY2, *found[:5]).next_state
+    return [ClusterState(REF), first, later, plan_unreadable(later, REF, None, "timed out", DAY3).next_state]
+
+
+@pytest.mark.parametrize("dump", [lambda d: json.dumps(d, separators=(",", ":"), sort_keys=True),
+                                  lambda d: json.dumps(d, indent=2), lambda d: json.dumps(d, ensure_ascii=False)],
+                         ids=["as written", "indented, keys unsorted", "not ASCII"])
+def test_a_state_read_a_finding_at_a_time_is_the_one_json_loads_makes(dump):
+    for state in _states():
+        text = dump(state.to_dict())
+        read = ClusterState.from_json(text)
+        assert read == ClusterState.from_dict(json.loads(text)) == state
+        assert read.to_dict() == state.to_dict() and b"".join(read.encoded()) == compact_json(state.to_dict())
+
+
+@pytest.mark.parametrize("text", ["", "[]", '{"version":1', '{"version" 1}', '{"version":1,}', '{"version":1} x',
+                                  '{1:2}', '{"version":1,"findings":{"id":{}}}', '{"version":2,"findings":{}}'])
+def test_a_state_that_is_not_one_is_refused(text):
+    with pytest.raises((ValueError, KeyError)):
+        ClusterState.from_json(text)
+
+
+def test_a_state_read_back_holds_what_its_findings_repeat_once():
+    """Texts that differ only by the namespace's name, ids, times and evidence are held once: 3,000 namespaces'
+    findings held 1,208 bytes each when read with json.loads on main (tracemalloc), most of them their texts."""
+    namespaces = tuple(Namespace(f"team-{i:05d}") for i in range(3000))
+    policies = tuple(NetworkPolicy(ns.name, "default-deny", {"podSelector": {}}) for ns in namespaces[::3])
+    found = Evaluator().evaluate(ClusterSnapshot(ClusterInfo(REF, "https://x", ""), namespaces, policies), DAY1)
+    text = b"".join(plan_scanned(None, REF, RESOURCE, found, DAY1).next_state.encoded()).decode()
+    tracemalloc.start()
+    try:
+        state = ClusterState.from_json(text)
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert len(state.findings) == len(found)
+    assert held / len(found) < 650, f"{held / len(found):.0f} bytes a finding"
