@@ -43,6 +43,7 @@ from handler.publish.s3 import ReportStore, only_over, report_key_of
 from handler.run.discover import Targets
 from handler.run.report import Run, finish_report
 from handler.run.scan import ClusterTask, ScanContext
+from handler.run.stages import CPU
 
 FLEET_PREFIX = "fleet/"
 PROGRESS_SHARD_SIZE = 50  # clusters counted in one progress object (on average: a hash spreads them)
@@ -212,11 +213,14 @@ def fan_out(context: ScanContext, run: Run, request: ScanRequest, targets: Targe
 def record(fleet: FleetStore, run_id: str, result: dict[str, Any]) -> dict[str, Any] | None:
     """A worker's end of a task: records its cluster's result, and writes the run's report when that was the
     last one (the report, else None)."""
-    fleet.put_result(run_id, result)
-    progress = fleet.count_finished(run_id, result)
+    with CPU.stage("result"):
+        fleet.put_result(run_id, result)
+    with CPU.stage("progress"):
+        progress = fleet.count_finished(run_id, result)
     if progress is not None and not progress.complete():
         return None
-    return finalize(fleet, run_id, counted=progress is not None)
+    with CPU.stage("finalize"):
+        return finalize(fleet, run_id, counted=progress is not None)
 
 
 def finalize(fleet: FleetStore, run_id: str, now: dt.datetime | None = None,
