@@ -429,7 +429,7 @@ def measure(label: str, session: Any, queue: Queue, far: Any, bucket: str, concu
             pass
         manifest = json.loads(s3.get_object(Bucket=bucket, Key=f"fleet/run={queued['run_id']}/manifest.json")[
             "Body"].read())
-        shards = json.loads(s3.get_object(Bucket=bucket, Key=f"fleet/run={queued['run_id']}/progress/shards.json")[
+        shards = json.loads(s3.get_object(Bucket=bucket, Key=f"fleet/run={queued['run_id']}/progress/layout.json")[
             "Body"].read())["shards"]
     print(f"  {label}: {wall:.1f} s wall ({scheduled_wall:.1f} s scheduled handler + {wall - scheduled_wall:.1f} s "
           f"drain), {cpu:.1f} s client CPU, {counts['far_cpu'] - far_cpu0:.1f} s server-process CPU, "

@@ -7,20 +7,23 @@ run's deadline has passed) writes the run report, with the same fields as an inl
 never finished as failed.
 
     fleet/run=<run id>/manifest.json                                      what the run expects
+    fleet/run=<run id>/progress/layout.json                               how many shards, and the run's deadline
     fleet/run=<run id>/progress/shard=<k>.json                            the clusters of shard k finished, of how many
-    fleet/run=<run id>/progress/shards.json                               the shards complete, of how many
+    fleet/run=<run id>/progress/complete.json                             the shards whose clusters all finished
     fleet/run=<run id>/clusters/account=<id>/region=<r>/cluster=<n>.json  one result per finished cluster
 
 Finding out whether a worker's cluster was the run's last costs a few small requests, not a listing of the run's
 results: O(n) requests over a run of n clusters, not n^2/2 listed keys. Each worker adds its cluster to its
 progress shard (a hash of the cluster picks one of ceil(n / PROGRESS_SHARD_SIZE) shards) with a conditional write
 (If-Match on the ETag it read, again after a backoff on a conflict); the worker that completes a shard adds the
-shard to shards.json the same way, and the one that completes that writes the report. One counter for the whole
+shard to complete.json the same way, and the one that completes that writes the report. One counter for the whole
 run was contended by every worker at once: at 50 workers of a second or two a cluster more counts arrive than
 one object takes conditional writes, so counts failed after their attempts and their clusters were scanned
 again. A shard holds at most about PROGRESS_SHARD_SIZE names, so each write stays small. Both levels are sets, not
 counts: a task delivered again (its count failed, or its deletion) is counted once, whatever happened before.
-The results are listed once, for the report.
+Every worker reads layout.json, which never changes and stays small; only the S workers that complete a shard
+touch complete.json (S names of shards at most): O(n) requests and O(n + S^2) bytes a run, S = n / 50. The
+results are listed once, for the report.
 
 Transports (handler/run/executors.py): SQS (a FIFO queue whose message groups bound how many workers publish into
 one account and Region at once, so that Security Hub's 10 calls/s per account and Region hold across workers),
@@ -75,15 +78,13 @@ class RunManifest:
 
 @dataclass(frozen=True)
 class Progress:
-    """How many of a run's progress shards have every cluster's result, of how many, and until when the run waits
-    for the rest."""
+    """Whether all of a run's clusters have a result, and until when the run waits for the rest."""
 
-    finished: int
-    expected: int
+    all_finished: bool
     deadline: str
 
     def complete(self, now: dt.datetime | None = None) -> bool:
-        return self.finished >= self.expected or (now or _utcnow()) >= _parse(self.deadline)
+        return self.all_finished or (now or _utcnow()) >= _parse(self.deadline)
 
 
 class FleetStore:
@@ -103,9 +104,9 @@ class FleetStore:
             expected[shard_of(_task_name(account_id, region, cluster), shards)] += 1
         for shard, count in enumerate(expected):
             self.reports.put_json(_shard_key(manifest.run_id, shard), {"expected": count, "finished": []})
-        self.reports.put_json(_shards_key(manifest.run_id), {
-            "shards": shards, "complete": [k for k, count in enumerate(expected) if not count],
-            "deadline": manifest.deadline})
+        self.reports.put_json(_complete_key(manifest.run_id),
+                              {"complete": [k for k, count in enumerate(expected) if not count]})
+        self.reports.put_json(_layout_key(manifest.run_id), {"shards": shards, "deadline": manifest.deadline})
 
     def manifest(self, run_id: str) -> RunManifest:
         return RunManifest(**self.reports.get_json(f"{_run_prefix(run_id)}manifest.json"))
@@ -119,15 +120,16 @@ class FleetStore:
     def count_finished(self, run_id: str, result: dict[str, Any]) -> Progress | None:
         """Counts a cluster as finished, once however often it is counted; None for a run without progress
         shards (written before them: its report waits for a listing of the results)."""
-        shards, _ = self.reports.get_json_versioned(_shards_key(run_id))
-        if shards is None:
+        layout, _ = self.reports.get_json_versioned(_layout_key(run_id))
+        if layout is None:
             return None
         name = _task_name(result["account_id"], result["region"], result["cluster"])
-        shard = shard_of(name, shards["shards"])
+        shard = shard_of(name, layout["shards"])
         counted = self._add(_shard_key(run_id, shard), name)
-        if counted is not None and len(counted["finished"]) >= counted["expected"]:
-            shards = self._add(_shards_key(run_id), shard, field_name="complete") or shards
-        return Progress(len(shards["complete"]), shards["shards"], shards["deadline"])
+        if counted is None or len(counted["finished"]) < counted["expected"]:
+            return Progress(False, layout["deadline"])
+        complete = self._add(_complete_key(run_id), shard, field_name="complete")
+        return Progress(complete is not None and len(complete["complete"]) >= layout["shards"], layout["deadline"])
 
     def _add(self, key: str, item: str | int, field_name: str = "finished") -> dict[str, Any] | None:
         """Adds `item` to the set under `field_name` of a progress object, with conditional writes; the object as
@@ -174,8 +176,12 @@ def _shard_key(run_id: str, shard: int) -> str:
     return f"{_run_prefix(run_id)}progress/shard={shard}.json"
 
 
-def _shards_key(run_id: str) -> str:
-    return f"{_run_prefix(run_id)}progress/shards.json"
+def _layout_key(run_id: str) -> str:
+    return f"{_run_prefix(run_id)}progress/layout.json"
+
+
+def _complete_key(run_id: str) -> str:
+    return f"{_run_prefix(run_id)}progress/complete.json"
 
 
 def _task_name(account_id: str, region: str, cluster: str) -> str:

@@ -386,12 +386,12 @@ def test_fifty_workers_finishing_at_once_count_every_cluster_and_write_one_repor
 
     run_id, clusters = "20990101T000000Z-0000f1f1", [f"c{i:03d}" for i in range(200)]
     store = run_with_manifest(run_id, clusters, "2099-01-01T00:00:00.000Z", "2099-01-01T06:00:00.000Z")
-    shards = s3_json(world, f"fleet/run={run_id}/progress/shards.json")
+    layout = s3_json(world, f"fleet/run={run_id}/progress/layout.json")
 
     with ThreadPoolExecutor(max_workers=50) as pool:
         reports = list(pool.map(lambda name: fanout.record(store, run_id, _result(name)), clusters))
 
-    assert shards["shards"] == 4 and sum(
+    assert layout["shards"] == 4 and sum(
         s3_json(world, f"fleet/run={run_id}/progress/shard={k}.json")["expected"] for k in range(4)) == 200
     assert [r["clusters_scanned"] for r in reports if r is not None] == [200]
-    assert sorted(s3_json(world, f"fleet/run={run_id}/progress/shards.json")["complete"]) == [0, 1, 2, 3]
+    assert sorted(s3_json(world, f"fleet/run={run_id}/progress/complete.json")["complete"]) == [0, 1, 2, 3]
