@@ -44,7 +44,6 @@ import threading
 import time
 import traceback
 from collections import Counter, defaultdict
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from bench.common import pin_to_cpu, verdict
@@ -59,7 +58,7 @@ MAX_RECEIVES = 3
 DRAIN_TIMEOUT_SECONDS = 1200
 CHILD_TIMEOUT_SECONDS = 600
 IDLE_POLL_SECONDS = 0.25
-SERVER_POLL_SECONDS = 5.0  # 1,000 API servers polling every 50 ms would wake 20,000 times a second
+SERVER_POLL_SECONDS = 60.0  # 1,000 API servers polling every 50 ms would wake 20,000 times a second
 DENY_ALL = {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
 MODEL_WORKERS = (20, 50)
 MODEL_TARGET_SECONDS = 600.0
@@ -220,7 +219,7 @@ def build_cluster(spec: dict[str, Any]) -> Any:
 def serve(conn: Any, specs: list[dict[str, Any]], seed: int, pin: bool) -> None:
     """Child process: moto (S3, STS, EKS, SQS), one Kubernetes API server per cluster (EKS tokens verified against
     moto's STS credentials), the Security Hub stand-in; creates the EKS clusters; answers commands."""
-    servers, sink, world = [], None, None
+    sink = world = None
     try:
         if pin:
             pin_to_cpu(-1)
@@ -228,15 +227,17 @@ def serve(conn: Any, specs: list[dict[str, Any]], seed: int, pin: bool) -> None:
         from netpol_scan.sandbox.kube_api import KubeApiServer
 
         world = World()
-        clusters = []
+        clusters = [build_cluster(spec) for spec in specs]
+        eks: dict[tuple[str, str], Any] = {}
         for spec in specs:
-            cluster = build_cluster(spec)
-            server = KubeApiServer(cluster, world.verifier, poll_interval=SERVER_POLL_SECONDS).start()
-            servers.append(server)
-            clusters.append(cluster)
-            world.client("eks", spec["account"], spec["region"]).create_cluster(
+            client = eks.get((spec["account"], spec["region"])) or world.client("eks", spec["account"], spec["region"])
+            eks[(spec["account"], spec["region"])] = client
+            client.create_cluster(
                 name=spec["name"], version="1.31", roleArn=f"arn:aws:iam::{spec['account']}:role/eks-cluster",
                 resourcesVpcConfig={"subnetIds": ["subnet-00000001"]})
+        # The servers start last: each is a thread, and a thousand threads waking for the GIL slowed the building.
+        for spec, cluster in zip(specs, clusters):
+            server = KubeApiServer(cluster, world.verifier, poll_interval=SERVER_POLL_SECONDS).start()
             world._point(spec["account"], spec["region"], spec["name"], server.endpoint, server.ca_pem)
         sink = HubSink(HUB_LATENCY, seed)
         conn.send(("ready", world.env(), sink.endpoint))
@@ -257,11 +258,12 @@ def serve(conn: Any, specs: list[dict[str, Any]], seed: int, pin: bool) -> None:
         conn.send(("error", traceback.format_exc()))
         raise
     finally:
-        # In parallel: each stop waits for its server's next poll.
-        with ThreadPoolExecutor(max_workers=64) as pool:
-            list(pool.map(lambda server: server.stop(), servers))
+        # The API servers are not stopped one by one (each stop waits for its server's next poll): their daemon
+        # threads and sockets end with this process.
         if sink is not None:
             sink.stop()
+        if world is not None:
+            world.stop()
 
 
 # ---------------------------------------------------------------------------------------------------------------
