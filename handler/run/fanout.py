@@ -92,13 +92,12 @@ class FleetStore:
 
     def __init__(self, reports: ReportStore) -> None:
         self.reports = reports
-        self.conflicts = 0  # conditional writes of progress lost to another worker (bench/fleet.py reports them)
 
-    def put_manifest(self, manifest: RunManifest, shard_size: int = PROGRESS_SHARD_SIZE) -> None:
+    def put_manifest(self, manifest: RunManifest) -> None:
         """Writes the manifest and the progress shards, each empty and expecting its clusters (an empty shard is
         complete from the start)."""
         self.reports.put_json(f"{_run_prefix(manifest.run_id)}manifest.json", asdict(manifest))
-        shards = max(1, math.ceil(len(manifest.tasks) / shard_size))
+        shards = max(1, math.ceil(len(manifest.tasks) / PROGRESS_SHARD_SIZE))
         expected = [0] * shards
         for account_id, region, cluster, _ in manifest.tasks:
             expected[shard_of(_task_name(account_id, region, cluster), shards)] += 1
@@ -143,7 +142,6 @@ class FleetStore:
                 self.reports.put_json(key, data, **only_over(etag))
                 return data
             except WriteConflict:
-                self.conflicts += 1
                 # Full jitter, doubling: the workers that lost spread out, so that one of them wins next.
                 first, longest = PROGRESS_BACKOFF_SECONDS
                 time.sleep(random.uniform(0, min(longest, first * 2 ** attempt)))
