@@ -574,7 +574,8 @@ def finalize_costs(rows: list[dict[str, Any]]) -> tuple[float, dict[str, int], i
         return 0.0, {}, -1
     final = max(finals, key=lambda r: r["stages"]["finalize"])
     typical = s3_requests(*(r["requests"] for r in usual))
-    extra = {op: round(count - typical[op] / max(1, len(usual))) for op, count in s3_requests(final["requests"]).items()}
+    extra = {op: round(count - typical[op] / max(1, len(usual)))
+             for op, count in s3_requests(final["requests"]).items()}
     return final["stages"]["finalize"], {op: count for op, count in extra.items() if count > 0}, rows.index(final)
 
 
@@ -598,7 +599,8 @@ def growth(small: dict[str, Any], big: dict[str, Any], small_rows: list[dict[str
             continue
         rows.append((f"{stage} CPU p50 per message", pct([r["stages"][stage] for r in small_rows])[0],
                      pct([r["stages"][stage] for r in big_rows])[0], "cpu"))
-    rows.append(("message CPU p50", pct([r["cpu"] for r in small_rows])[0], pct([r["cpu"] for r in big_rows])[0], "cpu"))
+    rows.append(("message CPU p50", pct([r["cpu"] for r in small_rows])[0], pct([r["cpu"] for r in big_rows])[0],
+                 "cpu"))
     per_ns = [sum(r["cpu"] for r in rs) / max(1, sum(r["namespaces"] for r in rs)) for rs in (small_rows, big_rows)]
     rows.append(("message CPU per namespace, all messages", per_ns[0], per_ns[1], "cpu"))
     rows.append(("scheduled handler CPU per cluster", small["scheduled_cpu"] / max(1, small["queued"]),
@@ -733,7 +735,8 @@ def print_run(run: dict[str, Any], rows: list[dict[str, Any]]) -> None:
     s, h = run["report"]["summary"] if run["report"] else {}, run["hub"]
     progress_puts = sum(r["requests"].get("s3.PutObject (progress)", 0) for r in rows)
     print(f"{run['label']}: {run['wall']:.1f} s wall, scheduled handler {run['scheduled_wall']:.1f} s "
-          f"({run['scheduled_cpu']:.2f} s CPU), client CPU {run['cpu']:.1f} s, server-process CPU {run['far_cpu']:.1f} s; "
+          f"({run['scheduled_cpu']:.2f} s CPU), client CPU {run['cpu']:.1f} s, server-process CPU "
+          f"{run['far_cpu']:.1f} s; "
           f"{run['kube_requests']:,} Kubernetes API requests; Security Hub {h['calls']:,} calls, {h['findings']:,} "
           f"findings in {h['account_regions']} account/Regions, at most {h['peak_calls_per_second']} calls in 1 s "
           f"into one; {s.get('clusters_scanned')} scanned / {s.get('clusters_failed')} failed; progress: "

@@ -97,7 +97,7 @@ class Fleet:
     account_regions: int
     scheduled_cpu: float
     progress_objects: int  # shards plus shards.json, written by the scheduled function
-    clients_cpu: dict[str, float]  # mean clients CPU of a message: "new" (its environment's first of the target), "seen"
+    clients_cpu: dict[str, float]  # mean clients CPU a message: "new" (its environment's first of the target), "seen"
     context_cpu: float  # the worker's scan context, made once per environment
     finalize_cpu: float
     finalize_s3: dict[str, int]
