@@ -14,8 +14,9 @@ What the simulation does (docs/benchmarks.md, section 3, states the same with th
   Kubernetes API requests at its latency; Security Hub calls, each at least 1 / (10 / SECURITYHUB_WORKERS_PER_ACCOUNT)
   seconds apart (the worker's rate limiter), or its latency plus the CPU that builds its batch when that is more.
   Clients: an environment's first message of an account and Region pays AssumeRole and that target's clients
-  (EKS, STS for tokens, Security Hub), at the CPU measured for such messages; later ones the CPU measured for
-  messages whose environment had seen their target.
+  (EKS, STS for tokens, Security Hub), at the CPU measured for such messages (an environment's very first message
+  at its own: botocore parses each service's model then); later ones the CPU measured for messages whose
+  environment had seen their target.
 - The run's report: the last message to finish also writes it (the measured finalize: one listing, one GET a
   result, one PUT).
 - Progress counting: the counts of each run are replayed, at the time each message finished, against one object
@@ -97,7 +98,9 @@ class Fleet:
     account_regions: int
     scheduled_cpu: float
     progress_objects: int  # shards plus shards.json, written by the scheduled function
-    clients_cpu: dict[str, float]  # mean clients CPU a message: "new" (its environment's first of the target), "seen"
+    # Mean clients CPU a message: "first" (its environment's first: also parses each service's model), "new" (its
+    # environment's first of the account and Region), "seen".
+    clients_cpu: dict[str, float]
     context_cpu: float  # the worker's scan context, made once per environment
     finalize_cpu: float
     finalize_s3: dict[str, int]
@@ -168,9 +171,10 @@ def simulate(fleet: Fleet, workers: int, a: Assumptions) -> Schedule:
         heads[group] += 1
         seconds = message_seconds(m, a)
         if cold[env]:
-            seconds += cold_seconds
+            seconds += cold_seconds + a.assume_role_latency + a.cpu(fleet.clients_cpu["first"])
             cold[env] = False
-        if (m.account, m.region) not in seen_targets[env]:
+            seen_targets[env].add((m.account, m.region))
+        elif (m.account, m.region) not in seen_targets[env]:
             seconds += a.assume_role_latency + a.cpu(fleet.clients_cpu["new"])
             seen_targets[env].add((m.account, m.region))
         else:

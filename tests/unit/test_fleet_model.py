@@ -20,7 +20,7 @@ def message(index: int, group: str, hub_calls: int = 0, cpu: float = 0.0) -> Mes
 
 def fleet(messages: list[Message]) -> Fleet:
     return Fleet(messages=messages, accounts=1, regions=1, account_regions=1, scheduled_cpu=0.0, progress_objects=0,
-                 clients_cpu={"new": 0.0, "seen": 0.0}, context_cpu=0.0, finalize_cpu=0.0, finalize_s3={})
+                 clients_cpu={"first": 0.0, "new": 0.0, "seen": 0.0}, context_cpu=0.0, finalize_cpu=0.0, finalize_s3={})
 
 
 def test_security_hub_calls_are_spaced_by_the_workers_share_of_the_accounts_rate():
