@@ -7,14 +7,23 @@ run's deadline has passed) writes the run report, with the same fields as an inl
 never finished as failed.
 
     fleet/run=<run id>/manifest.json                                      what the run expects
-    fleet/run=<run id>/progress.json                                      clusters finished, of how many
+    fleet/run=<run id>/progress/layout.json                               how many shards, and the run's deadline
+    fleet/run=<run id>/progress/shard=<k>.json                            the clusters of shard k finished, of how many
+    fleet/run=<run id>/progress/complete.json                             the shards whose clusters all finished
     fleet/run=<run id>/clusters/account=<id>/region=<r>/cluster=<n>.json  one result per finished cluster
 
-Each worker counts its cluster in progress.json with a conditional write (If-Match on the ETag it read, again on
-a conflict), so that finding out whether it was the last costs two small requests, not a listing of the run's
-results: O(n) requests over a run of n clusters, not n^2/2 listed keys. The results are listed once, for the
-report. A task delivered again (its result recorded already) is not counted twice: that rare case counts by
-listing.
+Finding out whether a worker's cluster was the run's last costs a few small requests, not a listing of the run's
+results: O(n) requests over a run of n clusters, not n^2/2 listed keys. Each worker adds its cluster to its
+progress shard (a hash of the cluster picks one of ceil(n / PROGRESS_SHARD_SIZE) shards) with a conditional write
+(If-Match on the ETag it read, again after a backoff on a conflict); the worker that completes a shard adds the
+shard to complete.json the same way, and the one that completes that writes the report. One counter for the whole
+run was contended by every worker at once: at 50 workers of a second or two a cluster more counts arrive than
+one object takes conditional writes, so counts failed after their attempts and their clusters were scanned
+again. A shard holds at most about PROGRESS_SHARD_SIZE names, so each write stays small. Both levels are sets, not
+counts: a task delivered again (its count failed, or its deletion) is counted once, whatever happened before.
+Every worker reads layout.json, which never changes and stays small; only the S workers that complete a shard
+touch complete.json (S names of shards at most): O(n) requests and O(n + S^2) bytes a run, S = n / 50. The
+results are listed once, for the report.
 
 Transports (handler/run/executors.py): SQS (a FIFO queue whose message groups bound how many workers publish into
 one account and Region at once, so that Security Hub's 10 calls/s per account and Region hold across workers),
@@ -23,6 +32,8 @@ or `local`: the same worker code called in this process, for the sandbox and for
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import math
 import random
 import time
 from collections.abc import Callable
@@ -35,9 +46,12 @@ from handler.publish.s3 import ReportStore, only_over, report_key_of
 from handler.run.discover import Targets
 from handler.run.report import Run, finish_report
 from handler.run.scan import ClusterTask, ScanContext
+from handler.run.stages import CPU
 
 FLEET_PREFIX = "fleet/"
-PROGRESS_ATTEMPTS = 20  # conditional increments of progress.json; each conflict means another worker counted
+PROGRESS_SHARD_SIZE = 50  # clusters counted in one progress object (on average: a hash spreads them)
+PROGRESS_ATTEMPTS = 20  # conditional writes of one progress object; each conflict means another worker counted
+PROGRESS_BACKOFF_SECONDS = (0.05, 2.0)  # the first retry's and the longest wait (full jitter, doubling): 31 s at most
 
 
 @dataclass
@@ -64,14 +78,13 @@ class RunManifest:
 
 @dataclass(frozen=True)
 class Progress:
-    """How many of a run's clusters have a result, of how many, and until when the run waits for the rest."""
+    """Whether all of a run's clusters have a result, and until when the run waits for the rest."""
 
-    finished: int
-    expected: int
+    all_finished: bool
     deadline: str
 
     def complete(self, now: dt.datetime | None = None) -> bool:
-        return self.finished >= self.expected or (now or _utcnow()) >= _parse(self.deadline)
+        return self.all_finished or (now or _utcnow()) >= _parse(self.deadline)
 
 
 class FleetStore:
@@ -81,37 +94,58 @@ class FleetStore:
         self.reports = reports
 
     def put_manifest(self, manifest: RunManifest) -> None:
+        """Writes the manifest and the progress shards, each empty and expecting its clusters (an empty shard is
+        complete from the start)."""
         self.reports.put_json(f"{_run_prefix(manifest.run_id)}manifest.json", asdict(manifest))
-        self.reports.put_json(_progress_key(manifest.run_id), asdict(Progress(0, len(manifest.tasks),
-                                                                                manifest.deadline)))
+        shards = max(1, math.ceil(len(manifest.tasks) / PROGRESS_SHARD_SIZE))
+        expected = [0] * shards
+        for account_id, region, cluster, _ in manifest.tasks:
+            expected[shard_of(_task_name(account_id, region, cluster), shards)] += 1
+        for shard, count in enumerate(expected):
+            self.reports.put_json(_shard_key(manifest.run_id, shard), {"expected": count, "finished": []})
+        self.reports.put_json(_complete_key(manifest.run_id),
+                              {"complete": [k for k, count in enumerate(expected) if not count]})
+        self.reports.put_json(_layout_key(manifest.run_id), {"shards": shards, "deadline": manifest.deadline})
 
     def manifest(self, run_id: str) -> RunManifest:
         return RunManifest(**self.reports.get_json(f"{_run_prefix(run_id)}manifest.json"))
 
-    def put_result(self, run_id: str, result: dict[str, Any]) -> bool:
-        """Records a cluster's result; True the first time, False when a later delivery replaced it."""
+    def put_result(self, run_id: str, result: dict[str, Any]) -> None:
+        """Records a cluster's result (a later delivery's replaces it)."""
         key = (f"{_run_prefix(run_id)}clusters/account={result['account_id']}/region={result['region']}/"
                f"cluster={result['cluster']}.json")
-        try:
-            self.reports.put_json(key, result, IfNoneMatch="*")
-            return True
-        except WriteConflict:
-            self.reports.put_json(key, result)
-            return False
+        self.reports.put_json(key, result)
 
-    def count_finished(self, run_id: str) -> Progress | None:
-        """Adds one to the run's finished clusters; None for a run without progress.json (written before it)."""
-        for _ in range(PROGRESS_ATTEMPTS):
-            data, etag = self.reports.get_json_versioned(_progress_key(run_id))
-            if data is None:
-                return None
-            progress = Progress(**{**data, "finished": data["finished"] + 1})
+    def count_finished(self, run_id: str, result: dict[str, Any]) -> Progress | None:
+        """Counts a cluster as finished, once however often it is counted; None for a run without progress
+        shards (written before them: its report waits for a listing of the results)."""
+        layout, _ = self.reports.get_json_versioned(_layout_key(run_id))
+        if layout is None:
+            return None
+        name = _task_name(result["account_id"], result["region"], result["cluster"])
+        shard = shard_of(name, layout["shards"])
+        counted = self._add(_shard_key(run_id, shard), name)
+        if counted is None or len(counted["finished"]) < counted["expected"]:
+            return Progress(False, layout["deadline"])
+        complete = self._add(_complete_key(run_id), shard, field_name="complete")
+        return Progress(complete is not None and len(complete["complete"]) >= layout["shards"], layout["deadline"])
+
+    def _add(self, key: str, item: str | int, field_name: str = "finished") -> dict[str, Any] | None:
+        """Adds `item` to the set under `field_name` of a progress object, with conditional writes; the object as
+        written (or as read, when it held the item already), None when there is no such object."""
+        for attempt in range(PROGRESS_ATTEMPTS):
+            data, etag = self.reports.get_json_versioned(key)
+            if data is None or item in data[field_name]:
+                return data
+            data[field_name] = sorted([*data[field_name], item])
             try:
-                self.reports.put_json(_progress_key(run_id), asdict(progress), **only_over(etag))
-                return progress
+                self.reports.put_json(key, data, **only_over(etag))
+                return data
             except WriteConflict:
-                time.sleep(random.uniform(0.05, 0.25))  # apart from the workers that won, so that one wins next
-        raise PublishError(f"{_progress_key(run_id)} kept changing: {PROGRESS_ATTEMPTS} attempts to count a result")
+                # Full jitter, doubling: the workers that lost spread out, so that one of them wins next.
+                first, longest = PROGRESS_BACKOFF_SECONDS
+                time.sleep(random.uniform(0, min(longest, first * 2 ** attempt)))
+        raise PublishError(f"{key} kept changing: {PROGRESS_ATTEMPTS} attempts to count a result")
 
     def written_summary(self, run_id: str) -> dict[str, Any] | None:
         """The summary of a run's report when a worker wrote it already (the local transport runs them all)."""
@@ -136,8 +170,25 @@ def _run_prefix(run_id: str) -> str:
     return f"{FLEET_PREFIX}run={run_id}/"
 
 
-def _progress_key(run_id: str) -> str:
-    return f"{_run_prefix(run_id)}progress.json"
+def _shard_key(run_id: str, shard: int) -> str:
+    return f"{_run_prefix(run_id)}progress/shard={shard}.json"
+
+
+def _layout_key(run_id: str) -> str:
+    return f"{_run_prefix(run_id)}progress/layout.json"
+
+
+def _complete_key(run_id: str) -> str:
+    return f"{_run_prefix(run_id)}progress/complete.json"
+
+
+def _task_name(account_id: str, region: str, cluster: str) -> str:
+    return f"{account_id}/{region}/{cluster}"
+
+
+def shard_of(task_name: str, shards: int) -> int:
+    """The progress shard that counts a cluster: the same in the coordinator and every worker."""
+    return int(hashlib.sha256(task_name.encode()).hexdigest()[:8], 16) % shards
 
 
 # -- the coordinator's side -----------------------------------------------------------------------------------
@@ -166,11 +217,14 @@ def fan_out(context: ScanContext, run: Run, request: ScanRequest, targets: Targe
 def record(fleet: FleetStore, run_id: str, result: dict[str, Any]) -> dict[str, Any] | None:
     """A worker's end of a task: records its cluster's result, and writes the run's report when that was the
     last one (the report, else None)."""
-    first = fleet.put_result(run_id, result)
-    progress = fleet.count_finished(run_id) if first else None
+    with CPU.stage("result"):
+        fleet.put_result(run_id, result)
+    with CPU.stage("progress"):
+        progress = fleet.count_finished(run_id, result)
     if progress is not None and not progress.complete():
         return None
-    return finalize(fleet, run_id, counted=progress is not None)
+    with CPU.stage("finalize"):
+        return finalize(fleet, run_id, counted=progress is not None)
 
 
 def finalize(fleet: FleetStore, run_id: str, now: dt.datetime | None = None,
@@ -178,6 +232,8 @@ def finalize(fleet: FleetStore, run_id: str, now: dt.datetime | None = None,
     """The run's report, once every task has a result or the deadline has passed (`counted`: the caller knows
     so already); None before that, and None when another worker wrote it (the report is written once, so its
     metrics are emitted once)."""
+    if fleet.reports.exists(report_key_of(run_id)):  # a task delivered again after the run was reported
+        return None
     manifest = fleet.manifest(run_id)
     if (not counted and fleet.result_count(run_id) < len(manifest.tasks)
             and (now or _utcnow()) < _parse(manifest.deadline)):

@@ -48,6 +48,7 @@ class ClusterOutcome:
     rejected: list[Rejection] = field(default_factory=list)
     findings_key: str | None = None
     api_requests: int = 0
+    securityhub_calls: int = 0
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -60,7 +61,8 @@ class ClusterOutcome:
             "findings": self.findings, "findings_imported": self.findings_imported,
             "findings_archived": self.findings_archived,
             "findings_rejected": [r.__dict__ for r in self.rejected], "findings_key": self.findings_key,
-            "api_requests": self.api_requests, "seconds": round(self.seconds, 3),
+            "api_requests": self.api_requests, "securityhub_calls": self.securityhub_calls,
+            "seconds": round(self.seconds, 3),
         }
 
 

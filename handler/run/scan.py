@@ -30,6 +30,7 @@ from handler.policy.coverage import not_understood
 from handler.publish.s3 import GzipJsonLines, ReportStore, StoredState
 from handler.publish.securityhub import CALLS_PER_SECOND
 from handler.run.report import ClusterOutcome, Run
+from handler.run.stages import CPU
 from handler.state import ClusterState, Plan, plan_deleted, plan_scanned, plan_unreadable
 from handler.targets import discovery
 from handler.targets.clients import Clients, RegionTarget
@@ -141,12 +142,13 @@ class ScanContext:
 
 def scan_cluster(context: ScanContext, task: ClusterTask) -> ClusterOutcome:
     """One cluster, read and published, or archived when deleted; the outcome is logged."""
-    started = time.monotonic()
+    started, cpu_before = time.monotonic(), CPU.snapshot()
     ref = ClusterRef(task.account_id, task.region, task.cluster, context.clients.own.partition)
     try:
-        target = context.clients.target_for(task.account_id, task.region)
+        with CPU.stage("clients"):
+            target = context.clients.target_for(task.account_id, task.region)
     except DiscoveryError as error:  # the account's role could not be assumed
-        return logged(context, ClusterOutcome(ref, "failed", error=f"{error}{context.failure_note}"))
+        return logged(context, ClusterOutcome(ref, "failed", error=f"{error}{context.failure_note}"), cpu_before)
     try:
         outcome = _deleted(context, task.run, target, ref) if task.deleted else _scan(context, task.run, target, ref)
     except OutOfTime:
@@ -157,23 +159,31 @@ def scan_cluster(context: ScanContext, task: ClusterTask) -> ClusterOutcome:
         context.log.exception("cluster task failed", extra={"cluster": str(ref)})
         outcome = ClusterOutcome(ref, "failed", error=f"internal error: {type(error).__name__}: {error}")
     outcome.seconds = time.monotonic() - started
-    return logged(context, outcome)
+    return logged(context, outcome, cpu_before)
 
 
 def _scan(context: ScanContext, run: Run, target: RegionTarget, ref: ClusterRef) -> ClusterOutcome:
     _require_time(context, context.budget.start, "not started")
-    stored = context.store.load_state(ref)
+    with CPU.stage("state_read"):
+        stored = context.store.load_state(ref)
     resource = None
     try:
-        info = discovery.describe_cluster(target.eks, ref)
-        resource = cluster_resource(info)
-        snapshot = context.reader.read(info, target.tokens.token(ref.name), _read_deadline(context))
+        with CPU.stage("describe"):
+            info = discovery.describe_cluster(target.eks, ref)
+            resource = cluster_resource(info)
+        with CPU.stage("clients"):  # made on the account and Region's first cluster
+            tokens = target.tokens
+        with CPU.stage("token"):
+            token = tokens.token(ref.name)
+        with CPU.stage("read"):
+            snapshot = context.reader.read(info, token, _read_deadline(context))
     except (ClusterReadError, DiscoveryError) as error:
         reason = f"{error}{context.failure_note}"
         return _publish(context, run, target, stored, ClusterOutcome(ref, "failed", error=reason),
                         lambda previous: plan_unreadable(previous, ref, resource, reason, run.started_at,
                                                          context.refresh))
-    results = context.evaluator.evaluate(snapshot, run.started_at)
+    with CPU.stage("evaluate"):
+        results = context.evaluator.evaluate(snapshot, run.started_at)
     outcome = ClusterOutcome(ref, "scanned", api_requests=snapshot.api_requests, **counts(snapshot, results))
     return _publish(context, run, target, stored, outcome,
                     lambda previous: plan_scanned(previous, ref, resource, results, run.started_at, context.refresh))
@@ -191,7 +201,8 @@ def _require_time(context: ScanContext, seconds: float, what: str) -> None:
 
 
 def _deleted(context: ScanContext, run: Run, target: RegionTarget, ref: ClusterRef) -> ClusterOutcome:
-    stored = context.store.load_state(ref)
+    with CPU.stage("state_read"):
+        stored = context.store.load_state(ref)
     if stored.state is None:
         return ClusterOutcome(ref, "deleted")
     return _publish(context, run, target, stored, ClusterOutcome(ref, "deleted"),
@@ -203,7 +214,8 @@ def _publish(context: ScanContext, run: Run, target: RegionTarget, stored: Store
     """Publishes the plan made over the state read; when another run wrote that state in the meantime, plans
     again over what it wrote and publishes the difference, so that state and Security Hub end up agreeing."""
     for _ in range(STATE_WRITE_ATTEMPTS):
-        plan = plan_over(stored.state)
+        with CPU.stage("plan"):
+            plan = plan_over(stored.state)
         outcome.findings_archived = plan.archived
         if context.dry_run:
             outcome.findings = sum(1 for f in plan_findings(plan) if f["Id"] in plan.send_ids)  # built, to prove it
@@ -215,7 +227,8 @@ def _publish(context: ScanContext, run: Run, target: RegionTarget, stored: Store
             return _publish_plan(context, run, target, stored, plan, outcome)
         except WriteConflict:
             context.log.info("state written by another run: planning again", extra={"cluster": str(outcome.cluster)})
-            stored = context.store.load_state(outcome.cluster)
+            with CPU.stage("state_read"):
+                stored = context.store.load_state(outcome.cluster)
     raise PublishError(f"the state of {outcome.cluster} kept changing under this run "
                        f"({STATE_WRITE_ATTEMPTS} attempts)")
 
@@ -226,24 +239,36 @@ def _publish_plan(context: ScanContext, run: Run, target: RegionTarget, stored: 
     # (a batch of 100 a call), with room for retries.
     _require_time(context, context.budget.publish_margin
                   + len(plan.send_ids) / 100 / context.clients.calls_per_second * 2, "not published")
+    with CPU.stage("clients"):
+        publisher = target.publisher
     written = GzipJsonLines()
-    imported = target.publisher.import_encoded(
-        (f, line) for f, line in written.tee(encoded_findings(plan)) if f["Id"] in plan.send_ids)
+    findings = written.tee(CPU.each("asff", encoded_findings(plan)))
+    with CPU.stage("hub"):  # the client's side of the calls; building and compressing the findings are their own
+        imported = publisher.import_encoded(
+            (f, line) for f, line in CPU.each("findings_file", findings) if f["Id"] in plan.send_ids)
     outcome.findings_imported += imported.imported
+    outcome.securityhub_calls += imported.calls
     outcome.rejected = imported.rejected
-    settled = plan.settle(stored.state, [r.finding_id for r in imported.rejected])
-    if settled is None:
-        context.store.delete_state(outcome.cluster, stored)
-    elif settled != stored.state:  # an unchanged cluster's state is not written again
-        context.store.save_state(settled, stored)
+    with CPU.stage("plan"):
+        settled = plan.settle(stored.state, [r.finding_id for r in imported.rejected])
+    with CPU.stage("state_write"):
+        if settled is None:
+            context.store.delete_state(outcome.cluster, stored)
+        elif settled != stored.state:  # an unchanged cluster's state is not written again
+            context.store.save_state(settled, stored)
     if plan.report_ids:
-        outcome.findings_key = context.store.write_findings(outcome.cluster, run.date, run.run_id, written)
+        with CPU.stage("findings_file"):
+            outcome.findings_key = context.store.write_findings(outcome.cluster, run.date, run.run_id, written)
     return outcome
 
 
-def logged(context: ScanContext, outcome: ClusterOutcome) -> ClusterOutcome:
+def logged(context: ScanContext, outcome: ClusterOutcome, cpu_before: dict[str, float] | None = None,
+           ) -> ClusterOutcome:
+    """Logs the outcome, with the CPU seconds its scan spent per stage since `cpu_before` (handler/run/stages.py)."""
     record = outcome.to_dict()
     record["findings_rejected"] = len(outcome.rejected)
+    if cpu_before is not None:
+        record["cpu_seconds"] = CPU.since(cpu_before)
     if outcome.result == "failed":
         context.log.warning("cluster not scanned", extra=record)
     else:

@@ -311,11 +311,7 @@ def test_recording_a_runs_results_lists_them_once_not_after_every_record(world, 
     store.reports._s3.meta.events.register("before-call.s3.ListObjectsV2",
                                            lambda params, **_: listings.append(params["query_string"]["prefix"]))
 
-    reports = [fanout.record(store, run_id, {
-        "account_id": ACCOUNTS[0], "region": REGIONS[0], "cluster": name, "cluster_arn": "", "result": "scanned",
-        "error": None, "namespaces": 1, "namespaces_failing": 0, "namespaces_terminating": 0, "findings": 1,
-        "findings_imported": 1, "findings_archived": 0, "findings_rejected": [], "findings_key": None})
-        for name in clusters]
+    reports = [fanout.record(store, run_id, _result(name)) for name in clusters]
 
     assert reports[:-1] == [None] * 11 and reports[-1]["clusters_scanned"] == 12
     assert len(listings) == 1  # once, for the report
@@ -332,4 +328,70 @@ def test_a_local_fan_out_returns_the_report_its_workers_wrote(world, invoke, mon
     summary = invoke({})
 
     assert (summary["mode"], summary["clusters_scanned"], summary["namespaces_failing"]) == ("fan-out", 2, 2)
-    assert s3_json(world, summary["report"])["summary"]["clusters_scanned"] == 2
+    report = s3_json(world, summary["report"])
+    assert report["summary"]["clusters_scanned"] == 2
+    assert [c["securityhub_calls"] for c in report["clusters"]] == [1, 1]
+
+
+def test_a_scanned_clusters_log_line_says_where_its_cpu_went(world, scanner_env, caplog):
+    import logging
+
+    import boto3
+
+    from handler.config import Settings
+    from handler.run.report import Run
+    from handler.run.scan import ClusterTask, ScanContext, scan_cluster
+
+    world.add_cluster("123456789012", "eu-west-1", Cluster("one", {"default": {}, "web": {"deny": DENY_ALL}}))
+    context = ScanContext.create(Settings.from_env(), boto3.Session(), logging.getLogger("scan-stages"))
+    run = Run.start()
+
+    with caplog.at_level(logging.INFO, logger="scan-stages"):
+        scan_cluster(context, ClusterTask(run.run_id, run.started_at, "123456789012", "eu-west-1", "one"))
+
+    (line,) = [r for r in caplog.records if r.getMessage() == "cluster scanned"]
+    assert {"clients", "state_read", "describe", "token", "read", "evaluate", "plan", "asff", "findings_file", "hub",
+            "state_write"} == set(line.cpu_seconds)
+
+
+def _result(name: str) -> dict[str, Any]:
+    return {"account_id": ACCOUNTS[0], "region": REGIONS[0], "cluster": name, "cluster_arn": "", "result": "scanned",
+            "error": None, "namespaces": 1, "namespaces_failing": 0, "namespaces_terminating": 0, "findings": 1,
+            "findings_imported": 1, "findings_archived": 0, "findings_rejected": [], "findings_key": None}
+
+
+def test_a_result_recorded_but_not_counted_is_counted_when_its_task_comes_back(world, queue):
+    """A worker that recorded its cluster's result and then failed to count it (its count kept conflicting, or its
+    invocation ended) fails its record, and SQS delivers the task again: that delivery must count it, or the
+    run's last worker finds one cluster missing and no report is written until the run's deadline."""
+    from handler.run import fanout
+
+    run_id, clusters = "20990101T000000Z-0000cafe", ["a", "b", "c"]
+    store = run_with_manifest(run_id, clusters, "2099-01-01T00:00:00.000Z", "2099-01-01T06:00:00.000Z")
+    store.put_result(run_id, _result("a"))  # and no count: the worker stopped here
+
+    reports = [fanout.record(store, run_id, _result(name)) for name in clusters]  # "a" delivered again
+
+    assert reports[:2] == [None, None]
+    assert reports[2] is not None and reports[2]["clusters_scanned"] == 3
+    assert s3_json(world, fanout.report_key_of(run_id))["summary"]["clusters_scanned"] == 3
+
+
+def test_fifty_workers_finishing_at_once_count_every_cluster_and_write_one_report(world, queue):
+    """Progress is counted in shards of about PROGRESS_SHARD_SIZE clusters, so that workers finishing together
+    contend for one shard each, not all for one object; every count succeeds and one worker writes the report."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from handler.run import fanout
+
+    run_id, clusters = "20990101T000000Z-0000f1f1", [f"c{i:03d}" for i in range(200)]
+    store = run_with_manifest(run_id, clusters, "2099-01-01T00:00:00.000Z", "2099-01-01T06:00:00.000Z")
+    layout = s3_json(world, f"fleet/run={run_id}/progress/layout.json")
+
+    with ThreadPoolExecutor(max_workers=50) as pool:
+        reports = list(pool.map(lambda name: fanout.record(store, run_id, _result(name)), clusters))
+
+    assert layout["shards"] == 4 and sum(
+        s3_json(world, f"fleet/run={run_id}/progress/shard={k}.json")["expected"] for k in range(4)) == 200
+    assert [r["clusters_scanned"] for r in reports if r is not None] == [200]
+    assert sorted(s3_json(world, f"fleet/run={run_id}/progress/complete.json")["complete"]) == [0, 1, 2, 3]
