@@ -4,7 +4,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from handler.models import ClusterSnapshot, ControlResult
+from handler.models import ClusterSnapshot, ControlResult, Namespace
+from handler.policy.coverage import NOTHING, NamespaceCoverage
 
 
 CIS_HARDENING_TYPE = "Software and Configuration Checks/Industry and Regulatory Standards/CIS Host Hardening Benchmarks"
@@ -13,6 +14,33 @@ CIS_HARDENING_TYPE = "Software and Configuration Checks/Industry and Regulatory 
 def where(result: ControlResult, cluster: str) -> str:
     """How a namespace verdict's description names its namespace (models.Wording)."""
     return f"Namespace '{result.namespace}' of EKS cluster '{cluster}'"
+
+
+NamespaceVerdict = Callable[[Namespace, NamespaceCoverage], ControlResult]
+
+
+def namespace_verdicts(snapshot: ClusterSnapshot, control_id: str, verdict: NamespaceVerdict) -> list[ControlResult]:
+    """Every namespace's result, `verdict` made once per distinct (coverage, terminating) and shared but for the
+    name: a large cluster's namespaces hold the same few policies (a baseline chart's), and making each verdict
+    again was most of an isolation control's time (bench/scan_one_cluster.py). So `verdict` may depend on a
+    namespace through its name and `terminating` alone, and put the name nowhere but in the result's namespace
+    (wordings take it from the result). The verdict of namespaces no policy applies to has its texts made once
+    around the name (ControlResult.same_but_for_name)."""
+    coverage = snapshot.coverage
+    shared = {(NOTHING, False): verdict(Namespace(""), NOTHING).same_but_for_name()[2:]}
+    results = []
+    for namespace in snapshot.namespaces:
+        key = (coverage[namespace.name], namespace.terminating)
+        rest = shared.get(key)
+        if rest is None:
+            rest = shared[key] = verdict(namespace, key[0])[2:]
+        # Made as the named tuple's _make makes it, without its generated __new__'s argument handling (every
+        # field is here, from a result): 0.3-0.5 µs instead of 0.8, 12 ms of the bench cluster's 30,000 results.
+        results.append(_new_tuple(ControlResult, (control_id, namespace.name) + rest))
+    return results
+
+
+_new_tuple = tuple.__new__
 
 
 @dataclass(frozen=True)

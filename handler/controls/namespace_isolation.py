@@ -22,10 +22,10 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from handler.controls import unselected_pods
-from handler.controls.base import Control, Evaluate, EvaluationOptions, where
+from handler.controls.base import Control, Evaluate, EvaluationOptions, namespace_verdicts, where
 from handler.models import ClusterSnapshot, ComplianceStatus, ControlResult, Namespace, UnselectedPods
 from handler.policy import EGRESS, INGRESS, Direction, Effect, Reach
-from handler.policy.coverage import NOTHING, NamespaceCoverage
+from handler.policy.coverage import NamespaceCoverage
 from handler.policy.engines.common import ADMIN_TIER
 
 MAX_NAMED = 10
@@ -33,15 +33,10 @@ MAX_NAMED = 10
 
 def _evaluator(direction: str, control_id: str) -> Evaluate:
     def evaluate(snapshot: ClusterSnapshot, options: EvaluationOptions = EvaluationOptions()) -> list[ControlResult]:
-        cluster, coverage, pods = snapshot.cluster.ref.name, snapshot.coverage, snapshot.unselected_pods
+        cluster, pods = snapshot.cluster.ref.name, snapshot.unselected_pods
         shared = _Shared.of(cluster, direction, pods)
-        # The verdict of every namespace no policy applies to, made once but for its name.
-        _, _, *bare = _verdict(direction, control_id, Namespace(""), NOTHING, snapshot.unreadable, cluster, pods,
-                               shared).same_but_for_name()
-        return [ControlResult(control_id, ns.name, *bare)
-                if coverage[ns.name] is NOTHING and not ns.terminating
-                else _verdict(direction, control_id, ns, coverage[ns.name], snapshot.unreadable, cluster, pods, shared)
-                for ns in snapshot.namespaces]
+        return namespace_verdicts(snapshot, control_id, lambda ns, coverage: _verdict(
+            direction, control_id, ns, coverage, snapshot.unreadable, cluster, pods, shared))
     return evaluate
 
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 from typing import NamedTuple
 
 from handler.controls import policy_enforcement
-from handler.controls.base import Control, EvaluationOptions, where
+from handler.controls.base import Control, EvaluationOptions, namespace_verdicts, where
 from handler.models import ClusterSnapshot, ComplianceStatus, ControlResult, Namespace, PodDefault
 from handler.policy import Effect
-from handler.policy.coverage import NOTHING, NamespaceCoverage
+from handler.policy.coverage import NamespaceCoverage
 
 CONTROL_ID = "cis-k8s-5.3.2"
 MAX_EVIDENCE = 20  # policy names quoted in a finding; the count is always exact
@@ -28,7 +28,7 @@ UNPROTECTED = ("Until one selects its pods, every pod in it accepts connections 
 
 
 def evaluate(snapshot: ClusterSnapshot, options: EvaluationOptions = EvaluationOptions()) -> list[ControlResult]:
-    cluster, coverage = snapshot.cluster.ref.name, snapshot.coverage
+    cluster = snapshot.cluster.ref.name
     enforced = policy_enforcement.status(snapshot) is not ComplianceStatus.FAILED
     not_enforced = "" if enforced else f" {policy_enforcement.NOT_ENFORCED}"
     pods = snapshot.unselected_pods
@@ -36,12 +36,8 @@ def evaluate(snapshot: ClusterSnapshot, options: EvaluationOptions = EvaluationO
             "any node" if pods.default is PodDefault.DENY else UNPROTECTED)
     # The wordings of namespaces being deleted or without a policy: one each for the whole cluster.
     terminating, none_defined = _Terminating(cluster), _NoneDefined(cluster, risk, not_enforced)
-    # The verdict of every namespace no policy applies to, made once but for its name.
-    _, _, *bare = _verdict(Namespace(""), NOTHING, snapshot.unreadable, cluster, options, not_enforced, terminating,
-                           none_defined).same_but_for_name()
-    return [ControlResult(CONTROL_ID, ns.name, *bare) if coverage[ns.name] is NOTHING and not ns.terminating
-            else _verdict(ns, coverage[ns.name], snapshot.unreadable, cluster, options, not_enforced, terminating,
-                          none_defined) for ns in snapshot.namespaces]
+    return namespace_verdicts(snapshot, CONTROL_ID, lambda ns, coverage: _verdict(
+        ns, coverage, snapshot.unreadable, cluster, options, not_enforced, terminating, none_defined))
 
 
 def _counted(effects: tuple[Effect, ...], options: EvaluationOptions) -> list[str]:

@@ -216,6 +216,8 @@ def _cidr_peer(cidr: Any, excepted: Sequence[Any] | None = None) -> Peer:
 def _widest(peers: Iterable[Peer]) -> Peer:
     """Peers of one rule are ORed: the widest scope, less only what every peer of that scope leaves out."""
     reached = list(peers)
+    if len(reached) == 1:  # most rules name one peer: it is the widest, with all it leaves out
+        return reached[0]
     scope = max((p.scope for p in reached), default=Scope.LIMITED)
     widest = [p.excepted for p in reached if p.scope is scope]
     return Peer(scope, tuple(e for e in widest[0] if all(e in other for other in widest[1:])) if widest else ())
