@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import boto3
+from aws_lambda_powertools.metrics.functions import is_metrics_disabled
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
 from handler import doctor
@@ -19,7 +20,8 @@ from handler.run.scan import ScanContext
 
 @logger.inject_lambda_context(log_event=False, clear_state=True)
 @tracer.capture_lambda_handler(capture_response=False)
-@metrics.log_metrics(capture_cold_start_metric=True)
+# Powertools prints its ColdStart metric with single_metric, whatever POWERTOOLS_METRICS_DISABLED says.
+@metrics.log_metrics(capture_cold_start_metric=not is_metrics_disabled())
 def lambda_handler(event: Any, context: LambdaContext) -> dict[str, Any]:
     """Scans the targeted EKS clusters; returns the run summary. Bad settings or events raise before any write."""
     settings = Settings.from_env()

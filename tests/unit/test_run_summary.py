@@ -2,9 +2,17 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 
 from handler.observability import record_metrics
 from handler.run.report import summarize
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def cluster(account: str, name: str, result: str = "scanned", failing: int = 0, namespaces: int = 3,
@@ -58,3 +66,21 @@ def test_per_account_metrics_respect_powertools_metrics_disabled(capsys, monkeyp
     monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
     record_metrics({"namespaces_failing_by_account": {"111111111111": 3}})
     assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("disabled", ["true", "false"])
+def test_the_cold_start_metric_respects_powertools_metrics_disabled(disabled):
+    """A fresh interpreter, as Lambda's, and an invocation that returns (Powertools adds ColdStart only then): the
+    doctor, whose AWS endpoint refuses connections, reports that and returns."""
+    script = ("from handler.app import lambda_handler\n"
+              "from netpol_scan.lambda_context import LambdaContext\n"
+              "report = lambda_handler({'doctor': True}, LambdaContext())\n"
+              "assert report['ok'] is False, report\n")
+    env = {**os.environ, "POWERTOOLS_METRICS_DISABLED": disabled, "POWERTOOLS_TRACE_DISABLED": "true",
+           "POWERTOOLS_DEV": "false", "POWERTOOLS_LOG_LEVEL": "CRITICAL", "AWS_DEFAULT_REGION": "eu-west-1",
+           "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+           "AWS_MAX_ATTEMPTS": "1", "REPORT_BUCKET": "unused"}
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120,
+                          cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert ('"ColdStart"' in done.stdout) is (disabled == "false"), done.stdout
