@@ -23,6 +23,7 @@ import base64
 import binascii
 import json
 import math
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -109,12 +110,19 @@ def read_snapshot(cluster: ClusterInfo, session: Reads) -> ClusterSnapshot:
                            enforcement=engines.enforcement, unselected_pods=engines.unselected_pods)
 
 
+_KUBERNETES_IMPORT = threading.Lock()
+
+
 def api_client(cluster: ClusterInfo, token: str, limits: ReadLimits) -> ApiClient:
     """A kubernetes ApiClient for an EKS cluster, built in memory: no kubeconfig, no files."""
     # Imported when a cluster is first read, not with this module: any import from the kubernetes package runs its
     # __init__, which loads the kubeconfig loader, dynamic client, watch and stream (oauthlib, requests, yaml,
     # websocket), and the scheduled function that fans out to workers reads no cluster (docs/benchmarks.md, 2).
-    from kubernetes.client import ApiClient, Configuration
+    # Under a lock: the package's modules import each other in a cycle (kubernetes.client.api_client -> kubernetes
+    # -> config -> kubernetes.client), and clusters read in parallel threads that import it for the first time at
+    # once deadlock on its module locks (_DeadlockError) or find it half made (ImportError).
+    with _KUBERNETES_IMPORT:
+        from kubernetes.client import ApiClient, Configuration
 
     config = Configuration(host=cluster.endpoint)
     config.verify_ssl = True
