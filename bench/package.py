@@ -75,6 +75,9 @@ def mb(size: int) -> float:
 
 def sam_build(python: str) -> float:
     sam_bin = ROOT / ".venv-sam" / "bin"
+    if not (sam_bin / "sam").exists():
+        raise SystemExit(f"no {sam_bin / 'sam'}: `make .venv-sam/.installed` (or `make test`) installs aws-sam-cli "
+                         "in its own virtual environment")
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") or k == "AWS_CA_BUNDLE"}
     env["PATH"] = os.pathsep.join([str(Path(python).parent), str(sam_bin), env.get("PATH", "")])
     env["SAM_CLI_TELEMETRY"] = "0"
