@@ -251,7 +251,7 @@ def _measure(variant: str, endpoint: str, ca_data: str, trace: bool, pin: bool) 
     from handler.cluster_reader import (JSON, METADATA_ONLY, NAMESPACES_PATH, NETWORK_POLICIES_PATH, ClusterReader,
                                         ReadLimits, api_client)
     from handler.models import ClusterInfo, ClusterRef, ComplianceStatus
-    from handler.evaluation import evaluate
+    from handler.evaluation import Evaluation, Evaluator
     from handler.publish.s3 import GzipJsonLines
     from handler.publish.securityhub import EncodedBatch, batches
     from handler.state import plan_scanned
@@ -308,12 +308,14 @@ def _measure(variant: str, endpoint: str, ca_data: str, trace: bool, pin: bool) 
                    policy_bytes=body_bytes[NETWORK_POLICIES_PATH])
     else:
         wall0, cpu0 = time.perf_counter(), time.process_time()
-        snapshot = ClusterReader(limits).read(info, token)
+        # As the pipeline scans (handler/run/scan.py): the namespaces evaluated page by page as they are read.
+        evaluation = Evaluation(Evaluator())
+        snapshot = ClusterReader(limits).read(info, token, as_read=evaluation)
         read_wall, read_cpu = time.perf_counter() - wall0, time.process_time() - cpu0
         if trace:  # where the heap peak is: during the read, or while the findings are built
             out["traced_read_peak_mb"], out["traced_snapshot_mb"] = (
                 tracemalloc.get_traced_memory()[1] / 1e6, tracemalloc.get_traced_memory()[0] / 1e6)
-        results = evaluate(snapshot)
+        snapshot, results = evaluation.finish(snapshot)
         scan_wall, scan_cpu = time.perf_counter() - wall0, time.process_time() - cpu0
         out["scan_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
         plan = plan_scanned(None, ref, cluster_resource(info), results, now)

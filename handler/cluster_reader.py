@@ -6,6 +6,13 @@ as plain JSON: the kubernetes client's models cost 5x the time for data this sca
 (REFERENCE.md). The client is configured in memory: endpoint, the CA from DescribeCluster, a bearer token;
 TLS verification is always on.
 
+Two lists are read at once, over two connections: the namespaces (the longest list) in a thread of the session's
+while the calling thread reads the policies, discovery and the enforcement evidence; and each list asks for its next
+page as soon as a page gives its continue token, so that the server makes a page while the client converts the
+last. Each list still has one request in flight at a time, in order. The namespaces are handed to whoever takes
+them as they arrive (NamespacesAsRead: the scan evaluates them meanwhile). Whatever thread a fault happens in, the
+read fails as a whole, and the session's threads end before the client is closed.
+
 Faults, as kube-apiserver reports them:
 - 410 Gone on a continue token (etcd compacted past it): the list starts again, a bounded number of times;
 - 429 Too Many Requests: wait for Retry-After (capped), then retry;
@@ -21,20 +28,24 @@ from __future__ import annotations
 
 import base64
 import binascii
+import dataclasses
 import json
 import math
+import queue
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import urllib3
 
-from handler import engine_reader
+from handler import collector, engine_reader
 from handler.errors import ClusterReadError, ForbiddenError
 from handler.models import (EMPTY, EXEMPT_ANNOTATION, EXEMPT_UNTIL_ANNOTATION, ClusterInfo, ClusterSnapshot, Namespace,
                             NetworkPolicy)
+from handler.run.stages import CPU
 
 if TYPE_CHECKING:
     from kubernetes.client import ApiClient, Configuration
@@ -71,18 +82,50 @@ class ClusterReader:
         self.limits = limits or ReadLimits()
         self._sleep = sleep
 
-    def read(self, cluster: ClusterInfo, token: str, deadline: float | None = None) -> ClusterSnapshot:
+    def read(self, cluster: ClusterInfo, token: str, deadline: float | None = None,
+             as_read: NamespacesAsRead | None = None) -> ClusterSnapshot:
         """An EKS cluster, trusted through the CA from DescribeCluster and entered with an EKS token; finished
-        by `deadline` (time.monotonic()) or ClusterReadError."""
+        by `deadline` (time.monotonic()) or ClusterReadError. `as_read` is given the namespaces as they arrive."""
         if not cluster.endpoint.startswith("https://"):
             raise ClusterReadError(f"endpoint of {cluster.ref} is not https: {cluster.endpoint!r}")
-        return self.read_with(cluster, api_client(cluster, token, self.limits), deadline)
+        return self.read_with(cluster, api_client(cluster, token, self.limits), deadline, as_read)
 
-    def read_with(self, cluster: ClusterInfo, api: ApiClient, deadline: float | None = None) -> ClusterSnapshot:
+    def read_with(self, cluster: ClusterInfo, api: ApiClient, deadline: float | None = None,
+                  as_read: NamespacesAsRead | None = None) -> ClusterSnapshot:
         """Any cluster, through a client configured elsewhere (a kubeconfig context, for `netpol-scan cluster`):
         the same lists, paging and fault handling. Closes the client."""
-        with _Session(cluster, api, self.limits, self._sleep, deadline) as session:
-            return read_snapshot(cluster, session)
+        with collector.paused(), _Session(cluster, api, self.limits, self._sleep, deadline) as session:
+            snapshot = read_snapshot(cluster, session, as_read)
+        CPU.charge(session.cpu_elsewhere)
+        return snapshot
+
+
+class NamespacesAsRead(Protocol):
+    """What takes a cluster's namespaces a page at a time, as they are read (evaluation.Evaluation): `begin` with
+    everything else the read found, once it is read; `add` with each page's namespaces; `restart` when the list
+    of namespaces starts over (a continue token expired), so that what was added is dropped. A read that fails
+    raises ClusterReadError whatever was added."""
+
+    def begin(self, read_so_far: ClusterSnapshot) -> None: ...
+
+    def add(self, namespaces: Sequence[Namespace]) -> None: ...
+
+    def restart(self) -> None: ...
+
+
+class ListInProgress:
+    """A list read in another thread (Reads.list_all_meanwhile): its pages as they are converted, RESTARTED when it
+    starts over, and then all of its items (or the error that ended it)."""
+
+    def __init__(self, pages: Iterable[list[Any] | object], items: Callable[[], list[Any]]) -> None:
+        self.pages, self.items = pages, items
+
+    @classmethod
+    def done(cls, items: list[Any]) -> ListInProgress:
+        return cls([items], lambda: items)
+
+
+RESTARTED = object()  # in ListInProgress.pages: the list starts over from its first page
 
 
 class Reads(Protocol):
@@ -95,19 +138,33 @@ class Reads(Protocol):
     def list_all(self, path: str, accept: str, convert: Callable[[Mapping[str, Any]], Any] | None = None, *,
                  label_selector: str | None = None) -> list[Any]: ...
 
+    def list_all_meanwhile(self, path: str, accept: str,
+                           convert: Callable[[Mapping[str, Any]], Any]) -> ListInProgress:
+        """list_all, read while the caller goes on with other reads."""
+
     def get_object(self, path: str) -> Mapping[str, Any] | None: ...
 
 
-def read_snapshot(cluster: ClusterInfo, session: Reads) -> ClusterSnapshot:
-    """Every read of a scan, in order, through `session`: the reader's own, or one that only notes what would be
-    read (`netpol-scan doctor` checks RBAC for exactly these reads)."""
+def read_snapshot(cluster: ClusterInfo, session: Reads, as_read: NamespacesAsRead | None = None) -> ClusterSnapshot:
+    """Every read of a scan through `session`: the reader's own, or one that only notes what would be read
+    (`netpol-scan doctor` checks RBAC for exactly these reads).
+
+    The namespaces, the longest list, are listed in another thread while the rest is read: the server answers one
+    while the client parses the other's pages, and a real cluster's round trips of one list hide the other's. Once
+    the rest is read, `as_read` is given the namespaces page by page as they arrive, so that a cluster is
+    evaluated while its last pages are on their way (bench/scan_one_cluster.py)."""
     strings: dict[str, str] = {}  # of this read's namespaces (_namespace)
-    namespaces = session.list_all(NAMESPACES_PATH, METADATA_ONLY, lambda item: _namespace(item, strings))
+    listing = session.list_all_meanwhile(NAMESPACES_PATH, METADATA_ONLY, lambda item: _namespace(item, strings))
     policies = session.list_all(NETWORK_POLICIES_PATH, JSON, _policy)
     engines = engine_reader.read_engines(session, cluster.auto_mode)
-    return ClusterSnapshot(cluster, tuple(namespaces), tuple(policies) + engines.policies,
-                           api_requests=session.requests, unreadable=engines.unreadable,
-                           enforcement=engines.enforcement, unselected_pods=engines.unselected_pods)
+    read_so_far = ClusterSnapshot(cluster, (), tuple(policies) + engines.policies, unreadable=engines.unreadable,
+                                  enforcement=engines.enforcement, unselected_pods=engines.unselected_pods)
+    if as_read is not None:
+        as_read.begin(read_so_far)
+        for page in listing.pages:
+            as_read.restart() if page is RESTARTED else as_read.add(page)
+    namespaces = tuple(listing.items())
+    return dataclasses.replace(read_so_far, namespaces=namespaces, api_requests=session.requests)
 
 
 _KUBERNETES_IMPORT = threading.Lock()
@@ -137,7 +194,7 @@ def tune_transport(config: Configuration) -> Configuration:
     # Connection errors get two quick retries in urllib3; status-based retries are ours (Retry-After, 410).
     config.retries = urllib3.Retry(total=2, connect=2, read=0, status=0, redirect=0, backoff_factor=0.2,
                                    respect_retry_after_header=False, raise_on_status=False)
-    config.connection_pool_maxsize = 1
+    config.connection_pool_maxsize = 2  # the namespaces and the other lists at once (read_snapshot)
     return config
 
 
@@ -162,9 +219,16 @@ class _Session:
         self.requests = 0
         self._deadline = math.inf if deadline is None else deadline
         self._allowed = self._deadline - time.monotonic()
+        self._lock = threading.Lock()  # two lists are read at once, each with a page fetched ahead
+        self._stopped = threading.Event()  # the session ended: a list still being read ends at its next request
+        self._meanwhile = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cluster-list")
+        self._fetcher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="cluster-page")  # a page per list
+        self.cpu_elsewhere = 0.0  # CPU seconds of the session's threads, for the caller's stage ledger
 
     def _left(self) -> float:
-        """Seconds left before the deadline; ClusterReadError once there are none."""
+        """Seconds left before the deadline; ClusterReadError once there are none, or once the session ended."""
+        if self._stopped.is_set():
+            raise ClusterReadError("the read ended before this list did")
         left = self._deadline - time.monotonic()
         if left <= 0:
             raise self._late()
@@ -184,18 +248,49 @@ class _Session:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._stopped.set()
+        self._meanwhile.shutdown()  # a list still running (the read failed elsewhere) ends at its next request
+        self._fetcher.shutdown()
         self.api.close()
 
     def list_all(self, path: str, accept: str, convert: Callable[[Mapping[str, Any]], Any] | None = None, *,
                  label_selector: str | None = None) -> list[Any]:
         """Every item of a list (those `label_selector` selects, when given), page by page, each made into what
-        `convert` makes of it as its page arrives (the rest of a page is freed before the next is read: less
-        memory, and less of it to take from the system); restarts from the first page when a continue token
+        `convert` makes of it as its page arrives (the rest of a page is freed once it is converted: less memory,
+        and less of it to take from the system); restarts from the first page when a continue token
         expires."""
-        selector = [("labelSelector", label_selector)] if label_selector else []
-        for _ in range(MAX_LIST_RESTARTS + 1):
+        return self._list(path, accept, convert, [("labelSelector", label_selector)] if label_selector else [])
+
+    def list_all_meanwhile(self, path: str, accept: str,
+                           convert: Callable[[Mapping[str, Any]], Any]) -> ListInProgress:
+        pages: queue.SimpleQueue[list[Any] | object] = queue.SimpleQueue()
+
+        def read() -> list[Any]:
             try:
-                return self._pages(path, accept, convert, selector)
+                return self._list(path, accept, convert, [], pages)
+            finally:
+                pages.put(_LISTED)
+
+        return ListInProgress(iter(pages.get, _LISTED), self._meanwhile.submit(self._timed, read).result)
+
+    def _timed(self, work: Callable[..., Any], *args: Any) -> Any:
+        """`work` in one of the session's threads, its CPU added to cpu_elsewhere."""
+        started = time.thread_time()
+        try:
+            return work(*args)
+        finally:
+            spent = time.thread_time() - started
+            with self._lock:
+                self.cpu_elsewhere += spent
+
+    def _list(self, path: str, accept: str, convert: Callable[[Mapping[str, Any]], Any] | None,
+              selector: list[tuple[str, Any]], pages: queue.SimpleQueue[list[Any] | object] | None = None,
+              ) -> list[Any]:
+        for restart in range(MAX_LIST_RESTARTS + 1):
+            if restart and pages is not None:
+                pages.put(RESTARTED)
+            try:
+                return self._pages(path, accept, convert, selector, pages)
             except _ContinueExpired:
                 continue
         raise ClusterReadError(f"{path}: the list kept expiring (410 Gone) after {MAX_LIST_RESTARTS} restarts")
@@ -208,32 +303,51 @@ class _Session:
             return None
 
     def _pages(self, path: str, accept: str, convert: Callable[[Mapping[str, Any]], Any] | None,
-               selector: list[tuple[str, Any]]) -> list[Any]:
+               selector: list[tuple[str, Any]], pages: queue.SimpleQueue[list[Any] | object] | None) -> list[Any]:
+        """A list's pages, each asked for as soon as the one before gives its continue token, and converted while
+        the server makes the next: one request in flight at a time, in order, and at most two pages held."""
         items: list[Any] = []
-        token: str | None = None
-        while True:
-            query: list[tuple[str, Any]] = [*selector, ("limit", self.limits.page_size)]
-            if token:
-                query.append(("continue", token))
-            token = self._page(path, query, accept, convert, items)
-            if not token:
-                return items
+        pending: Future[Mapping[str, Any]] | None = self._fetch_ahead(path, self._query(selector, None), accept)
+        try:
+            while pending is not None:
+                page = pending.result()
+                token = (page.get("metadata") or {}).get("continue")
+                pending = self._fetch_ahead(path, self._query(selector, token), accept) if token else None
+                converted = self._converted(page, convert)
+                del page  # freed before the next page is waited for: two parsed pages at most
+                items.extend(converted)
+                if pages is not None:
+                    pages.put(converted)
+            return items
+        finally:
+            if pending is not None:  # conversion failed with a request in flight: it ends before the client closes
+                wait([pending])
 
-    def _page(self, path: str, query: list[tuple[str, Any]], accept: str,
-              convert: Callable[[Mapping[str, Any]], Any] | None, items: list[Any]) -> str | None:
-        """Adds one page's items, converted, to `items` and returns its continue token. The page is freed on
-        return, before the next request, so that the next page is parsed into the memory it held."""
-        page = self._get(path, query, accept)
+    def _query(self, selector: list[tuple[str, Any]], token: str | None) -> list[tuple[str, Any]]:
+        return [*selector, ("limit", self.limits.page_size)] + ([("continue", token)] if token else [])
+
+    def _fetch_ahead(self, path: str, query: list[tuple[str, Any]], accept: str) -> Future[Mapping[str, Any]]:
+        """A page fetched (retries, deadline and all) by the session's fetching threads, returned once its request
+        is sent: the calling thread waits for that, or the fetching thread would wait for the GIL until the
+        caller's next blocking call, and the server would get the request only when its answer was wanted."""
+        sent = threading.Event()
+        future = self._fetcher.submit(self._timed, self._get, path, query, accept, sent)
+        future.add_done_callback(lambda _: sent.set())  # a fetch that ends before sending (deadline) frees us too
+        sent.wait()
+        return future
+
+    def _converted(self, page: Mapping[str, Any], convert: Callable[[Mapping[str, Any]], Any] | None) -> list[Any]:
         page_items = page.get("items") or ()
         try:
-            items.extend(page_items if convert is None else map(convert, page_items))
+            return list(page_items if convert is None else map(convert, page_items))
         except (KeyError, TypeError, AttributeError) as error:
             raise ClusterReadError(f"malformed list item from {self.cluster.endpoint}: {error!r}") from error
-        return (page.get("metadata") or {}).get("continue")
 
-    def _get(self, path: str, query: list[tuple[str, Any]], accept: str) -> Mapping[str, Any]:
+    def _get(self, path: str, query: list[tuple[str, Any]], accept: str,
+             sent: threading.Event | None = None) -> Mapping[str, Any]:
+        """`sent` is set once the first attempt's request is on its way."""
         for attempt in range(1, self.limits.attempts + 1):
-            status, headers, body = self._request(path, query, accept)
+            status, headers, body = self._request(path, query, accept, sent)
             if status == 200:
                 return _decode(body, path)
             if status == 404 and not query:  # a single object (get_object); lists of known kinds never 404
@@ -251,13 +365,17 @@ class _Session:
             raise ClusterReadError(_explain(status, path, body))
         raise AssertionError("unreachable")  # the loop returns or raises on its last attempt
 
-    def _request(self, path: str, query: list[tuple[str, Any]], accept: str) -> tuple[int, Mapping[str, str], bytes]:
+    def _request(self, path: str, query: list[tuple[str, Any]], accept: str,
+                 sent: threading.Event | None = None) -> tuple[int, Mapping[str, str], bytes]:
         """One GET, its timeouts capped by the deadline. Status 0 stands for a read timeout, which is retried like
         a 5xx (unless the deadline has passed)."""
         left = self._left()
-        self.requests += 1
-        request = self.api.param_serialize("GET", path, query_params=query, header_params={"Accept": accept},
-                                           auth_settings=["BearerToken"])
+        with self._lock:  # and one token refresh at a time, for a kubeconfig's exec plugin
+            self.requests += 1
+            request = self.api.param_serialize("GET", path, query_params=query, header_params={"Accept": accept},
+                                               auth_settings=["BearerToken"])
+        if sent is not None:
+            sent.set()
         try:
             response = self.api.call_api(*request, _request_timeout=(min(self.limits.connect_timeout, left),
                                                                      min(self.limits.read_timeout, left)))
@@ -271,6 +389,9 @@ class _Session:
         except OSError as error:
             raise ClusterReadError(f"cannot reach {self.cluster.endpoint}: {_reason(error)}") from error
         return response.status, response.getheaders() or {}, body
+
+
+_LISTED = object()  # the end of a ListInProgress's pages
 
 
 def _namespace(item: Mapping[str, Any], strings: dict[str, str] | None = None) -> Namespace:

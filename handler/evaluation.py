@@ -1,17 +1,19 @@
-"""Evaluation of one snapshot: every control, then the exemptions. Pure once the exemptions are loaded."""
+"""Evaluation of one snapshot: every control, then the exemptions. Pure once the exemptions are loaded.
+
+A scan evaluates a cluster while it is read (Evaluation, given the namespaces page by page); `evaluate` takes a
+whole snapshot at once. Both give the same results in the same order, by the same code."""
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
-import gc
-from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, NamedTuple
 
-from handler import exemptions
+from handler import collector, exemptions
 from handler.config import DEFAULT_ANNOTATION_EXEMPTION_MAX_DAYS, Settings
 from handler.controls import CONTROLS, EvaluationOptions
-from handler.models import ClusterSnapshot, ControlResult
+from handler.models import ClusterSnapshot, ControlResult, Namespace
+from handler.policy.coverage import NamespaceCoverage, PolicyIndex
 
 if TYPE_CHECKING:  # boto3 is imported by what makes the session: `netpol-scan cluster` evaluates without it
     import boto3
@@ -32,26 +34,64 @@ class Evaluator:
                    settings.annotation_exemption_max_days)
 
     def evaluate(self, snapshot: ClusterSnapshot, now: str | None = None) -> list[ControlResult]:
-        with _collector_paused():
+        evaluation = Evaluation(self)
+        evaluation.begin(snapshot)
+        return evaluation.finish(snapshot, now).results
+
+
+class Evaluated(NamedTuple):
+    snapshot: ClusterSnapshot  # the snapshot read, with the coverage its evaluation computed
+    results: list[ControlResult]
+
+
+class Evaluation:
+    """One cluster's evaluation, made as it is read (cluster_reader.NamespacesAsRead): the namespace controls over
+    each page of namespaces as it arrives, then, once the read is whole, the cluster's own controls and the
+    exemptions. A namespace control's result on a namespace rests on that namespace and the cluster's policies and
+    facts alone (Control.namespace_local), so the results are those of the whole snapshot, in the same order."""
+
+    def __init__(self, evaluator: Evaluator) -> None:
+        self._evaluator = evaluator
+        self._read_so_far: ClusterSnapshot | None = None
+        self._index = PolicyIndex(())
+        self.restart()
+
+    def begin(self, read_so_far: ClusterSnapshot) -> None:
+        """Everything the read found but the namespaces."""
+        self._read_so_far, self._index = read_so_far, PolicyIndex(read_so_far.policies)
+        self.restart()
+
+    def add(self, namespaces: Sequence[Namespace]) -> None:
+        assert self._read_so_far is not None, "begin() first"
+        coverage = self._index.coverage(namespaces)
+        page = replace(self._read_so_far, namespaces=tuple(namespaces), coverage_as_read=coverage)
+        with collector.paused():
+            for control in _NAMESPACE_LOCAL:
+                self._results[control.id].extend(control.evaluate(page, self._evaluator.options))
+        self._coverage.update(coverage)
+
+    def restart(self) -> None:
+        self._coverage: dict[str, NamespaceCoverage] = {}
+        self._results: dict[str, list[ControlResult]] = {control.id: [] for control in _NAMESPACE_LOCAL}
+
+    def finish(self, snapshot: ClusterSnapshot, now: str | None = None) -> Evaluated:
+        """The results for `snapshot`, the whole read. Namespaces not given page by page are evaluated now."""
+        if len(self._coverage) != len(snapshot.namespaces) or self._read_so_far is None:
+            self.begin(snapshot)
+            self.add(snapshot.namespaces)
+        snapshot = replace(snapshot, coverage_as_read=self._coverage)
+        options = self._evaluator.options
+        with collector.paused():
             results = [r for control in CONTROLS if control.evaluate
-                       for r in control.evaluate(snapshot, self.options)]
+                       for r in (self._results[control.id] if control.namespace_local
+                                 else control.evaluate(snapshot, options))]
             now = now or dt.datetime.now(dt.timezone.utc).isoformat()
-            return exemptions.apply(results, snapshot.cluster.ref, snapshot.namespaces, self.exemptions, now,
-                                    self.annotation_max_days)
+            return Evaluated(snapshot, exemptions.apply(results, snapshot.cluster.ref, snapshot.namespaces,
+                                                        self._evaluator.exemptions, now,
+                                                        self._evaluator.annotation_max_days))
 
 
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Evaluation makes tens of thousands of small objects and no reference cycles (reference counting frees
-    them all), while each pass of the cyclic collector walks the whole snapshot: pausing it took a sixth off the
-    evaluation of a 10,000-namespace cluster (bench/scan_one_cluster.py)."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
+_NAMESPACE_LOCAL = tuple(control for control in CONTROLS if control.evaluate and control.namespace_local)
 
 
 def evaluate(snapshot: ClusterSnapshot, evaluator: Evaluator = Evaluator(), now: str | None = None) -> list[ControlResult]:

@@ -144,10 +144,14 @@ class ClusterSnapshot:
     unreadable: tuple[str, ...] = ()  # policy kinds discovery lists that RBAC did not let us read, with why
     enforcement: EnforcementEvidence = EnforcementEvidence()  # read in the cluster (DaemonSets, ConfigMap)
     unselected_pods: UnselectedPods = UnselectedPods()  # EKS Auto Mode NodeClasses: Kubernetes' allow otherwise
+    # `coverage` when it was computed as the namespaces were read (evaluation.Evaluation), page by page.
+    coverage_as_read: Mapping[str, Any] | None = field(default=None, repr=False, compare=False)
 
     @functools.cached_property
     def coverage(self) -> Mapping[str, Any]:
         """namespace -> NamespaceCoverage: what each policy does to it, computed once for all the controls."""
+        if self.coverage_as_read is not None:
+            return self.coverage_as_read
         from handler.policy.coverage import namespace_coverage  # the analysis imports these models
         return namespace_coverage(self)
 

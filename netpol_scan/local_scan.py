@@ -11,7 +11,7 @@ from handler.cluster_reader import ClusterReader
 from handler.controls import CONTROLS_BY_ID, scan_status
 from handler.errors import ClusterReadError
 from handler.models import ClusterInfo, ClusterRef, ClusterSnapshot, ComplianceStatus, ControlResult
-from handler.evaluation import evaluate
+from handler.evaluation import Evaluation, Evaluator
 from netpol_scan.kubeconfig import Context, Kubeconfig, KubeconfigError, api_client
 
 # ASFF Severity.Label, lowest first: `--fail-on` compares FAILED results' severities with these.
@@ -62,12 +62,13 @@ def scan_context(kubeconfig: Kubeconfig, context: Context, reader: ClusterReader
         scan.error = str(error)
         return scan
     scan.endpoint = api.configuration.host
+    evaluation = Evaluation(Evaluator())  # the namespaces evaluated as they are read, as the Lambda scans
     try:
-        scan.snapshot = reader.read_with(ClusterInfo(scan.ref, scan.endpoint, ca_data=""), api)
+        snapshot = reader.read_with(ClusterInfo(scan.ref, scan.endpoint, ca_data=""), api, as_read=evaluation)
     except ClusterReadError as error:
         scan.error = str(error)
         return scan
-    scan.results = evaluate(scan.snapshot)
+    scan.snapshot, scan.results = evaluation.finish(snapshot)
     return scan
 
 

@@ -69,6 +69,10 @@ class Control:
     remediation_url: str
     # None for findings the pipeline raises itself (a cluster's scan status) rather than evaluates.
     evaluate: Evaluate | None = None
+    # Each namespace's result rests on that namespace and the cluster's policies and facts alone, so the
+    # namespaces can be evaluated a page at a time as they are read (evaluation.Evaluation); otherwise the
+    # control is evaluated once, over the whole snapshot.
+    namespace_local: bool = False
     finding_types: tuple[str, ...] = (CIS_HARDENING_TYPE,)  # ASFF Types
 
     @property

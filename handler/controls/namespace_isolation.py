@@ -266,6 +266,7 @@ def _control(direction: str, control_id: str, remediation: str) -> Control:
         remediation_url="https://kubernetes.io/docs/concepts/services-networking/network-policies/"
                         "#default-policies",
         evaluate=_evaluator(direction, control_id),
+        namespace_local=True,
     )
 
 

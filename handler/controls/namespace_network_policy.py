@@ -129,4 +129,5 @@ CONTROL = Control(
                      "enableNetworkPolicy, Calico or Cilium) or the policies have no effect.",
     remediation_url="https://kubernetes.io/docs/concepts/services-networking/network-policies/",
     evaluate=evaluate,
+    namespace_local=True,
 )

@@ -18,7 +18,7 @@ import boto3
 import urllib3
 from botocore.exceptions import BotoCoreError, ClientError
 
-from handler.cluster_reader import ReadLimits, api_client, read_snapshot
+from handler.cluster_reader import ListInProgress, ReadLimits, api_client, read_snapshot
 from handler.config import ScanRequest, Settings
 from handler.doctor.findings import (
     Access,
@@ -176,6 +176,10 @@ class _NotingSession:
                  label_selector: str | None = None) -> list[Any]:
         self._note(path)
         return []
+
+    def list_all_meanwhile(self, path: str, accept: str,
+                           convert: Callable[[Mapping[str, Any]], Any]) -> ListInProgress:
+        return ListInProgress.done(self.list_all(path, accept, convert))
 
     def get_object(self, path: str) -> Mapping[str, Any] | None:
         if access_of(path) is not None:

@@ -19,12 +19,23 @@ NOTHING = NamespaceCoverage()  # of every namespace no policy can apply to: most
 
 
 def namespace_coverage(snapshot: ClusterSnapshot) -> dict[str, NamespaceCoverage]:
-    namespaced: dict[str, list[NetworkPolicy]] = defaultdict(list)
-    clusterwide: list[NetworkPolicy] = []
-    for policy in snapshot.policies:
-        (namespaced[policy.namespace] if policy.namespace else clusterwide).append(policy)
-    return {namespace.name: _coverage(namespace, namespaced.get(namespace.name, []) + clusterwide)
-            if clusterwide or namespace.name in namespaced else NOTHING for namespace in snapshot.namespaces}
+    return PolicyIndex(snapshot.policies).coverage(snapshot.namespaces)
+
+
+class PolicyIndex:
+    """A cluster's policies by the namespace they are in, the cluster-wide ones apart: made once, and asked for
+    each page of namespaces as it is read (evaluation.Evaluation)."""
+
+    def __init__(self, policies: Iterable[NetworkPolicy]) -> None:
+        self.namespaced: dict[str, list[NetworkPolicy]] = defaultdict(list)
+        self.clusterwide: list[NetworkPolicy] = []
+        for policy in policies:
+            (self.namespaced[policy.namespace] if policy.namespace else self.clusterwide).append(policy)
+
+    def coverage(self, namespaces: Iterable[Namespace]) -> dict[str, NamespaceCoverage]:
+        namespaced, clusterwide = self.namespaced, self.clusterwide
+        return {namespace.name: _coverage(namespace, namespaced.get(namespace.name, []) + clusterwide)
+                if clusterwide or namespace.name in namespaced else NOTHING for namespace in namespaces}
 
 
 def _coverage(namespace: Namespace, policies: list[NetworkPolicy]) -> NamespaceCoverage:

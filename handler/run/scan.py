@@ -13,7 +13,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -24,8 +24,8 @@ from handler.cluster_reader import ClusterReader, ReadLimits
 from handler.config import ACCOUNT_ID, CLUSTER_NAME, REGION, RUN_ID, TIMESTAMP, Settings
 from handler.controls import namespace_network_policy
 from handler.errors import ClusterReadError, DiscoveryError, PublishError, ScannerError, WriteConflict
-from handler.evaluation import Evaluator
-from handler.models import ClusterRef, ClusterSnapshot, ComplianceStatus, ControlResult
+from handler.evaluation import Evaluation, Evaluator
+from handler.models import ClusterRef, ClusterSnapshot, ComplianceStatus, ControlResult, Namespace
 from handler.policy.coverage import not_understood
 from handler.publish.s3 import GzipJsonLines, ReportStore, StoredState
 from handler.publish.securityhub import CALLS_PER_SECOND
@@ -175,18 +175,38 @@ def _scan(context: ScanContext, run: Run, target: RegionTarget, ref: ClusterRef)
             tokens = target.tokens
         with CPU.stage("token"):
             token = tokens.token(ref.name)
+        evaluation = Evaluation(context.evaluator)
         with CPU.stage("read"):
-            snapshot = context.reader.read(info, token, _read_deadline(context))
+            snapshot = context.reader.read(info, token, _read_deadline(context), _Evaluating(evaluation))
     except (ClusterReadError, DiscoveryError) as error:
         reason = f"{error}{context.failure_note}"
         return _publish(context, run, target, stored, ClusterOutcome(ref, "failed", error=reason),
                         lambda previous: plan_unreadable(previous, ref, resource, reason, run.started_at,
                                                          context.refresh))
     with CPU.stage("evaluate"):
-        results = context.evaluator.evaluate(snapshot, run.started_at)
+        snapshot, results = evaluation.finish(snapshot, run.started_at)
     outcome = ClusterOutcome(ref, "scanned", api_requests=snapshot.api_requests, **counts(snapshot, results))
     return _publish(context, run, target, stored, outcome,
                     lambda previous: plan_scanned(previous, ref, resource, results, run.started_at, context.refresh))
+
+
+class _Evaluating:
+    """The cluster's evaluation, given its namespaces as they are read (cluster_reader.NamespacesAsRead), its CPU
+    charged to the "evaluate" stage rather than to the read it happens in."""
+
+    def __init__(self, evaluation: Evaluation) -> None:
+        self.evaluation = evaluation
+
+    def begin(self, read_so_far: ClusterSnapshot) -> None:
+        with CPU.stage("evaluate"):
+            self.evaluation.begin(read_so_far)
+
+    def add(self, namespaces: Sequence[Namespace]) -> None:
+        with CPU.stage("evaluate"):
+            self.evaluation.add(namespaces)
+
+    def restart(self) -> None:
+        self.evaluation.restart()
 
 
 def _read_deadline(context: ScanContext) -> float | None:

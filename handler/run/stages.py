@@ -1,9 +1,10 @@
 """Where a scan's CPU goes: this thread's CPU seconds (time.thread_time) per stage of a cluster's scan.
 
 A cluster is scanned in one thread from its read to its report, so a per-thread ledger needs no locks and counts
-no other thread's work. A stage inside another is charged to the inner one only, so the stages of a scan add up to
-the CPU spent in them. `scan_cluster` logs its cluster's stages with the cluster's outcome; bench/fleet.py reads
-the ledger per queue message to model a deployment from what each stage costs.
+no other thread's work; what a helper thread does for the scan (the reader lists namespaces in one) is charged to
+it by `charge`. A stage inside another is charged to the inner one only, so the stages of a scan add up to the CPU
+spent in them. `scan_cluster` logs its cluster's stages with the cluster's outcome; bench/fleet.py reads the ledger
+per queue message to model a deployment from what each stage costs.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ class StageLedger:
     def _books(self) -> threading.local:
         books = self._local
         if not hasattr(books, "totals"):
-            books.totals, books.open, books.mark = {}, [], 0.0
+            books.totals, books.open, books.mark, books.charged = {}, [], 0.0, 0.0
         return books
 
     def _charge(self, books: threading.local, now: float) -> None:
@@ -45,6 +46,19 @@ class StageLedger:
         finally:
             self._charge(books, self._clock())
             books.open.pop()
+
+    def charge(self, seconds: float) -> None:
+        """CPU that other threads spent for this one's open stage (the reader lists namespaces in a thread of its
+        own), charged to that stage."""
+        books = self._books()
+        books.charged += seconds
+        if books.open:
+            stage = books.open[-1]
+            books.totals[stage] = books.totals.get(stage, 0.0) + seconds
+
+    def charged(self) -> float:
+        """CPU seconds other threads have spent for this one so far (time.thread_time does not count them)."""
+        return self._books().charged
 
     def each(self, name: str, items: Iterable[Item]) -> Iterator[Item]:
         """The items of a lazy iterable, the work of making each one charged to `name` (a generator's work happens

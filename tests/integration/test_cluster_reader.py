@@ -190,3 +190,106 @@ def test_a_retry_after_beyond_the_deadline_ends_the_read_without_waiting(target:
     with pytest.raises(ClusterReadError, match=r"read did not finish in 10 s"):
         reader.read(target.info, target.token(), deadline=time.monotonic() + 10.4)
     assert target.sleeps == [] and len(list_requests(target.cluster, "/api/v1/namespaces")) == 1
+
+
+class Taken:
+    """A NamespacesAsRead that records what it is given, and evaluates it as the scan does."""
+
+    def __init__(self) -> None:
+        from handler.evaluation import Evaluation, Evaluator
+
+        self.evaluation = Evaluation(Evaluator())
+        self.calls: list[str] = []
+        self.policies_when_begun: int | None = None
+
+    def begin(self, read_so_far) -> None:
+        self.calls.append("begin")
+        self.policies_when_begun = len(read_so_far.policies)
+        self.evaluation.begin(read_so_far)
+
+    def add(self, namespaces) -> None:
+        self.calls.append(f"add {len(namespaces)}")
+        self.evaluation.add(namespaces)
+
+    def restart(self) -> None:
+        self.calls.append("restart")
+        self.evaluation.restart()
+
+
+def results_of(snapshot, results) -> list[dict]:
+    return [r.to_dict() for r in results]
+
+
+def test_namespaces_are_given_page_by_page_once_the_rest_is_read_and_evaluate_as_the_whole(target: Target) -> None:
+    from handler.evaluation import evaluate
+
+    for i in range(1_234):
+        target.cluster.add_namespace(f"team-{i:04d}", terminating=i == 7)
+        if i % 3 == 0:
+            target.cluster.add_policy(f"team-{i:04d}", "deny", DENY_ALL)
+    taken = Taken()
+
+    snapshot = ClusterReader(ReadLimits(page_size=500)).read(target.info, target.token(), as_read=taken)
+    evaluated_snapshot, results = taken.evaluation.finish(snapshot, "2026-12-02T00:00:00Z")
+
+    assert taken.calls == ["begin", "add 500", "add 500", "add 236"]
+    assert taken.policies_when_begun == len(snapshot.policies) == 413  # every policy was read before any namespace
+    assert results_of(snapshot, results) == results_of(snapshot, evaluate(snapshot, now="2026-12-02T00:00:00Z"))
+    assert dict(evaluated_snapshot.coverage) == dict(type(snapshot)(snapshot.cluster, snapshot.namespaces,
+                                                                    snapshot.policies).coverage)
+
+
+def test_a_list_of_namespaces_that_starts_over_is_evaluated_from_its_start_again(target: Target) -> None:
+    from handler.evaluation import evaluate
+
+    for i in range(1_100):
+        target.cluster.add_namespace(f"ns-{i:04d}")
+        if i % 2:
+            target.cluster.add_policy(f"ns-{i:04d}", "deny", DENY_ALL)
+    target.cluster.inject(r"^/api/v1/namespaces$", None, times=1, delay_seconds=0.01)
+    target.cluster.inject(r"^/api/v1/namespaces$", None, times=1, delay_seconds=1.0)
+    compaction = threading.Thread(target=expire_after_first_page, args=(target.cluster,))
+    compaction.start()
+    taken = Taken()
+    try:
+        snapshot = ClusterReader(ReadLimits(page_size=500)).read(target.info, target.token(), as_read=taken)
+    finally:
+        compaction.join()
+
+    assert "restart" in taken.calls
+    after = taken.calls[len(taken.calls) - 1 - taken.calls[::-1].index("restart") + 1:]
+    assert after == ["add 500", "add 500", "add 102"]
+    assert len(snapshot.namespaces) == 1_102
+    _, results = taken.evaluation.finish(snapshot, "2026-12-02T00:00:00Z")
+    assert results_of(snapshot, results) == results_of(snapshot, evaluate(snapshot, now="2026-12-02T00:00:00Z"))
+
+
+def test_a_failure_in_one_list_ends_the_other_and_the_sessions_threads(target: Target) -> None:
+    for i in range(3_000):
+        target.cluster.add_namespace(f"ns-{i:04d}")
+    # Each page of namespaces takes 0.2 s, so their list is still running when the policies' fails.
+    target.cluster.inject(r"^/api/v1/namespaces$", None, times=None, delay_seconds=0.2)
+    target.cluster.inject(r"^/apis/networking.k8s.io/v1/networkpolicies$", 401, times=None)
+    started = time.monotonic()
+
+    with pytest.raises(ClusterReadError, match="HTTP 401 on /apis/networking.k8s.io/v1/networkpolicies"):
+        ClusterReader(ReadLimits(page_size=100), sleep=target.sleeps.append).read(target.info, target.token(),
+                                                                               as_read=Taken())
+
+    assert time.monotonic() - started < 2.0, "the read waited for the whole list of namespaces (6 s)"
+    namespace_pages = len(list_requests(target.cluster, "/api/v1/namespaces"))
+    time.sleep(0.5)
+    assert len(list_requests(target.cluster, "/api/v1/namespaces")) == namespace_pages, "a list went on after the read"
+    assert not [t for t in threading.enumerate() if t.name.startswith(("cluster-list", "cluster-page"))]
+
+
+def test_the_lists_threads_cpu_is_charged_to_the_reading_threads_stage(target: Target) -> None:
+    from handler.run.stages import CPU
+
+    for i in range(2_000):
+        target.cluster.add_namespace(f"ns-{i:04d}", labels={"team": f"t{i % 7}"})
+    before, charged = CPU.snapshot(), CPU.charged()
+    with CPU.stage("read"):
+        ClusterReader(ReadLimits(page_size=500)).read(target.info, target.token())
+    assert CPU.charged() > charged, "the session's threads parsed and converted pages, and nobody was charged"
+    assert CPU.since(before)["read"] >= CPU.charged() - charged

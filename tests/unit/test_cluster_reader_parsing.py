@@ -221,8 +221,10 @@ def test_list_items_become_namespaces_and_policies():
     assert snapshot.api_requests == len(api.paths)
 
 
-def test_a_malformed_list_item_is_a_read_error_before_the_next_list():
-    api = _Api({"/api/v1/namespaces": {"items": [{"metadata": {"name": "a"}}, {"metadata": {"labels": {}}}]}})
+def test_a_malformed_list_item_is_a_read_error():
+    # The namespaces are listed beside the other reads (read_snapshot), so those may have been made too.
+    api = _Api({"/api/v1/namespaces": {"items": [{"metadata": {"name": "a"}}, {"metadata": {"labels": {}}}]},
+                "/apis/networking.k8s.io/v1/networkpolicies": {"items": []}, "/apis": {"groups": []}})
     with pytest.raises(ClusterReadError, match="malformed list item from https://example.invalid"):
         ClusterReader().read_with(info(""), api)
-    assert api.paths == ["/api/v1/namespaces"]
+    assert api.paths.count("/api/v1/namespaces") == 1
