@@ -396,7 +396,7 @@ class Environment:
         self.requests.take()
         cpu0, charged0, wall0 = time.thread_time(), self.cpu_ledger.charged(), time.perf_counter()
         response = self.call(event)
-        # The reader's helper thread (its list of namespaces) works for this message too.
+        # The reader's threads (a page fetched ahead, the list of namespaces) work for this message too.
         cpu = time.thread_time() - cpu0 + self.cpu_ledger.charged() - charged0
         wall = time.perf_counter() - wall0
         failed = bool(response.get("batchItemFailures"))
