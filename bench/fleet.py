@@ -19,7 +19,7 @@ threads, each one worker execution environment (its scan context made once, its 
 at a time and hand it to the worker's record handling with Lambda's SQS event shape; the last writes the report.
 
 Measured per message, in the thread that handles it: CPU per stage (handler/run/stages.py: time.thread_time,
-a nested stage charged to itself), the S3 and STS requests it makes (botocore's before-send event on the
+a nested stage charged to itself, the reader's own threads charged to the read), the S3 and STS requests it makes (botocore's before-send event on the
 session the worker is built from), and from the run report the cluster's Kubernetes API requests and Security
 Hub calls. From those, bench/fleet_model.py models the deployment's wall time at 20 and 50 workers.
 

@@ -162,7 +162,10 @@ def read_snapshot(cluster: ClusterInfo, session: Reads, as_read: NamespacesAsRea
     if as_read is not None:
         as_read.begin(read_so_far)
         for page in listing.pages:
-            as_read.restart() if page is RESTARTED else as_read.add(page)
+            if page is RESTARTED:
+                as_read.restart()
+            else:
+                as_read.add(page)
     namespaces = tuple(listing.items())
     return dataclasses.replace(read_so_far, namespaces=namespaces, api_requests=session.requests)
 

@@ -133,10 +133,12 @@ def role_of_session(arn: str) -> str:
 
 
 def cluster_names(eks: Any, account_id: str, region: str) -> list[str]:
+    """The account and Region's clusters, each once: a name that two pages both list (a list that changed while
+    it was paged; seen once in bench/fleet.py against moto) would be two tasks, scanned and published twice."""
     try:
-        names: list[str] = []
+        names: set[str] = set()
         for page in eks.get_paginator("list_clusters").paginate():
-            names.extend(page.get("clusters", []))
+            names.update(page.get("clusters", []))
         return sorted(names)
     except (ClientError, BotoCoreError) as error:
         raise DiscoveryError(f"cannot list EKS clusters in {account_id}/{region}: {_error_text(error)}") from error
