@@ -134,7 +134,8 @@ def role_of_session(arn: str) -> str:
 
 def cluster_names(eks: Any, account_id: str, region: str) -> list[str]:
     """The account and Region's clusters, each once: a name that two pages both list (a list that changed while
-    it was paged; seen once in bench/fleet.py against moto) would be two tasks, scanned and published twice."""
+    it was paged) would be two tasks, scanned and published twice (a bench/fleet.py run against moto once had a
+    cluster twice)."""
     try:
         names: set[str] = set()
         for page in eks.get_paginator("list_clusters").paginate():
