@@ -1,4 +1,5 @@
-"""The real-world policy corpus (../shared/policies): where each file is evaluated, and its classification."""
+"""The real-world policy corpus (tests/data/policies, from ../shared/policies): where each file is evaluated, and its
+classification."""
 from __future__ import annotations
 
 import pathlib
@@ -11,7 +12,10 @@ from handler.errors import PolicyError
 from handler.models import Namespace, NetworkPolicy
 from handler.policy import Reach, analyze
 
-CORPUS = pathlib.Path(__file__).resolve().parents[2] / "shared" / "policies"
+# A copy of ../shared/policies (upstream manifests, their sources and licences in its README), so that the tests
+# run in a clone anywhere; tests/unit/test_corpus_copy.py keeps it equal to ../shared/policies where that exists.
+CORPUS = pathlib.Path(__file__).resolve().parent / "data" / "policies"
+SHARED_CORPUS = pathlib.Path(__file__).resolve().parents[2] / "shared" / "policies"
 CLUSTER_SCOPED = {"CiliumClusterwideNetworkPolicy", "GlobalNetworkPolicy", "AdminNetworkPolicy",
                   "BaselineAdminNetworkPolicy"}
 DEFAULT_NAMESPACE = "corpus"  # for manifests that omit metadata.namespace
@@ -51,8 +55,7 @@ def manifests() -> list[Manifest]:
     """Every manifest of the corpus; an error when there is none, since the tests over it would pass on nothing."""
     files = sorted(CORPUS.glob("*/*.yaml"))
     if not files:
-        raise FileNotFoundError(f"the policy corpus is missing: no {CORPUS}/*/*.yaml (the project is cloned beside "
-                                f"../shared)")
+        raise FileNotFoundError(f"the policy corpus is missing: no {CORPUS}/*/*.yaml")
     return [Manifest(str(p.relative_to(CORPUS)), yaml.safe_load(p.read_text())) for p in files]
 
 
