@@ -247,6 +247,7 @@ def _measure(variant: str, endpoint: str, ca_data: str, trace: bool, pin: bool) 
     # that neither variant's timing includes it and "RSS after imports" holds it, as a warm environment would.
     from kubernetes.client import ApiClient  # noqa: F401
 
+    from handler import collector
     from handler.asff import cluster_resource, encoded_findings
     from handler.cluster_reader import (JSON, METADATA_ONLY, NAMESPACES_PATH, NETWORK_POLICIES_PATH, ClusterReader,
                                         ReadLimits, api_client)
@@ -307,27 +308,29 @@ def _measure(variant: str, endpoint: str, ca_data: str, trace: bool, pin: bool) 
                    policies=items[NETWORK_POLICIES_PATH], namespace_bytes=body_bytes[NAMESPACES_PATH],
                    policy_bytes=body_bytes[NETWORK_POLICIES_PATH])
     else:
-        wall0, cpu0 = time.perf_counter(), time.process_time()
-        # As the pipeline scans (handler/run/scan.py): the namespaces evaluated page by page as they are read.
-        evaluation = Evaluation(Evaluator())
-        snapshot = ClusterReader(limits).read(info, token, as_read=evaluation)
-        read_wall, read_cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-        if trace:  # where the heap peak is: during the read, or while the findings are built
-            out["traced_read_peak_mb"], out["traced_snapshot_mb"] = (
-                tracemalloc.get_traced_memory()[1] / 1e6, tracemalloc.get_traced_memory()[0] / 1e6)
-        snapshot, results = evaluation.finish(snapshot)
-        scan_wall, scan_cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-        out["scan_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
-        plan = plan_scanned(None, ref, cluster_resource(info), results, now)
-        # As the pipeline publishes them (bench/encode_findings.py times this alone): each finding built, encoded
-        # once and compressed for the S3 file, then batched into request bodies; one batch of 100 alive at a time.
-        built, json_bytes = 0, 0
-        for batch in batches(GzipJsonLines().tee(encoded_findings(plan))):
-            built += len(batch)
-            json_bytes += len(EncodedBatch(batch).body)
-        wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-        if trace:
-            out["traced_findings_mb"] = tracemalloc.get_traced_memory()[0] / 1e6 - out["traced_snapshot_mb"]
+        # As handler/run/scan.py scans a cluster: the collector paused for the whole scan (handler/collector.py), the
+        # policies analysed and the namespaces evaluated page by page as they are read.
+        with collector.paused():
+            wall0, cpu0 = time.perf_counter(), time.process_time()
+            evaluation = Evaluation(Evaluator())
+            snapshot = ClusterReader(limits).read(info, token, as_read=evaluation)
+            read_wall, read_cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+            if trace:  # where the heap peak is: during the read, or while the findings are built
+                out["traced_read_peak_mb"], out["traced_snapshot_mb"] = (
+                    tracemalloc.get_traced_memory()[1] / 1e6, tracemalloc.get_traced_memory()[0] / 1e6)
+            snapshot, results = evaluation.finish(snapshot)
+            scan_wall, scan_cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+            out["scan_peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e6
+            plan = plan_scanned(None, ref, cluster_resource(info), results, now)
+            # As the pipeline publishes them (bench/encode_findings.py times this alone): each finding built, encoded
+            # once and compressed for the S3 file, then batched into request bodies; one batch of 100 alive at a time.
+            built, json_bytes = 0, 0
+            for batch in batches(GzipJsonLines().tee(encoded_findings(plan))):
+                built += len(batch)
+                json_bytes += len(EncodedBatch(batch).body)
+            wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
+            if trace:
+                out["traced_findings_mb"] = tracemalloc.get_traced_memory()[0] / 1e6 - out["traced_snapshot_mb"]
         statuses = {status.value: sum(r.status is status for r in results) for status in ComplianceStatus}
         out.update(wall=wall, cpu=cpu, read_wall=read_wall, read_cpu=read_cpu, scan_wall=scan_wall,
                    scan_cpu=scan_cpu, requests=snapshot.api_requests,

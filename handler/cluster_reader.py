@@ -6,12 +6,13 @@ as plain JSON: the kubernetes client's models cost 5x the time for data this sca
 (REFERENCE.md). The client is configured in memory: endpoint, the CA from DescribeCluster, a bearer token;
 TLS verification is always on.
 
-Two lists are read at once, over two connections: the namespaces (the longest list) in a thread of the session's
-while the calling thread reads the policies, discovery and the enforcement evidence; and each list asks for its next
-page as soon as a page gives its continue token, so that the server makes a page while the client converts the
-last. Each list still has one request in flight at a time, in order. The namespaces are handed to whoever takes
-them as they arrive (NamespacesAsRead: the scan evaluates them meanwhile). Whatever thread a fault happens in, the
-read fails as a whole, and the session's threads end before the client is closed.
+The two lists are read at once, each in a thread of the session's and over a connection of its own, while the
+calling thread reads discovery, other engines' policies and the enforcement evidence; and each list asks for its
+next page as soon as a page gives its continue token, so that the server makes a page while the client converts
+the last. Each list still has one request in flight at a time, in order. The policies and the namespaces are
+handed to whoever takes them as they arrive (ClusterAsRead: the scan analyses and evaluates them meanwhile).
+Whatever thread a fault happens in, the read fails as a whole, and the session's threads end before the client is
+closed.
 
 Faults, as kube-apiserver reports them:
 - 410 Gone on a continue token (etcd compacted past it): the list starts again, a bounded number of times;
@@ -83,15 +84,16 @@ class ClusterReader:
         self._sleep = sleep
 
     def read(self, cluster: ClusterInfo, token: str, deadline: float | None = None,
-             as_read: NamespacesAsRead | None = None) -> ClusterSnapshot:
+             as_read: ClusterAsRead | None = None) -> ClusterSnapshot:
         """An EKS cluster, trusted through the CA from DescribeCluster and entered with an EKS token; finished
-        by `deadline` (time.monotonic()) or ClusterReadError. `as_read` is given the namespaces as they arrive."""
+        by `deadline` (time.monotonic()) or ClusterReadError. `as_read` is given the policies and the namespaces
+        as they arrive."""
         if not cluster.endpoint.startswith("https://"):
             raise ClusterReadError(f"endpoint of {cluster.ref} is not https: {cluster.endpoint!r}")
         return self.read_with(cluster, api_client(cluster, token, self.limits), deadline, as_read)
 
     def read_with(self, cluster: ClusterInfo, api: ApiClient, deadline: float | None = None,
-                  as_read: NamespacesAsRead | None = None) -> ClusterSnapshot:
+                  as_read: ClusterAsRead | None = None) -> ClusterSnapshot:
         """Any cluster, through a client configured elsewhere (a kubeconfig context, for `netpol-scan cluster`):
         the same lists, paging and fault handling. Closes the client."""
         with collector.paused(), _Session(cluster, api, self.limits, self._sleep, deadline) as session:
@@ -100,11 +102,14 @@ class ClusterReader:
         return snapshot
 
 
-class NamespacesAsRead(Protocol):
-    """What takes a cluster's namespaces a page at a time, as they are read (evaluation.Evaluation): `begin` with
-    everything else the read found, once it is read; `add` with each page's namespaces; `restart` when the list
-    of namespaces starts over (a continue token expired), so that what was added is dropped. A read that fails
-    raises ClusterReadError whatever was added."""
+class ClusterAsRead(Protocol):
+    """What takes a cluster as it is read (evaluation.Evaluation): `policies_read` with each page of NetworkPolicies;
+    `begin` with everything the read found but the namespaces, once it is read; `add` with each page's namespaces;
+    `restart` when the list of namespaces starts over (a continue token expired), so that what was added is
+    dropped. A list of policies that starts over gives its policies again, as new objects; only those of the
+    snapshot given to `begin` count. A read that fails raises ClusterReadError whatever was given."""
+
+    def policies_read(self, policies: Sequence[NetworkPolicy]) -> None: ...
 
     def begin(self, read_so_far: ClusterSnapshot) -> None: ...
 
@@ -145,29 +150,35 @@ class Reads(Protocol):
     def get_object(self, path: str) -> Mapping[str, Any] | None: ...
 
 
-def read_snapshot(cluster: ClusterInfo, session: Reads, as_read: NamespacesAsRead | None = None) -> ClusterSnapshot:
+def read_snapshot(cluster: ClusterInfo, session: Reads, as_read: ClusterAsRead | None = None) -> ClusterSnapshot:
     """Every read of a scan through `session`: the reader's own, or one that only notes what would be read
     (`netpol-scan doctor` checks RBAC for exactly these reads).
 
-    The namespaces, the longest list, are listed in another thread while the rest is read: the server answers one
-    while the client parses the other's pages, and a real cluster's round trips of one list hide the other's. Once
-    the rest is read, `as_read` is given the namespaces page by page as they arrive, so that a cluster is
-    evaluated while its last pages are on their way (bench/scan_one_cluster.py)."""
+    The namespaces and the policies are listed in two other threads while this one reads what else the cluster
+    runs (engine_reader: API discovery, other engines' policies, the CIS 5.3.1 evidence): on a real cluster each
+    read's round trips hide behind the others', and on a busy server one list's pages are made while the client
+    parses the other's. `as_read` is given the NetworkPolicies page by page once the rest is read (while the
+    namespaces' pages are still being made), then the namespaces page by page as they arrive, so that a cluster
+    is evaluated while its last pages are on their way (bench/scan_one_cluster.py)."""
     strings: dict[str, str] = {}  # of this read's namespaces (_namespace)
-    listing = session.list_all_meanwhile(NAMESPACES_PATH, METADATA_ONLY, lambda item: _namespace(item, strings))
-    policies = session.list_all(NETWORK_POLICIES_PATH, JSON, _policy)
+    namespaces = session.list_all_meanwhile(NAMESPACES_PATH, METADATA_ONLY, lambda item: _namespace(item, strings))
+    policies = session.list_all_meanwhile(NETWORK_POLICIES_PATH, JSON, _policy)
     engines = engine_reader.read_engines(session, cluster.auto_mode)
-    read_so_far = ClusterSnapshot(cluster, (), tuple(policies) + engines.policies, unreadable=engines.unreadable,
-                                  enforcement=engines.enforcement, unselected_pods=engines.unselected_pods)
+    for page in policies.pages:
+        # A list that starts over gives its policies again, as new objects: only those of the list's end count.
+        if as_read is not None and page is not RESTARTED:
+            as_read.policies_read(page)  # type: ignore[arg-type]  # a page, not RESTARTED
+    read_so_far = ClusterSnapshot(cluster, (), tuple(policies.items()) + engines.policies,
+                                  unreadable=engines.unreadable, enforcement=engines.enforcement,
+                                  unselected_pods=engines.unselected_pods)
     if as_read is not None:
         as_read.begin(read_so_far)
-        for page in listing.pages:
+        for page in namespaces.pages:
             if page is RESTARTED:
                 as_read.restart()
             else:
-                as_read.add(page)
-    namespaces = tuple(listing.items())
-    return dataclasses.replace(read_so_far, namespaces=namespaces, api_requests=session.requests)
+                as_read.add(page)  # type: ignore[arg-type]  # a page, not RESTARTED
+    return dataclasses.replace(read_so_far, namespaces=tuple(namespaces.items()), api_requests=session.requests)
 
 
 _KUBERNETES_IMPORT = threading.Lock()
@@ -197,7 +208,7 @@ def tune_transport(config: Configuration) -> Configuration:
     # Connection errors get two quick retries in urllib3; status-based retries are ours (Retry-After, 410).
     config.retries = urllib3.Retry(total=2, connect=2, read=0, status=0, redirect=0, backoff_factor=0.2,
                                    respect_retry_after_header=False, raise_on_status=False)
-    config.connection_pool_maxsize = 2  # the namespaces and the other lists at once (read_snapshot)
+    config.connection_pool_maxsize = 3  # the two lists and the other reads at once (read_snapshot)
     return config
 
 
@@ -224,8 +235,9 @@ class _Session:
         self._allowed = self._deadline - time.monotonic()
         self._lock = threading.Lock()  # two lists are read at once, each with a page fetched ahead
         self._stopped = threading.Event()  # the session ended: a list still being read ends at its next request
-        self._meanwhile = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cluster-list")
-        self._fetcher = ThreadPoolExecutor(max_workers=2, thread_name_prefix="cluster-page")  # a page per list
+        self._meanwhile = ThreadPoolExecutor(max_workers=2, thread_name_prefix="cluster-list")
+        # A page ahead for each list: the two read meanwhile, and one the calling thread reads (other engines').
+        self._fetcher = ThreadPoolExecutor(max_workers=3, thread_name_prefix="cluster-page")
         self.cpu_elsewhere = 0.0  # CPU seconds of the session's threads, for the caller's stage ledger
 
     def _left(self) -> float:
@@ -398,17 +410,18 @@ _LISTED = object()  # the end of a ListInProgress's pages
 
 
 def _namespace(item: Mapping[str, Any], strings: dict[str, str] | None = None) -> Namespace:
-    """`strings`, kept across a read, makes equal names and label values one string: JSON parsing makes a string
-    of each, and a cluster's namespaces repeat theirs (team, environment, managed-by; the metadata.name label is
-    the name): 1.8 of the 5 MB that 10,000 namespaces held (bench/scan_one_cluster.py)."""
+    """`strings`, kept across a read, makes equal label values one string: JSON parsing makes a string of each,
+    and a cluster's namespaces repeat theirs (team, environment, managed-by), and the metadata.name label is the
+    name: 1.8 of the 5 MB that 10,000 namespaces held (bench/scan_one_cluster.py). A value equal to the name is
+    made the name without a look-up: it is unique, so `strings` stays as small as the cluster's repeated values."""
     meta = item.get("metadata") or {}
     # Metadata-only lists carry no status: kube-apiserver sets deletionTimestamp when phase turns Terminating.
     terminating = bool(meta.get("deletionTimestamp")) or (item.get("status") or EMPTY).get("phase") == "Terminating"
     name, labels = meta["name"], meta.get("labels") or EMPTY
     if strings is not None:
-        name = strings.setdefault(name, name)
-        for key, value in labels.items():
-            labels[key] = strings.setdefault(value, value)  # no key is added: the dict may change as it is walked
+        one = strings.setdefault
+        for key, value in labels.items():  # no key is added: the dict may change as it is walked
+            labels[key] = name if value == name else one(value, value)
     return Namespace(name, labels, _read_annotations(meta.get("annotations")), terminating)
 
 

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, NamedTuple
 from handler import collector, exemptions
 from handler.config import DEFAULT_ANNOTATION_EXEMPTION_MAX_DAYS, Settings
 from handler.controls import CONTROLS, EvaluationOptions
-from handler.models import ClusterSnapshot, ControlResult, Namespace
-from handler.policy.coverage import NamespaceCoverage, PolicyIndex
+from handler.models import ClusterSnapshot, ControlResult, Namespace, NetworkPolicy
+from handler.policy.coverage import AnalysedAsRead, NamespaceCoverage, PolicyIndex
 
 if TYPE_CHECKING:  # boto3 is imported by what makes the session: `netpol-scan cluster` evaluates without it
     import boto3
@@ -45,20 +45,29 @@ class Evaluated(NamedTuple):
 
 
 class Evaluation:
-    """One cluster's evaluation, made as it is read (cluster_reader.NamespacesAsRead): the namespace controls over
-    each page of namespaces as it arrives, then, once the read is whole, the cluster's own controls and the
-    exemptions. A namespace control's result on a namespace rests on that namespace and the cluster's policies and
-    facts alone (Control.namespace_local), so the results are those of the whole snapshot, in the same order."""
+    """One cluster's evaluation, made as it is read (cluster_reader.ClusterAsRead): each NetworkPolicy analysed as
+    it arrives, the namespace controls over each page of namespaces as it arrives, then, once the read is whole,
+    the cluster's own controls and the exemptions. A namespace control's result on a namespace rests on that
+    namespace and the cluster's policies and facts alone (Control.namespace_local), so the results are those of
+    the whole snapshot, in the same order."""
 
     def __init__(self, evaluator: Evaluator) -> None:
         self._evaluator = evaluator
         self._read_so_far: ClusterSnapshot | None = None
+        self._analysed = AnalysedAsRead()
         self._index = PolicyIndex(())
         self.restart()
 
+    def policies_read(self, policies: Sequence[NetworkPolicy]) -> None:
+        """Policies as they are read: those whose namespace's labels do not matter are analysed now, while the
+        server still makes the pages of namespaces."""
+        for policy in policies:
+            self._analysed.add(policy)
+
     def begin(self, read_so_far: ClusterSnapshot) -> None:
         """Everything the read found but the namespaces."""
-        self._read_so_far, self._index = read_so_far, PolicyIndex(read_so_far.policies)
+        self._read_so_far, self._index = read_so_far, PolicyIndex(read_so_far.policies, self._analysed)
+        self._analysed = AnalysedAsRead()  # the index holds the effects now
         self.restart()
 
     def add(self, namespaces: Sequence[Namespace]) -> None:

@@ -101,6 +101,7 @@ def _bounded_int(low: int, high: int):
 
 # -- cluster ---------------------------------------------------------------------------------------------------
 def _cluster(args: argparse.Namespace) -> int:
+    from handler import collector
     from handler.cluster_reader import ClusterReader
     from netpol_scan.kubeconfig import KubeconfigError, kubeconfig_paths, read, select_contexts
     from netpol_scan.local_scan import scan_contexts
@@ -119,9 +120,10 @@ def _cluster(args: argparse.Namespace) -> int:
         contexts = _with_asff_identity(contexts, args.account_id, args.region)
     show = args.progress if args.progress is not None else (len(contexts) > 1 and sys.stderr.isatty())
     progress = _Progress(len(contexts), sys.stderr) if show else None
-    scans = scan_contexts(kubeconfig, contexts, ClusterReader(), args.concurrency,
-                          done=progress.step if progress else lambda _: None)
-    write(scans, args.output, args.fail_on, sys.stdout)
+    with collector.paused():  # as the Lambda scans: the results live until written, and the collector never walks them
+        scans = scan_contexts(kubeconfig, contexts, ClusterReader(), args.concurrency,
+                              done=progress.step if progress else lambda _: None)
+        write(scans, args.output, args.fail_on, sys.stdout)
     if any(s.error for s in scans):
         return EXIT_NOT_ASSESSED
     return EXIT_FAILING if any(s.failing(args.fail_on) for s in scans) else EXIT_OK

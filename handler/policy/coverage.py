@@ -7,7 +7,7 @@ from typing import NamedTuple
 
 from handler.errors import PolicyError
 from handler.models import ClusterSnapshot, Namespace, NetworkPolicy
-from handler.policy.engines import Effect, analyze
+from handler.policy.engines import Effect, analyze, analyze_alone
 
 
 class NamespaceCoverage(NamedTuple):  # one per namespace with policies: a named tuple, as models.py says why
@@ -22,15 +22,37 @@ def namespace_coverage(snapshot: ClusterSnapshot) -> dict[str, NamespaceCoverage
     return PolicyIndex(snapshot.policies).coverage(snapshot.namespaces)
 
 
-class PolicyIndex:
-    """A cluster's policies by the namespace they are in, the cluster-wide ones apart: made once, and asked for
-    each page of namespaces as it is read (evaluation.Evaluation)."""
+class AnalysedAsRead:
+    """The effects of the policies that can be analysed without their namespace (engines.analyze_alone), each
+    analysed as it is read: a scan reads the policies while the server makes its pages of namespaces, and their
+    analysis is then done by the time the namespaces are evaluated (bench/scan_one_cluster.py)."""
 
-    def __init__(self, policies: Iterable[NetworkPolicy]) -> None:
-        self.namespaced: dict[str, list[NetworkPolicy]] = defaultdict(list)
-        self.clusterwide: list[NetworkPolicy] = []
+    def __init__(self) -> None:
+        # By the policy object's id; each entry holds its policy, so that the id is not another object's.
+        self._effects: dict[int, tuple[NetworkPolicy, Effect]] = {}
+
+    def add(self, policy: NetworkPolicy) -> None:
+        effect = analyze_alone(policy)
+        if effect is not None:
+            self._effects[id(policy)] = (policy, effect)
+
+    def effect(self, policy: NetworkPolicy) -> Effect | None:
+        """The effect of `policy` (that very object) when it was added, else None."""
+        found = self._effects.get(id(policy))
+        return found[1] if found is not None and found[0] is policy else None
+
+
+class PolicyIndex:
+    """A cluster's policies by the namespace they are in, each with its effect when `analysed` knows it, the
+    cluster-wide ones apart: made once, and asked for each page of namespaces as it is read
+    (evaluation.Evaluation)."""
+
+    def __init__(self, policies: Iterable[NetworkPolicy], analysed: AnalysedAsRead | None = None) -> None:
+        self.namespaced: dict[str, list[tuple[NetworkPolicy, Effect | None]]] = defaultdict(list)
+        self.clusterwide: list[tuple[NetworkPolicy, Effect | None]] = []
         for policy in policies:
-            (self.namespaced[policy.namespace] if policy.namespace else self.clusterwide).append(policy)
+            (self.namespaced[policy.namespace] if policy.namespace else self.clusterwide).append(
+                (policy, analysed.effect(policy) if analysed is not None else None))
 
     def coverage(self, namespaces: Iterable[Namespace]) -> dict[str, NamespaceCoverage]:
         namespaced, clusterwide = self.namespaced, self.clusterwide
@@ -38,14 +60,15 @@ class PolicyIndex:
                 if clusterwide or namespace.name in namespaced else NOTHING for namespace in namespaces}
 
 
-def _coverage(namespace: Namespace, policies: list[NetworkPolicy]) -> NamespaceCoverage:
+def _coverage(namespace: Namespace, policies: list[tuple[NetworkPolicy, Effect | None]]) -> NamespaceCoverage:
     effects, errors = [], []
-    for policy in policies:
-        try:
-            effect = analyze(policy, namespace)
-        except PolicyError as error:
-            errors.append(str(error))
-            continue
+    for policy, effect in policies:
+        if effect is None:
+            try:
+                effect = analyze(policy, namespace)
+            except PolicyError as error:
+                errors.append(str(error))
+                continue
         if effect is not None:
             effects.append(effect)
     return NamespaceCoverage(tuple(effects), tuple(errors))

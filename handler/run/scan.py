@@ -19,13 +19,14 @@ from typing import Any
 
 import boto3
 
+from handler import collector
 from handler.asff import cluster_resource, encoded_findings, plan_findings
 from handler.cluster_reader import ClusterReader, ReadLimits
 from handler.config import ACCOUNT_ID, CLUSTER_NAME, REGION, RUN_ID, TIMESTAMP, Settings
 from handler.controls import namespace_network_policy
 from handler.errors import ClusterReadError, DiscoveryError, PublishError, ScannerError, WriteConflict
 from handler.evaluation import Evaluation, Evaluator
-from handler.models import ClusterRef, ClusterSnapshot, ComplianceStatus, ControlResult, Namespace
+from handler.models import ClusterRef, ClusterSnapshot, ComplianceStatus, ControlResult, Namespace, NetworkPolicy
 from handler.policy.coverage import not_understood
 from handler.publish.s3 import GzipJsonLines, ReportStore, StoredState
 from handler.publish.securityhub import CALLS_PER_SECOND
@@ -150,7 +151,11 @@ def scan_cluster(context: ScanContext, task: ClusterTask) -> ClusterOutcome:
     except DiscoveryError as error:  # the account's role could not be assumed
         return logged(context, ClusterOutcome(ref, "failed", error=f"{error}{context.failure_note}"), cpu_before)
     try:
-        outcome = _deleted(context, task.run, target, ref) if task.deleted else _scan(context, task.run, target, ref)
+        # Paused for the whole scan: its snapshot and results are freed when _scan returns, before the collector
+        # would walk them (handler/collector.py).
+        with collector.paused():
+            outcome = (_deleted(context, task.run, target, ref) if task.deleted
+                       else _scan(context, task.run, target, ref))
     except OutOfTime:
         raise
     except PublishError as error:
@@ -191,11 +196,15 @@ def _scan(context: ScanContext, run: Run, target: RegionTarget, ref: ClusterRef)
 
 
 class _Evaluating:
-    """The cluster's evaluation, given its namespaces as they are read (cluster_reader.NamespacesAsRead), its CPU
-    charged to the "evaluate" stage rather than to the read it happens in."""
+    """The cluster's evaluation, given its policies and namespaces as they are read (cluster_reader.ClusterAsRead),
+    its CPU charged to the "evaluate" stage rather than to the read it happens in."""
 
     def __init__(self, evaluation: Evaluation) -> None:
         self.evaluation = evaluation
+
+    def policies_read(self, policies: Sequence[NetworkPolicy]) -> None:
+        with CPU.stage("evaluate"):
+            self.evaluation.policies_read(policies)
 
     def begin(self, read_so_far: ClusterSnapshot) -> None:
         with CPU.stage("evaluate"):

@@ -4,7 +4,8 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -118,12 +119,15 @@ def test_read_timeout_is_bounded(target: Target) -> None:
     assert len(target.sleeps) == 1, "want one backoff between the two attempts, then the error"
 
 
-def expire_after_first_page(cluster: Cluster, wait_seconds: float = 30.0) -> None:
+def expire_after_first_page(cluster: Cluster, wait_seconds: float = 30.0, path: str = "/api/v1/namespaces",
+                            change: Callable[[], object] = lambda: None) -> None:
+    """Once the first page of `path` is answered: `change`, then every continue token expires."""
     deadline = time.monotonic() + wait_seconds
     while time.monotonic() < deadline:
-        if any(r["status"] == 200 for r in list_requests(cluster, "/api/v1/namespaces")):
+        if any(r["status"] == 200 for r in list_requests(cluster, path)):
             break
         time.sleep(0.005)
+    change()
     cluster.expire_continue_tokens()
 
 
@@ -193,7 +197,7 @@ def test_a_retry_after_beyond_the_deadline_ends_the_read_without_waiting(target:
 
 
 class Taken:
-    """A NamespacesAsRead that records what it is given, and evaluates it as the scan does."""
+    """A ClusterAsRead that records what it is given, and evaluates it as the scan does."""
 
     def __init__(self) -> None:
         from handler.evaluation import Evaluation, Evaluator
@@ -201,6 +205,10 @@ class Taken:
         self.evaluation = Evaluation(Evaluator())
         self.calls: list[str] = []
         self.policies_when_begun: int | None = None
+
+    def policies_read(self, policies) -> None:
+        self.calls.append(f"policies {len(policies)}")
+        self.evaluation.policies_read(policies)
 
     def begin(self, read_so_far) -> None:
         self.calls.append("begin")
@@ -216,24 +224,36 @@ class Taken:
         self.evaluation.restart()
 
 
+def read_taken_while(target: Target, meanwhile: Callable[[], object]) -> tuple[Any, Taken]:
+    """The target read as the scan reads it (given to a Taken), while `meanwhile` runs in another thread."""
+    thread = threading.Thread(target=meanwhile)
+    thread.start()
+    taken = Taken()
+    try:
+        snapshot = ClusterReader(ReadLimits(page_size=500)).read(target.info, target.token(), as_read=taken)
+    finally:
+        thread.join()
+    return snapshot, taken
+
+
 def results_of(snapshot, results) -> list[dict]:
     return [r.to_dict() for r in results]
 
 
-def test_namespaces_are_given_page_by_page_once_the_rest_is_read_and_evaluate_as_the_whole(target: Target) -> None:
+def test_policies_then_namespaces_are_given_page_by_page_and_evaluate_as_the_whole(target: Target) -> None:
     from handler.evaluation import evaluate
 
     for i in range(1_234):
         target.cluster.add_namespace(f"team-{i:04d}", terminating=i == 7)
-        if i % 3 == 0:
+        if i % 2 == 0:
             target.cluster.add_policy(f"team-{i:04d}", "deny", DENY_ALL)
     taken = Taken()
 
     snapshot = ClusterReader(ReadLimits(page_size=500)).read(target.info, target.token(), as_read=taken)
     evaluated_snapshot, results = taken.evaluation.finish(snapshot, "2026-12-02T00:00:00Z")
 
-    assert taken.calls == ["begin", "add 500", "add 500", "add 236"]
-    assert taken.policies_when_begun == len(snapshot.policies) == 413  # every policy was read before any namespace
+    assert taken.calls == ["policies 500", "policies 118", "begin", "add 500", "add 500", "add 236"]
+    assert taken.policies_when_begun == len(snapshot.policies) == 618  # every policy was read before any namespace
     assert results_of(snapshot, results) == results_of(snapshot, evaluate(snapshot, now="2026-12-02T00:00:00Z"))
     assert dict(evaluated_snapshot.coverage) == dict(type(snapshot)(snapshot.cluster, snapshot.namespaces,
                                                                     snapshot.policies).coverage)
@@ -248,19 +268,36 @@ def test_a_list_of_namespaces_that_starts_over_is_evaluated_from_its_start_again
             target.cluster.add_policy(f"ns-{i:04d}", "deny", DENY_ALL)
     target.cluster.inject(r"^/api/v1/namespaces$", None, times=1, delay_seconds=0.01)
     target.cluster.inject(r"^/api/v1/namespaces$", None, times=1, delay_seconds=1.0)
-    compaction = threading.Thread(target=expire_after_first_page, args=(target.cluster,))
-    compaction.start()
-    taken = Taken()
-    try:
-        snapshot = ClusterReader(ReadLimits(page_size=500)).read(target.info, target.token(), as_read=taken)
-    finally:
-        compaction.join()
+
+    snapshot, taken = read_taken_while(target, lambda: expire_after_first_page(target.cluster))
 
     assert "restart" in taken.calls
     after = taken.calls[len(taken.calls) - 1 - taken.calls[::-1].index("restart") + 1:]
     assert after == ["add 500", "add 500", "add 102"]
     assert len(snapshot.namespaces) == 1_102
     _, results = taken.evaluation.finish(snapshot, "2026-12-02T00:00:00Z")
+    assert results_of(snapshot, results) == results_of(snapshot, evaluate(snapshot, now="2026-12-02T00:00:00Z"))
+
+
+def test_a_list_of_policies_that_starts_over_is_evaluated_as_read_the_second_time(target: Target) -> None:
+    from handler.evaluation import evaluate
+
+    for i in range(600):
+        target.cluster.add_namespace(f"ns-{i:04d}")
+        target.cluster.add_policy(f"ns-{i:04d}", "deny", DENY_ALL)
+    policies_path = "/apis/networking.k8s.io/v1/networkpolicies"
+    target.cluster.inject(f"^{policies_path}$", None, times=1, delay_seconds=0.01)
+    target.cluster.inject(f"^{policies_path}$", None, times=1, delay_seconds=1.0)
+    # Once the first page (with ns-0000's deny) is given, that policy admits all ingress instead.
+    open_all = {"podSelector": {}, "ingress": [{}], "policyTypes": ["Ingress"]}
+
+    snapshot, taken = read_taken_while(target, lambda: expire_after_first_page(
+        target.cluster, path=policies_path, change=lambda: target.cluster.add_policy("ns-0000", "deny", open_all)))
+
+    assert taken.calls[:3] == ["policies 500", "policies 500", "policies 101"]  # the first page, given again
+    _, results = taken.evaluation.finish(snapshot, "2026-12-02T00:00:00Z")
+    ingress = {r.namespace: r.status.value for r in results if r.control_id == "netpol-default-deny-ingress"}
+    assert ingress["ns-0000"] == "FAILED" and ingress["ns-0001"] == "PASSED"
     assert results_of(snapshot, results) == results_of(snapshot, evaluate(snapshot, now="2026-12-02T00:00:00Z"))
 
 

@@ -354,6 +354,47 @@ def test_a_scanned_clusters_log_line_says_where_its_cpu_went(world, scanner_env,
             "state_write"} == set(line.cpu_seconds)
 
 
+def test_the_collector_walks_nothing_while_a_cluster_is_scanned(world, scanner_env):
+    import gc
+    import logging
+    import weakref
+
+    import boto3
+
+    from handler.cluster_reader import ClusterReader
+    from handler.config import Settings
+    from handler.run.report import Run
+    from handler.run.scan import ClusterTask, ScanContext, scan_cluster
+
+    class KeepingSight(ClusterReader):
+        """The reader, with a weak reference to each cluster it reads: it lives as long as the cluster's scan (its
+        snapshot, results, findings), so a collector pass that starts while it is alive walks them."""
+
+        clusters: list[weakref.ref] = []
+
+        def read(self, cluster, *args, **kwargs):
+            self.clusters.append(weakref.ref(cluster))
+            return super().read(cluster, *args, **kwargs)
+
+    world.add_cluster("123456789012", "eu-west-1", Cluster("one", {f"team-{i}": {"deny": DENY_ALL} for i in range(300)}))
+    context = ScanContext.create(Settings.from_env(), boto3.Session(), logging.getLogger("scan-gc"),
+                                 reader=KeepingSight())
+    run = Run.start()
+    passes_while_scanning: list[bool] = []
+    watch = lambda phase, info: phase == "start" and passes_while_scanning.append(  # noqa: E731
+        any(ref() is not None for ref in KeepingSight.clusters))
+    gc.callbacks.append(watch)
+    try:
+        outcome = scan_cluster(context, ClusterTask(run.run_id, run.started_at, "123456789012", "eu-west-1", "one"))
+        outcome = scan_cluster(context, ClusterTask(run.run_id, run.started_at, "123456789012", "eu-west-1", "one"))
+    finally:
+        gc.callbacks.remove(watch)
+
+    assert (outcome.result, outcome.namespaces) == ("scanned", 300) and len(KeepingSight.clusters) == 2
+    assert not any(passes_while_scanning), "the collector ran during a cluster's scan, and walked what it held"
+    assert all(ref() is None for ref in KeepingSight.clusters) and gc.isenabled()
+
+
 def _result(name: str) -> dict[str, Any]:
     return {"account_id": ACCOUNTS[0], "region": REGIONS[0], "cluster": name, "cluster_arn": "", "result": "scanned",
             "error": None, "namespaces": 1, "namespaces_failing": 0, "namespaces_terminating": 0, "findings": 1,

@@ -14,8 +14,10 @@ from handler.evaluation import Evaluation, Evaluator, evaluate
 from handler.exemptions import ANNOTATION, ANNOTATION_UNTIL
 from handler.models import (EMPTY, ClusterInfo, ClusterRef, ClusterSnapshot, EnforcementEvidence, Namespace,
                             NetworkPolicy)
-from handler.policy.engines import analyze
+from handler.policy.coverage import AnalysedAsRead, PolicyIndex
+from handler.policy.engines import POLICY_APIS, analyze, analyze_alone
 from handler.run.stages import StageLedger
+from tests.corpus import manifests
 
 REF = ClusterRef("123456789012", "eu-west-1", "alpha")
 NOW = "2026-12-02T00:00:00Z"
@@ -121,6 +123,42 @@ def test_a_spec_made_in_code_is_analysed_too():
     assert effect.ingress.isolates and not effect.egress.isolates
 
 
+def test_a_policy_analysed_as_read_is_looked_up_not_analysed_again():
+    analysed = AnalysedAsRead()
+    bad = NetworkPolicy("one", "bad", BAD_EGRESS)  # a direction not understood: analysed anew each time
+    analysed.add(bad)
+    coverage = PolicyIndex([bad], analysed).coverage([Namespace("one", {"team": "a"})])["one"]
+
+    assert coverage.effects == (analysed.effect(bad),)
+    assert coverage.effects[0] is analysed.effect(bad)
+    assert analysed.effect(NetworkPolicy("one", "bad", BAD_EGRESS)) is None  # an equal policy, but another read's
+
+
+def test_only_namespaced_policies_of_kinds_blind_to_namespace_labels_are_analysed_alone():
+    assert {(api.group, api.kind) for api in POLICY_APIS if api.spec_alone} == {
+        ("networking.k8s.io", "NetworkPolicy"), ("networking.k8s.aws", "ApplicationNetworkPolicy")}
+    calico = NetworkPolicy("one", "team", {"selector": "all()", "types": ["Ingress"]}, "NetworkPolicy",
+                           "projectcalico.org/v3")
+    assert analyze_alone(calico) is None  # a Calico policy's selectors can name its namespace's labels
+    assert analyze_alone(NetworkPolicy("", "team-a", {"selector": "team == 'a'"}, *GLOBAL)) is None
+    assert analyze_alone(NetworkPolicy("one", "deny", DENY_ALL)) == analyze(NetworkPolicy("one", "deny", DENY_ALL),
+                                                                            Namespace("one"))
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(labels=st.dictionaries(st.sampled_from(["team", "environment", "kubernetes.io/metadata.name", "app",
+                                               "projectcalico.org/name", "io.cilium.k8s.policy.cluster"]),
+                              st.sampled_from(["a", "prod", "corpus", "kube-system", ""]), max_size=4))
+def test_a_kind_analysed_alone_does_the_same_to_its_namespace_whatever_its_labels(labels):
+    # Over every manifest of the real-world corpus of such a kind: PolicyApi.spec_alone must be true of them.
+    spec_alone = {(api.group, api.kind) for api in POLICY_APIS if api.spec_alone}
+    policies = [m.policy for m in manifests()]
+    alone = [p for p in policies if (p.api_version.split("/")[0], p.kind) in spec_alone]
+    assert len(alone) >= 20
+    for policy in alone:
+        assert analyze(policy, Namespace(policy.namespace, labels)) == analyze_alone(policy), policy.name
+
+
 def test_overlapping_pauses_of_the_collector_resume_it_after_the_last():
     assert gc.isenabled()
     first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
@@ -143,6 +181,25 @@ def test_overlapping_pauses_of_the_collector_resume_it_after_the_last():
 
     assert seen == [False]
     assert gc.isenabled()
+
+
+def test_pauses_that_keep_overlapping_still_collect_the_young_generation_every_max_pause_seconds():
+    now = [0.0]
+    pauses = collector._Pauses(lambda: now[0])
+    passes: list[int] = []
+    watch = lambda phase, info: phase == "start" and passes.append(info["generation"])  # noqa: E731
+    gc.callbacks.append(watch)
+    try:
+        with pauses():  # a long scan, while shorter ones start and end
+            for ended_at, collected in ((5.0, []), (collector.MAX_PAUSE_SECONDS + 1, [0]), (15.0, [0]),
+                                        (2 * collector.MAX_PAUSE_SECONDS + 2, [0, 0])):
+                with pauses():
+                    now[0] = ended_at
+                assert passes == collected, ended_at
+                assert not gc.isenabled()
+    finally:
+        gc.callbacks.remove(watch)
+    assert gc.isenabled() and passes == [0, 0]
 
 
 def test_a_collector_paused_before_stays_paused():

@@ -18,19 +18,21 @@ from handler.policy.selectors import Reach
 
 class PolicyApi(NamedTuple):
     """A policy kind the scanner reads: where it is served and what decides its effect. `version` None: the group's
-    preferred version."""
+    preferred version. `spec_alone`: a policy of the kind (namespaced) does the same to its namespace whatever the
+    namespace's labels, so it can be analysed as soon as it is read (analyze_alone)."""
 
     group: str
     plural: str
     kind: str
     version: str | None
     analyzer: Analyzer
+    spec_alone: bool = False
 
 
 # policy.networking.k8s.io serves two APIs at two versions, read side by side: v1alpha1 AdminNetworkPolicy and
 # BaselineAdminNetworkPolicy, v1alpha2 ClusterNetworkPolicy (network-policy-api v0.2).
 POLICY_APIS = (
-    PolicyApi("networking.k8s.io", "networkpolicies", "NetworkPolicy", "v1", kubernetes.analyze),
+    PolicyApi("networking.k8s.io", "networkpolicies", "NetworkPolicy", "v1", kubernetes.analyze, spec_alone=True),
     PolicyApi("cilium.io", "ciliumnetworkpolicies", "CiliumNetworkPolicy", None, cilium.analyze),
     PolicyApi("cilium.io", "ciliumclusterwidenetworkpolicies", "CiliumClusterwideNetworkPolicy", None, cilium.analyze),
     PolicyApi("projectcalico.org", "networkpolicies", "NetworkPolicy", None, calico.analyze),
@@ -46,11 +48,21 @@ POLICY_APIS = (
     PolicyApi("networking.k8s.aws", "clusternetworkpolicies", "ClusterNetworkPolicy", "v1alpha1",
               cluster_network_policy.analyze),
     PolicyApi("networking.k8s.aws", "applicationnetworkpolicies", "ApplicationNetworkPolicy", "v1alpha1",
-              application_network_policy.analyze),
+              application_network_policy.analyze, spec_alone=True),
 )
 ANALYZERS: dict[tuple[str, str], Analyzer] = {(api.group, api.kind): api.analyzer for api in POLICY_APIS}
+_SPEC_ALONE = frozenset((api.group, api.kind) for api in POLICY_APIS if api.spec_alone)
 
-__all__ = ["ANALYZERS", "POLICY_APIS", "PolicyApi", "EGRESS", "INGRESS", "Direction", "Effect", "analyze", "label"]
+__all__ = ["ANALYZERS", "POLICY_APIS", "PolicyApi", "EGRESS", "INGRESS", "Direction", "Effect", "analyze",
+           "analyze_alone", "label"]
+
+
+def analyze_alone(policy: NetworkPolicy) -> Effect | None:
+    """The effect of a namespaced policy on its own namespace without reading the namespace, for the kinds whose
+    effect rests on the policy alone (PolicyApi.spec_alone); None for any other policy."""
+    if not policy.namespace or (policy.api_version.split("/")[0], policy.kind) not in _SPEC_ALONE:
+        return None
+    return analyze(policy, Namespace(policy.namespace))
 
 
 def analyze(policy: NetworkPolicy, namespace: Namespace) -> Effect | None:
