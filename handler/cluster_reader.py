@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import urllib3
 
-from handler import collector, engine_reader
+from handler import engine_reader
 from handler.errors import ClusterReadError, ForbiddenError
 from handler.models import (EMPTY, EXEMPT_ANNOTATION, EXEMPT_UNTIL_ANNOTATION, ClusterInfo, ClusterSnapshot, Namespace,
                             NetworkPolicy)
@@ -96,7 +96,7 @@ class ClusterReader:
                   as_read: ClusterAsRead | None = None) -> ClusterSnapshot:
         """Any cluster, through a client configured elsewhere (a kubeconfig context, for `netpol-scan cluster`):
         the same lists, paging and fault handling. Closes the client."""
-        with collector.paused(), _Session(cluster, api, self.limits, self._sleep, deadline) as session:
+        with _Session(cluster, api, self.limits, self._sleep, deadline) as session:
             snapshot = read_snapshot(cluster, session, as_read)
         CPU.charge(session.cpu_elsewhere)
         return snapshot

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, NamedTuple
 
-from handler import collector, exemptions
+from handler import exemptions
 from handler.config import DEFAULT_ANNOTATION_EXEMPTION_MAX_DAYS, Settings
 from handler.controls import CONTROLS, EvaluationOptions
 from handler.models import ClusterSnapshot, ControlResult, Namespace, NetworkPolicy
@@ -74,9 +74,8 @@ class Evaluation:
         assert self._read_so_far is not None, "begin() first"
         coverage = self._index.coverage(namespaces)
         page = replace(self._read_so_far, namespaces=tuple(namespaces), coverage_as_read=coverage)
-        with collector.paused():
-            for control in _NAMESPACE_LOCAL:
-                self._results[control.id].extend(control.evaluate(page, self._evaluator.options))
+        for control in _NAMESPACE_LOCAL:
+            self._results[control.id].extend(control.evaluate(page, self._evaluator.options))
         self._coverage.update(coverage)
 
     def restart(self) -> None:
@@ -90,14 +89,13 @@ class Evaluation:
             self.add(snapshot.namespaces)
         snapshot = replace(snapshot, coverage_as_read=self._coverage)
         options = self._evaluator.options
-        with collector.paused():
-            results = [r for control in CONTROLS if control.evaluate
-                       for r in (self._results[control.id] if control.namespace_local
-                                 else control.evaluate(snapshot, options))]
-            now = now or dt.datetime.now(dt.timezone.utc).isoformat()
-            return Evaluated(snapshot, exemptions.apply(results, snapshot.cluster.ref, snapshot.namespaces,
-                                                        self._evaluator.exemptions, now,
-                                                        self._evaluator.annotation_max_days))
+        results = [r for control in CONTROLS if control.evaluate
+                   for r in (self._results[control.id] if control.namespace_local
+                             else control.evaluate(snapshot, options))]
+        now = now or dt.datetime.now(dt.timezone.utc).isoformat()
+        return Evaluated(snapshot, exemptions.apply(results, snapshot.cluster.ref, snapshot.namespaces,
+                                                    self._evaluator.exemptions, now,
+                                                    self._evaluator.annotation_max_days))
 
 
 _NAMESPACE_LOCAL = tuple(control for control in CONTROLS if control.evaluate and control.namespace_local)

@@ -51,7 +51,7 @@ POLICY_APIS = (
               application_network_policy.analyze, spec_alone=True),
 )
 ANALYZERS: dict[tuple[str, str], Analyzer] = {(api.group, api.kind): api.analyzer for api in POLICY_APIS}
-_SPEC_ALONE = frozenset((api.group, api.kind) for api in POLICY_APIS if api.spec_alone)
+_SPEC_ALONE = {(api.group, api.kind): api.analyzer for api in POLICY_APIS if api.spec_alone}
 
 __all__ = ["ANALYZERS", "POLICY_APIS", "PolicyApi", "EGRESS", "INGRESS", "Direction", "Effect", "analyze",
            "analyze_alone", "label"]
@@ -60,19 +60,23 @@ __all__ = ["ANALYZERS", "POLICY_APIS", "PolicyApi", "EGRESS", "INGRESS", "Direct
 def analyze_alone(policy: NetworkPolicy) -> Effect | None:
     """The effect of a namespaced policy on its own namespace without reading the namespace, for the kinds whose
     effect rests on the policy alone (PolicyApi.spec_alone); None for any other policy."""
-    if not policy.namespace or (policy.api_version.split("/")[0], policy.kind) not in _SPEC_ALONE:
+    analyzer = _SPEC_ALONE.get((policy.api_version.split("/")[0], policy.kind))
+    if analyzer is None or not policy.namespace:
         return None
-    return analyze(policy, Namespace(policy.namespace))
+    return _analyze_with(analyzer, policy, Namespace(policy.namespace))
 
 
 def analyze(policy: NetworkPolicy, namespace: Namespace) -> Effect | None:
     """The policy's effect on `namespace`, or None when it cannot apply there (a namespaced policy elsewhere)."""
-    group = policy.api_version.split("/")[0]
-    analyzer = ANALYZERS.get((group, policy.kind))
+    analyzer = ANALYZERS.get((policy.api_version.split("/")[0], policy.kind))
     if analyzer is None:
         raise PolicyError(f"{label(policy)}: no semantics for {policy.api_version} {policy.kind}")
     if policy.namespace and policy.namespace != namespace.name:
         return None
+    return _analyze_with(analyzer, policy, namespace)
+
+
+def _analyze_with(analyzer: Analyzer, policy: NetworkPolicy, namespace: Namespace) -> Effect:
     try:
         return analyzer(policy, namespace)
     except UNINTERPRETABLE as error:
